@@ -1,0 +1,499 @@
+"""
+A LLaMA-style GPT with the PolyCom activations of "Polynomial Composition Activations: Unleashing the
+Dynamics of Large Language Models" (Zhuo et al., ICLR 2025), dense or with a Mixture-of-Experts FFN.
+
+Read it top to bottom:
+  1. GPTConfig                      every knob of the model
+  2. PolyNorm, PolyReLU             the paper's contribution, and the baseline activations
+  3. FFN                            up -> activation -> down, parameter-matched across activations
+  4. MoE                            OLMoE-style dropless top-k routing, a readable loop and a grouped-GEMM path
+  5. Attention, Block, GPT          the transformer around them
+
+`python model.py config/<name>.py` prints a model's size and FLOPs without allocating it.
+"""
+
+import math
+import sys
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+try:  # optional fused Triton kernels (kernels.py); used on CUDA only, the code below stays the definition
+    from kernels import poly_norm_fused, poly_relu_fused
+except ImportError:
+    poly_norm_fused = poly_relu_fused = None
+
+# -----------------------------------------------------------------------------
+# 1. Config
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 256  # context length
+    vocab_size: int = 50304  # gpt2's 50257 padded up to a multiple of 64 for faster matmuls
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    activation: str = 'polynorm'  # relu | gelu | relu2 | swiglu | polyrelu | polynorm
+    poly_order: int = 3  # r, the degree of the polynomial in PolyReLU / PolyNorm
+    ffn_hidden: int = 1536  # FFN width for non-gated activations; SwiGLU uses 2/3 of it (same params)
+    act_checkpointing: bool = True  # recompute PolyCom's powers in backward instead of storing them
+    fused_act: bool = True  # on CUDA, use the Triton kernels of kernels.py when Triton is installed
+    # Mixture of Experts (n_experts = 0 means a dense FFN in every block)
+    n_experts: int = 0
+    top_k: int = 8
+    moe_ffn_hidden: int = 1536  # width of each expert (non-gated; SwiGLU uses 2/3 of it)
+    moe_impl: str = 'auto'  # auto | grouped | loop
+    lb_weight: float = 0.01  # load-balancing loss weight
+    z_weight: float = 0.001  # router z-loss weight
+    # transformer details
+    qk_norm: bool = False  # RMSNorm on queries and keys (OLMoE); stabilizes MoE training
+    tie_embeddings: bool = False
+    init_std: float = 0.02
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        activations = ('relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm')
+        if self.activation not in activations:
+            raise ValueError(f"activation={self.activation!r} is not one of {activations}")
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size")
+        if self.n_experts and not 1 <= self.top_k <= self.n_experts:
+            raise ValueError(f"top_k={self.top_k} must be between 1 and n_experts={self.n_experts}")
+        if self.moe_impl not in ('auto', 'grouped', 'loop'):
+            raise ValueError(f"moe_impl={self.moe_impl!r} is not one of 'auto', 'grouped', 'loop'")
+
+
+def swiglu_width(hidden):
+    """SwiGLU has three matrices instead of two, so 2/3 of the width keeps the parameter count (x8 for GEMMs)."""
+    return max(8, 8 * round(hidden * 2 / 3 / 8))
+
+
+# -----------------------------------------------------------------------------
+# 2. Activations
+#
+# PolyCom composes a polynomial with another function. With learnable a_0..a_r (here bias, weight[0..r-1]):
+#   PolyReLU(x) = sum_{i=1..r} a_i * ReLU(x)^i    + a_0
+#   PolyNorm(x) = sum_{i=1..r} a_i * norm(x^i)    + a_0,   norm(u) = u / RMS(u) over the hidden dimension
+# weight[i-1] goes with the i-th power. The math runs in float32 whatever the input dtype: in bf16, x^3
+# loses most of its mantissa and the mean of x^6 overflows for |x| of a few hundred.
+
+
+def rms_norm(u, eps):
+    """norm(u) = u / sqrt(mean(u^2) + eps), over the last (hidden) dimension, no learnable scale."""
+    return u * torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+
+def at_least_float32(x):
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def poly_norm(x, weight, bias, eps):
+    xf = at_least_float32(x)
+    y, power = bias, xf
+    for w in weight:  # y = bias + w_1 norm(x) + w_2 norm(x^2) + ... + w_r norm(x^r)
+        y = y + w * rms_norm(power, eps)
+        power = power * xf
+    return y.to(x.dtype)
+
+
+def poly_relu(x, weight, bias):
+    r = F.relu(at_least_float32(x))
+    y, power = bias, r
+    for w in weight:  # y = bias + w_1 relu(x) + w_2 relu(x)^2 + ... + w_r relu(x)^r
+        y = y + w * power
+        power = power * r
+    return y.to(x.dtype)
+
+
+class PolyNorm(nn.Module):
+    def __init__(self, order=3, eps=1e-6, checkpointing=True, fused=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(order) / order)
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.eps, self.checkpointing, self.fused = eps, checkpointing, fused
+
+    def forward(self, x):
+        if self.fused and x.is_cuda and poly_norm_fused is not None:
+            return poly_norm_fused(x, self.weight, self.bias, self.eps)  # saves only x, like checkpointing
+        if self.checkpointing and torch.is_grad_enabled():
+            # keep only x for backward and recompute the r powers and norms there: memory of a ReLU
+            return checkpoint(poly_norm, x, self.weight, self.bias, self.eps, use_reentrant=False)
+        return poly_norm(x, self.weight, self.bias, self.eps)
+
+
+class PolyReLU(nn.Module):
+    def __init__(self, order=3, checkpointing=True, fused=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(order) / order)
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.checkpointing, self.fused = checkpointing, fused
+
+    def forward(self, x):
+        if self.fused and x.is_cuda and poly_relu_fused is not None:
+            return poly_relu_fused(x, self.weight, self.bias)
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(poly_relu, x, self.weight, self.bias, use_reentrant=False)
+        return poly_relu(x, self.weight, self.bias)
+
+
+class ReLU2(nn.Module):
+    def forward(self, x):
+        return F.relu(x).square()
+
+
+def make_activation(cfg):
+    """The element-wise activation of a non-gated FFN (SwiGLU is gated and lives in the FFN itself)."""
+    if cfg.activation == 'polynorm':
+        return PolyNorm(cfg.poly_order, checkpointing=cfg.act_checkpointing, fused=cfg.fused_act)
+    if cfg.activation == 'polyrelu':
+        return PolyReLU(cfg.poly_order, checkpointing=cfg.act_checkpointing, fused=cfg.fused_act)
+    if cfg.activation == 'relu2':
+        return ReLU2()
+    if cfg.activation == 'gelu':
+        return nn.GELU()
+    if cfg.activation == 'relu':
+        return nn.ReLU()
+    return None  # swiglu
+
+
+# -----------------------------------------------------------------------------
+# 3. The feed-forward network
+#
+#   non-gated:  down(act(up(x)))               2 * n_embd * hidden parameters
+#   SwiGLU:     down(silu(gate(x)) * up(x))    3 * n_embd * (2/3 hidden): the same count
+
+
+class FFN(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        gated = cfg.activation == 'swiglu'
+        hidden = swiglu_width(cfg.ffn_hidden) if gated else cfg.ffn_hidden
+        self.gate = nn.Linear(cfg.n_embd, hidden, bias=False) if gated else None
+        self.up = nn.Linear(cfg.n_embd, hidden, bias=False)
+        self.down = nn.Linear(hidden, cfg.n_embd, bias=False)
+        self.act = make_activation(cfg)  # each FFN has its own activation (its own PolyCom scalars)
+
+    def forward(self, x):  # (B, T, C) -> (B, T, C)
+        if self.gate is not None:
+            return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(self.act(self.up(x)))
+
+
+# -----------------------------------------------------------------------------
+# 4. Mixture of Experts (OLMoE-1B-7B's math, dropless)
+#
+# A router scores every token against E experts; softmax over all E in float32, keep the top k (the k
+# probabilities are NOT renormalized) and sum the chosen experts' outputs weighted by them. Dropless: every
+# token reaches its k experts however unbalanced the routing. Two auxiliary losses keep the router healthy:
+#   load balancing  E * sum_e f_e * P_e      f_e: share of the T*k assignments sent to e, P_e: mean prob of e
+#   router z-loss   mean_t logsumexp(logits_t)^2                       keeps the router logits small
+
+
+def compute_dtype(x):
+    """The dtype matmuls run in: autocast's when it is on (torch._grouped_mm is not covered by autocast)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        E, C = cfg.n_experts, cfg.n_embd
+        gated = cfg.activation == 'swiglu'
+        H = swiglu_width(cfg.moe_ffn_hidden) if gated else cfg.moe_ffn_hidden
+        self.n_experts, self.top_k, self.impl = E, cfg.top_k, cfg.moe_impl
+        self.router = nn.Linear(C, E, bias=False)
+        # expert weights stacked as (E, in, out) so that torch._grouped_mm can run all experts at once
+        self.w_gate = nn.Parameter(torch.empty(E, C, H)) if gated else None
+        self.w_up = nn.Parameter(torch.empty(E, C, H))
+        self.w_down = nn.Parameter(torch.empty(E, H, C))
+        self.act = make_activation(cfg)  # one activation module shared by all experts of this layer
+
+    def forward(self, x):  # (B, T, C) -> (B, T, C), {'lb': ..., 'z': ...}
+        B, T, C = x.shape
+        x = x.view(B * T, C)
+        logits = self.router(x).float()  # (N, E), N = B*T tokens
+        probs = logits.softmax(dim=-1)
+        weights, experts = probs.topk(self.top_k, dim=-1)  # (N, k) each, not renormalized
+
+        counts = torch.zeros_like(probs[0]).scatter_add_(0, experts.flatten(), torch.ones_like(weights).flatten())
+        f = counts / experts.numel()  # share of the N*k assignments per expert, (E,)
+        aux = {'lb': self.n_experts * (f * probs.mean(dim=0)).sum(),
+               'z': torch.logsumexp(logits, dim=-1).square().mean()}
+
+        if self.use_grouped(x):
+            y = self.experts_grouped(x, weights, experts)
+        else:
+            y = self.experts_loop(x, weights, experts)
+        return y.view(B, T, C), aux
+
+    def use_grouped(self, x):
+        if self.impl != 'auto':
+            return self.impl == 'grouped'
+        # grouped GEMM kernels need rows of 16-byte multiples; old GPUs lack them: fall back to the loop
+        dims_ok = all(d % 8 == 0 for d in self.w_up.shape[1:])
+        return dims_ok and (not x.is_cuda or torch.cuda.get_device_capability(x.device) >= (9, 0))
+
+    def expert_ffn(self, h, w_gate, w_up, w_down, mm):
+        """One FFN applied with matmul `mm`, so that the loop and the grouped path share the math."""
+        if w_gate is not None:
+            return mm(F.silu(mm(h, w_gate)) * mm(h, w_up), w_down)
+        return mm(self.act(mm(h, w_up)), w_down)
+
+    def experts_loop(self, x, weights, experts):
+        """The readable reference: for each expert, gather its tokens, run its FFN, scatter back weighted."""
+        y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # (N, C)
+        for e in range(self.n_experts):
+            token, slot = torch.where(experts == e)  # which tokens chose e, and as their how-many-th choice
+            if token.numel() == 0:
+                continue
+            w_gate = self.w_gate[e] if self.w_gate is not None else None
+            out = self.expert_ffn(x[token], w_gate, self.w_up[e], self.w_down[e], torch.matmul)
+            y.index_add_(0, token, out.float() * weights[token, slot, None])
+        return y.to(x.dtype)
+
+    def experts_grouped(self, x, weights, experts):
+        """The fast path: sort the N*k assignments by expert and run every expert in one grouped GEMM.
+        No step needs the routing on the host, so it compiles to one graph and never syncs the GPU."""
+        N, k = experts.shape
+        order = experts.flatten().argsort(stable=True)  # (N*k,) assignments grouped by expert
+        counts = torch.zeros(self.n_experts, dtype=torch.int32, device=x.device)
+        counts.scatter_add_(0, experts.flatten(), torch.ones_like(experts.flatten(), dtype=torch.int32))
+        offsets = counts.cumsum(0, dtype=torch.int32)  # end row of each expert's group; empty groups are fine
+        dt = compute_dtype(x)
+        h = x[order // k].to(dt)  # (N*k, C): the token behind each sorted assignment
+
+        def mm(a, b):
+            return torch._grouped_mm(a.to(dt), b.to(dt), offs=offsets)
+
+        out = self.expert_ffn(h, self.w_gate, self.w_up, self.w_down, mm)  # (N*k, C), sorted order
+        out = torch.empty_like(out).index_copy_(0, order, out).view(N, k, -1)  # back to (token, slot)
+        return (out.float() * weights[..., None]).sum(dim=1).to(x.dtype)
+
+
+# -----------------------------------------------------------------------------
+# 5. The transformer
+
+
+def rope_tables(block_size, head_dim, theta):
+    """cos and sin of the rotary angles, (block_size, head_dim/2) each."""
+    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(block_size, dtype=torch.float32), freqs)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):  # x: (B, nh, T, hs); rotates each pair (x1[j], x2[j]) by position * freq[j]
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.q_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps) if cfg.qk_norm else None
+
+    def forward(self, x, cos, sin, cache=None, pos=0):  # (B, T, C) -> (B, T, C)
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:  # generation: append this step's keys and values, attend to all so far
+            if pos > 0 and T > 1:
+                raise ValueError("the KV cache takes a prompt at pos 0, then one token at a time")
+            cache['k'][:B, :, pos:pos + T] = k
+            cache['v'][:B, :, pos:pos + T] = v
+            k, v = cache['k'][:B, :, :pos + T], cache['v'][:B, :, :pos + T]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)  # flash attention on GPU
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ffn_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+        self.ffn = MoE(cfg) if cfg.n_experts else FFN(cfg)
+
+    def forward(self, x, cos, sin, cache=None, pos=0):
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, pos)
+        if isinstance(self.ffn, MoE):
+            h, aux = self.ffn(self.ffn_norm(x))
+            return x + h, aux
+        return x + self.ffn(self.ffn_norm(x)), None
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_f = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        cos, sin = rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head, cfg.rope_theta)
+        self.register_buffer('rope_cos', cos, persistent=False)
+        self.register_buffer('rope_sin', sin, persistent=False)
+        self.init_weights()
+
+    def init_weights(self):
+        """Normal(0, init_std) everywhere; the projections that write into the residual stream get
+        init_std / sqrt(2 * n_layer), so the stream's variance does not grow with depth."""
+        std = self.config.init_std
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                continue  # norms keep their ones, PolyCom its (1/r, ..., 1/r) and zero bias
+            residual = name.endswith(('attn.proj.weight', 'ffn.down.weight', 'ffn.w_down'))
+            nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer) if residual else std)
+
+    def forward(self, idx, targets=None, return_aux=False, cache=None, pos=0):
+        """idx (B, T) token ids -> (logits, loss). With targets: logits (B, T, V) and the loss, which
+        includes the MoE auxiliary losses; return_aux=True adds {'lm', 'lb', 'z'}, the loss's parts.
+        Without targets: logits for the last position only (B, 1, V) and loss None."""
+        B, T = idx.shape
+        if pos + T > self.config.block_size:
+            raise ValueError(f"sequence of {pos + T} tokens is longer than block_size={self.config.block_size}")
+        cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
+        x = self.wte(idx)  # (B, T, C)
+        lb, z, n_moe = 0.0, 0.0, 0
+        for i, block in enumerate(self.blocks):
+            x, aux = block(x, cos, sin, cache[i] if cache is not None else None, pos)
+            if aux is not None:
+                lb, z, n_moe = lb + aux['lb'], z + aux['z'], n_moe + 1
+        x = self.norm_f(x)
+
+        if targets is None:
+            return self.lm_head(x[:, [-1], :]), None
+        logits = self.lm_head(x)  # (B, T, V)
+        lm = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        parts = {'lm': lm, 'lb': lm.new_zeros(()), 'z': lm.new_zeros(())}
+        if n_moe:  # averaged over MoE layers, then weighted
+            parts['lb'] = self.config.lb_weight * lb / n_moe
+            parts['z'] = self.config.z_weight * z / n_moe
+        loss = parts['lm'] + parts['lb'] + parts['z']
+        return (logits, loss, parts) if return_aux else (logits, loss)
+
+    def optim_groups(self, weight_decay):
+        """AdamW parameter groups: matrices and embeddings decay; norms and PolyCom's scalars do not."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+                {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+
+    # -- sizes and FLOPs: what a user needs to plan a run ------------------------
+
+    def num_params(self):
+        """Parameter counts: total, non-embedding (without the input and output embeddings), active per
+        token (an MoE layer uses top_k of its n_experts), and PolyCom's scalars."""
+        cfg = self.config
+        total = sum(p.numel() for p in self.parameters())  # a tied weight is counted once
+        embedding = self.wte.weight.numel() + (0 if cfg.tie_embeddings else self.lm_head.weight.numel())
+        idle_experts = 0
+        for m in self.modules():
+            if isinstance(m, MoE):
+                experts = sum(p.numel() for p in (m.w_gate, m.w_up, m.w_down) if p is not None)
+                idle_experts += experts * (cfg.n_experts - cfg.top_k) // cfg.n_experts
+        poly = sum(p.numel() for m in self.modules() if isinstance(m, (PolyNorm, PolyReLU)) for p in m.parameters())
+        return {'total': total, 'non_embedding': total - embedding, 'active': total - idle_experts, 'polycom': poly}
+
+    def flops_per_token(self, seq_len=None):
+        """Training FLOPs per token (forward + backward = 3x forward): 6 per active weight in a matmul
+        (the output head included, the input lookup not) plus causal-free attention scores, as in PaLM."""
+        cfg = self.config
+        seq_len = seq_len or cfg.block_size
+        matmul_params = self.num_params()['active'] - self.wte.weight.numel()
+        if cfg.tie_embeddings:
+            matmul_params += self.lm_head.weight.numel()
+        return 6 * matmul_params + 12 * cfg.n_layer * cfg.n_embd * seq_len
+
+    # -- generation ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True):
+        """Append max_new_tokens sampled tokens to idx (B, T). temperature=0 is greedy. With the KV cache
+        each new token costs one position's work; once the context fills block_size, the window slides
+        and every step recomputes it (the cache's keys were made at other positions)."""
+        cfg = self.config
+        cache, pos = None, 0
+        for _ in range(max_new_tokens):
+            if use_cache and idx.size(1) < cfg.block_size:
+                if cache is None:  # prefill with the whole prompt
+                    cache = self.new_cache(idx.size(0))
+                    logits, _ = self(idx, cache=cache)
+                else:  # one token at a time
+                    logits, _ = self(idx[:, -1:], cache=cache, pos=pos)
+                pos = idx.size(1)
+            else:
+                logits, _ = self(idx[:, -cfg.block_size:])
+            idx = torch.cat([idx, sample_token(logits[:, -1, :].float(), temperature, top_k)], dim=1)
+        return idx
+
+    def new_cache(self, batch_size):
+        cfg = self.config
+        p = self.lm_head.weight
+        shape = (batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        return [{'k': torch.zeros(shape, dtype=p.dtype, device=p.device),
+                 'v': torch.zeros(shape, dtype=p.dtype, device=p.device)} for _ in range(cfg.n_layer)]
+
+
+def sample_token(logits, temperature, top_k):  # (B, V) -> (B, 1)
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float('-inf'))
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+
+
+# -----------------------------------------------------------------------------
+# Reading configs and summarizing a model
+
+
+def read_config(path):
+    """Run a config file (plain Python assignments) and return what it assigned, as a dict. A config may
+    build on another with exec(open(...).read()), using __file__ to find it."""
+    namespace = {'__file__': path}
+    with open(path) as f:
+        exec(f.read(), namespace)
+    return {k: v for k, v in namespace.items() if not k.startswith('_') and not isinstance(v, type(sys))}
+
+
+def config_from_file(path, **overrides):
+    """The GPTConfig of a config file; its training keys are left to train.py."""
+    names = {f.name for f in fields(GPTConfig)}
+    return GPTConfig(**{k: v for k, v in {**read_config(path), **overrides}.items() if k in names})
+
+
+def summary(cfg):
+    with torch.device('meta'):  # shapes only: the 7B MoE is summarized without allocating its weights
+        model = GPT(cfg)
+    n = model.num_params()
+    lines = [f"{cfg.n_layer} layers, n_embd {cfg.n_embd}, {cfg.n_head} heads, context {cfg.block_size}, "
+             f"activation {cfg.activation}" + (f" (order {cfg.poly_order})" if cfg.activation.startswith('poly') else '')
+             + (f", {cfg.n_experts} experts top-{cfg.top_k}" if cfg.n_experts else ''),
+             f"parameters, total:         {n['total'] / 1e9:8.4f} B",
+             f"parameters, non-embedding: {n['non_embedding'] / 1e9:8.4f} B",
+             f"parameters, active:        {n['active'] / 1e9:8.4f} B",
+             f"PolyCom scalars:           {n['polycom']:8d} ({100 * n['polycom'] / n['total']:.2e} % of total)",
+             f"training FLOPs per token:  {model.flops_per_token() / 1e9:8.3f} GFLOP"]
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    if len(sys.argv) != 2:
+        sys.exit("usage: python model.py config/<name>.py")
+    print(summary(config_from_file(sys.argv[1])))
