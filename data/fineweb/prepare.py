@@ -1,0 +1,59 @@
+"""
+Download FineWeb-10B already tokenized with gpt2: the shards published as the Hugging Face dataset
+kjj0/fineweb10B-gpt2 (about 100M tokens, 200 MB, per shard), in this project's shard format as they are.
+
+    python data/fineweb/prepare.py [--num_shards 8] [--out_dir data/fineweb]
+
+Fetches fineweb_val_000000.bin and fineweb_train_000001.bin ... up to --num_shards train shards (103 exist).
+Files already complete are skipped, and an interrupted download resumes from its .part file, so simply run
+the command again after a failure.
+"""
+import argparse
+import os
+import sys
+
+# the repo root, so that `data.shards` imports when this file runs as a script
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from data.shards import describe_dataset, download, gpt2_meta, read_shard, write_meta  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BASE_URL = "https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main"
+MAX_TRAIN_SHARDS = 103
+
+
+def shard_names(num_train_shards):
+    return ["fineweb_val_000000.bin"] + [f"fineweb_train_{i:06d}.bin" for i in range(1, num_train_shards + 1)]
+
+
+def fetch_shard(url, path):
+    """Download one shard (unless complete already) and check its header against its size."""
+    download(url, path)
+    try:
+        read_shard(path)
+    except ValueError:
+        os.remove(path)  # so that the next run fetches it afresh instead of skipping it as complete
+        print(f"removed the bad file {path}; run again to download it anew", file=sys.stderr)
+        raise
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Download gpt2-tokenized FineWeb-10B shards.")
+    parser.add_argument("--num_shards", type=int, default=8, help=f"train shards, 1..{MAX_TRAIN_SHARDS}")
+    parser.add_argument("--out_dir", default=HERE, help="where to write the shards and meta.json")
+    parser.add_argument("--base_url", default=BASE_URL, help="where the shard files are served")
+    args = parser.parse_args(argv)
+    if not 1 <= args.num_shards <= MAX_TRAIN_SHARDS:
+        parser.error(f"--num_shards must be in 1..{MAX_TRAIN_SHARDS}, got {args.num_shards}")
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    paths = [fetch_shard(f"{args.base_url}/{name}", os.path.join(args.out_dir, name))
+             for name in shard_names(args.num_shards)]
+    source = f"FineWeb-10B sample, gpt2 tokens (kjj0/fineweb10B-gpt2), {args.num_shards} train shards"
+    paths.append(write_meta(args.out_dir, gpt2_meta(source)))
+    print(describe_dataset(args.out_dir, "fineweb"))
+    return paths
+
+
+if __name__ == "__main__":
+    main()
