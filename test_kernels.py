@@ -1,0 +1,220 @@
+"""
+Tests for kernels.py: the fused PolyNorm / PolyReLU Triton kernels against a float64 reference written here from
+the paper's formulas, forward and backward. On a CPU-only machine the kernels run in Triton's interpreter.
+Run: python -m pytest -q test_kernels.py
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+# Triton 3.x reads TRITON_INTERPRET when @triton.jit wraps a function, i.e. while kernels.py is imported, so it
+# is set before that import. Without a GPU the interpreter runs the kernels on CPU tensors; with one, the compiled
+# kernels are tested on CUDA.
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton", reason="Triton is not installed; kernels.py is optional and the model runs without it")
+import kernels  # noqa: E402
+
+if kernels.INTERPRETED:
+    DEVICE = "cpu"
+elif torch.cuda.is_available():
+    DEVICE = "cuda"
+else:
+    DEVICE = None  # another test module imported kernels.py before TRITON_INTERPRET was set
+
+EPS = 1e-6
+FUSED = {"norm": lambda x, w, b: kernels.poly_norm_fused(x, w, b, EPS), "relu": kernels.poly_relu_fused}
+
+
+@pytest.fixture
+def device():
+    if DEVICE is None:
+        pytest.skip("kernels.py was imported before TRITON_INTERPRET=1 was set, so its kernels cannot run on the CPU "
+                    "in this process; test_in_fresh_process runs this file again in a new one")
+    return DEVICE
+
+
+def test_in_fresh_process():
+    if DEVICE is not None:
+        pytest.skip("the kernels run in this process, so the tests below check them directly")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__], env=env,
+                            cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+
+# -----------------------------------------------------------------------------
+# float64 reference and the comparison
+
+
+def reference(op, x, weight, bias):
+    """PolyNorm or PolyReLU in float64, straight from the formulas (autograd gives the reference gradients)."""
+    base = x if op == "norm" else torch.relu(x)
+    powers = [base ** i for i in range(1, len(weight) + 1)]
+    if op == "norm":
+        powers = [p * torch.rsqrt(p.pow(2).mean(-1, keepdim=True) + EPS) for p in powers]
+    return sum(w * p for w, p in zip(weight, powers)) + bias
+
+
+def random_params(order, device, dtype=torch.float32):
+    weight = torch.randn(order, device=device).to(dtype).requires_grad_()
+    bias = torch.randn(1, device=device).to(dtype).requires_grad_()
+    return weight, bias
+
+
+def fused_and_grads(op, x, weight, bias, dy):
+    """Kernel output and (dx, dweight, dbias) for the upstream gradient dy."""
+    x = x.detach().requires_grad_()  # detach keeps x's strides, so a non-contiguous x stays one
+    y = FUSED[op](x, weight, bias)
+    return y, torch.autograd.grad(y, (x, weight, bias), dy)
+
+
+def assert_matches_reference(op, x, order, param_dtype=torch.float32):
+    weight, bias = random_params(order, x.device, param_dtype)
+    dy = torch.randn(x.shape, device=x.device).to(x.dtype)
+    y, grads = fused_and_grads(op, x, weight, bias, dy)
+    leaves = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    y_ref = reference(op, *leaves)
+    grads_ref = torch.autograd.grad(y_ref, leaves, dy.double())
+
+    assert y.shape == x.shape and y.dtype == x.dtype
+    for got, leaf in zip(grads, (x, weight, bias)):
+        assert got.shape == leaf.shape and got.dtype == leaf.dtype
+    # every result is float32 math rounded once to its tensor's dtype (dweight, dbias: float32 sums of products)
+    for got, want in zip((y, *grads), (y_ref, *grads_ref)):
+        close = dict(rtol=1e-4, atol=1e-4) if got.dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(got.double(), want, **close)
+
+# -----------------------------------------------------------------------------
+# correctness
+
+
+@pytest.mark.parametrize("width", [96, 100, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("order", [2, 3, 4])
+@pytest.mark.parametrize("op", ["norm", "relu"])
+def test_matches_float64_reference(device, op, order, dtype, width):
+    torch.manual_seed(0)
+    assert_matches_reference(op, torch.randn(4, width, device=device).to(dtype), order)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("op", ["norm", "relu"])
+def test_wide_rows_are_processed_in_tiles(device, op, dtype):
+    torch.manual_seed(0)
+    width = 2 * kernels.MAX_BLOCK + 100  # three column tiles, the last one partial
+    assert_matches_reference(op, torch.randn(2, width, device=device).to(dtype), order=3)
+
+
+@pytest.mark.parametrize("layout", ["transposed", "strided"])
+@pytest.mark.parametrize("op", ["norm", "relu"])
+def test_non_contiguous_input(device, op, layout):
+    torch.manual_seed(0)
+    x = torch.randn(100, 6, device=device).t() if layout == "transposed" else torch.randn(6, 200, device=device)[:, ::2]
+    assert not x.is_contiguous()
+    assert_matches_reference(op, x, order=3)
+
+
+@pytest.mark.parametrize("op", ["norm", "relu"])
+def test_bf16_parameters(device, op):
+    # FSDP mixed precision hands the activation bfloat16 weight and bias; their gradients come back in bfloat16
+    torch.manual_seed(0)
+    assert_matches_reference(op, torch.randn(4, 96, device=device).to(torch.bfloat16), 3, torch.bfloat16)
+
+
+@pytest.mark.parametrize("op", ["norm", "relu"])
+def test_3d_input(device, op):
+    torch.manual_seed(0)
+    assert_matches_reference(op, torch.randn(2, 3, 96, device=device), order=3)
+
+
+@pytest.mark.parametrize("op", ["norm", "relu"])
+def test_empty_input(device, op):
+    weight, bias = random_params(3, device)
+    x = torch.randn(0, 64, device=device)
+    y, (dx, dw, db) = fused_and_grads(op, x, weight, bias, torch.randn(0, 64, device=device))
+    assert y.shape == (0, 64) and dx.shape == (0, 64)
+    assert torch.equal(dw, torch.zeros(3, device=device)) and torch.equal(db, torch.zeros(1, device=device))
+
+
+@pytest.mark.parametrize("op", ["norm", "relu"])
+def test_gradients_are_deterministic(device, op):
+    torch.manual_seed(0)
+    x = torch.randn(64, 96, device=device)  # many programs, so many partial sums to combine
+    weight, bias = random_params(4, device)
+    dy = torch.randn_like(x)
+    _, first = fused_and_grads(op, x, weight, bias, dy)
+    _, second = fused_and_grads(op, x, weight, bias, dy)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("op", ["norm", "relu"])
+def test_saves_only_x_and_row_statistics(device, op):
+    order, rows, width = 4, 8, 96
+    x = torch.randn(rows, width, device=device, requires_grad=True)
+    weight, bias = random_params(order, device)
+    saved = []
+
+    def record(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(record, lambda t: t):
+        FUSED[op](x, weight, bias)
+    # x, the weight and (PolyNorm only) one float per row and power; never an (r, rows, width) stack of powers
+    assert x.numel() <= sum(saved) <= x.numel() + order + rows * order
+
+# -----------------------------------------------------------------------------
+# integration with torch
+
+
+@pytest.mark.parametrize("op", ["norm", "relu"])
+def test_torch_compile_fullgraph_matches_eager(device, op):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 96, device=device)
+    weight, bias = random_params(3, device)
+    dy = torch.randn_like(x)
+    torch._dynamo.reset()
+    # fullgraph=True raises on any graph break; aot_eager also traces the backward through the fake kernels
+    compiled = torch.compile(FUSED[op], fullgraph=True, backend="aot_eager")
+    y_eager, grads_eager = fused_and_grads(op, x, weight, bias, dy)
+    xc = x.clone().requires_grad_()
+    y_compiled = compiled(xc, weight, bias)
+    grads_compiled = torch.autograd.grad(y_compiled, (xc, weight, bias), dy)
+    torch.testing.assert_close(y_compiled, y_eager, rtol=0, atol=0)
+    for a, b in zip(grads_compiled, grads_eager):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_custom_ops_pass_opcheck(device):
+    # checks the schemas, fake (meta) kernels and autograd registration against the real kernels
+    x = torch.randn(3, 40, device=device, requires_grad=True)
+    weight, bias = random_params(3, device)
+    dy = torch.randn(3, 40, device=device)
+    rstd = torch.ops.polycom.poly_norm_fwd(x, weight, bias, EPS)[1].detach()
+    torch.library.opcheck(torch.ops.polycom.poly_norm_fwd.default, (x, weight, bias, EPS))
+    torch.library.opcheck(torch.ops.polycom.poly_norm_bwd.default, (dy, x.detach(), weight.detach(), rstd))
+    torch.library.opcheck(torch.ops.polycom.poly_relu_fwd.default, (x, weight, bias))
+    torch.library.opcheck(torch.ops.polycom.poly_relu_bwd.default, (dy, x.detach(), weight.detach()))
+
+# -----------------------------------------------------------------------------
+# bad inputs
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(x=torch.ones(2, 8, dtype=torch.int64)), "x must be a float32, bfloat16 or float16 tensor"),
+    (dict(x=torch.tensor(1.0)), r"x must have shape \(\.\.\., H\)"),
+    (dict(weight=torch.ones(5)), "order 2, 3 or 4"),
+    (dict(weight=torch.ones(3, dtype=torch.int64)), "weight must be a float tensor"),
+    (dict(bias=torch.ones(2)), r"bias must be a float tensor of shape \(1,\)"),
+    (dict(eps=0.0), "eps must be a positive float"),
+], ids=["int-x", "scalar-x", "order-5", "int-weight", "bias-shape", "zero-eps"])
+def test_bad_inputs_raise_clear_errors(device, change, message):
+    args = dict(x=torch.randn(2, 8), weight=torch.ones(3), bias=torch.zeros(1), eps=EPS)
+    args = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in {**args, **change}.items()}
+    with pytest.raises((TypeError, ValueError), match=message):
+        kernels.poly_norm_fused(**args)
