@@ -411,7 +411,8 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len=None):
         """Training FLOPs per token (forward + backward = 3x forward): 6 per active weight in a matmul
-        (the output head included, the input lookup not) plus causal-free attention scores, as in PaLM."""
+        (the output head included, the input lookup not) plus 12 * n_layer * n_embd * seq_len for the
+        attention scores and their weighted sum (PaLM's count, which ignores the causal mask)."""
         cfg = self.config
         seq_len = seq_len or cfg.block_size
         matmul_params = self.num_params()['active'] - self.wte.weight.numel()
