@@ -236,9 +236,14 @@ class MoE(nn.Module):
     def use_grouped(self, x):
         if self.impl != 'auto':
             return self.impl == 'grouped'
-        # grouped GEMM kernels need rows of 16-byte multiples; old GPUs lack them: fall back to the loop
-        dims_ok = all(d % 8 == 0 for d in self.w_up.shape[1:])
-        return dims_ok and (not x.is_cuda or torch.cuda.get_device_capability(x.device) >= (9, 0))
+        # torch._grouped_mm wants rows of 16-byte multiples, and takes bf16 everywhere but float32 only in
+        # eager mode on the CPU; GPUs older than Hopper lack its kernels. Elsewhere the loop is the answer.
+        if not all(d % 8 == 0 for d in self.w_up.shape[1:]):
+            return False
+        bf16 = compute_dtype(x) == torch.bfloat16
+        if x.is_cuda:
+            return bf16 and torch.cuda.get_device_capability(x.device) >= (9, 0)
+        return bf16 or not torch.compiler.is_compiling()
 
     def expert_ffn(self, h, w_gate, w_up, w_down, mm):
         """One FFN applied with matmul `mm`, so that the loop and the grouped path share the math."""

@@ -272,6 +272,17 @@ def test_moe_auto_picks_grouped_where_it_applies():
     assert not MoE(tiny(n_experts=4, top_k=2, n_embd=30, n_head=3, moe_ffn_hidden=45)).use_grouped(torch.zeros(1))
 
 
+def test_compiled_float32_moe_falls_back_to_the_loop():
+    # compiled torch._grouped_mm accepts only bf16; in float32, 'auto' must pick the loop (graph breaks allowed)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    m = GPT(tiny(n_experts=4, top_k=2))
+    idx = torch.randint(0, 64, (2, 16))
+    _, eager = m(idx, idx)
+    _, compiled = torch.compile(m, backend='aot_eager')(idx, idx)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+
+
 def test_moe_odd_shapes_use_the_loop():
     torch.manual_seed(0)
     m = GPT(tiny(n_experts=3, top_k=2, n_embd=30, n_head=3, moe_ffn_hidden=45))
