@@ -1,0 +1,308 @@
+"""
+Tests for train.py and sample.py: tiny models, a few dozen steps, all on the CPU.
+
+    python -m pytest -q test_train.py
+
+The distributed tests start 2 processes with torchrun over gloo, as a GPU cluster would with NCCL.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import sample
+import train
+from data.shards import write_dataset
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# A 2-layer model on 32-token sequences. One process runs 2 micro-steps of 2 sequences per step; two
+# processes run 1 micro-step each: the same 128 tokens per step, so the same losses.
+TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--ffn_hidden=64', '--block_size=32', '--micro_batch_size=2',
+        '--tokens_per_step=128', '--learning_rate=1e-2', '--min_lr=1e-3', '--warmup_steps=5', '--max_steps=24',
+        '--log_interval=1', '--eval_interval=8', '--eval_steps=2', '--ckpt_interval=100', '--device=cpu']
+STOP = 12  # where the interrupted runs stop
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}  # see one_thread
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """Tiny models run as fast on one thread, and two threads per process crawl when the cores are shared
+    (two torchrun workers, or other jobs on the machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    """A byte-level dataset made of this project's own model.py: real text, always there."""
+    path = tmp_path_factory.mktemp('data')
+    with open(os.path.join(ROOT, 'model.py'), 'rb') as f:
+        tokens = np.frombuffer(f.read(), dtype=np.uint8)
+    split = len(tokens) * 9 // 10
+    write_dataset(str(path), 'tiny', tokens[:split], tokens[split:], {'tokenizer': 'bytes', 'vocab_size': 256})
+    return str(path)
+
+
+def run(out_dir, data_dir, *args):
+    """train.py in this process, on the tiny model."""
+    train.main([*TINY, f'--data_dir={data_dir}', f'--out_dir={out_dir}', *args])
+    return str(out_dir)
+
+
+def torchrun(nproc, out_dir, data_dir, *args):
+    """train.py in nproc processes over gloo."""
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', 'train.py',
+           *TINY, f'--data_dir={data_dir}', f'--out_dir={out_dir}', *args]
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return str(out_dir)
+
+
+def read_log(out_dir):
+    """{step: train loss} and {step: val loss} from out_dir/log.jsonl."""
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+    return ({r['step']: r['loss'] for r in records if 'loss' in r},
+            {r['step']: r['val_loss'] for r in records if 'val_loss' in r})
+
+
+def weights(out_dir):
+    return sample.load_model(out_dir)[0].state_dict()
+
+
+@pytest.fixture(scope='module')
+def baseline(tmp_path_factory, data_dir):
+    """One uninterrupted single-process run of 24 steps: what the other runs must reproduce."""
+    return run(tmp_path_factory.mktemp('baseline'), data_dir)
+
+
+@pytest.fixture(scope='module')
+def stopped(tmp_path_factory, data_dir):
+    """The same run, stopped at step STOP by stop_step."""
+    return run(tmp_path_factory.mktemp('stopped'), data_dir, f'--stop_step={STOP}')
+
+
+# -----------------------------------------------------------------------------
+# training
+
+
+def test_loss_falls_and_log_has_every_field(baseline):
+    losses, val_losses = read_log(baseline)
+    assert sorted(losses) == list(range(1, 25))
+    assert sorted(val_losses) == [8, 16, 24]
+    assert losses[1] > 5.0  # about ln(256) = 5.55 for an untrained byte model
+    assert losses[24] < losses[1] - 1.5 and val_losses[24] < val_losses[8]
+    with open(os.path.join(baseline, 'log.jsonl')) as f:
+        first = json.loads(f.readline())
+    assert set(first) == {'step', 'tokens', 'loss', 'lm', 'lb', 'z', 'lr', 'grad_norm', 'tok_per_s', 'mfu', 'dt_ms'}
+    assert first['tokens'] == 128 and first['mfu'] is None  # no peak FLOPs known for a CPU
+    ckpt = torch.load(os.path.join(baseline, 'ckpt.pt'), weights_only=True)
+    assert ckpt['step'] == 24 and ckpt['config']['vocab_size'] == 256 and ckpt['meta']['tokenizer'] == 'bytes'
+
+
+def test_moe_run_logs_its_auxiliary_losses_and_mfu(tmp_path, data_dir, capsys):
+    run(tmp_path, data_dir, '--n_experts=4', '--top_k=2', '--moe_ffn_hidden=32', '--max_steps=2', '--peak_flops=1e12')
+    with open(tmp_path / 'log.jsonl') as f:
+        record = json.loads(f.readline())
+    assert record['lb'] > 0 and record['z'] > 0
+    assert record['loss'] == pytest.approx(record['lm'] + record['lb'] + record['z'])
+    model, _ = sample.load_model(str(tmp_path))
+    assert record['mfu'] == pytest.approx(model.flops_per_token(32) * record['tok_per_s'] / 1e12)
+    assert f"(lm {record['lm']:.4f} lb {record['lb']:.4f} z {record['z']:.4f})" in capsys.readouterr().out
+
+
+def test_peak_flops_lookup_tells_gpu_variants_apart():
+    assert train.peak_flops('NVIDIA H100 80GB HBM3') == train.peak_flops('NVIDIA H200') == 989e12
+    assert train.peak_flops('NVIDIA H100 PCIe') < train.peak_flops('NVIDIA H100 80GB HBM3')
+    assert train.peak_flops('NVIDIA A100-SXM4-80GB') == 312e12
+    assert train.peak_flops('NVIDIA GeForce RTX 3090') is None  # unknown: MFU shows as n/a
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    cfg = train.SimpleNamespace(learning_rate=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
+    lrs = [train.lr_at(step, cfg) for step in range(111)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # never rises after warmup
+    assert lrs[60] == pytest.approx(0.55) and lrs[110] == pytest.approx(0.1)
+
+
+def test_stop_and_resume_logs_the_same_losses_bit_for_bit(baseline, stopped, tmp_path, data_dir):
+    out = shutil.copytree(stopped, tmp_path / 'resumed')
+    assert max(read_log(out)[0]) == STOP
+    assert torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)['step'] == STOP
+    run(out, data_dir, '--init_from=resume')
+    assert read_log(out) == read_log(baseline)  # exact float equality, every step
+    resumed, uninterrupted = weights(out), weights(baseline)
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+
+
+def test_resume_drops_log_records_after_the_checkpoint(stopped, tmp_path, data_dir):
+    out = shutil.copytree(stopped, tmp_path / 'resumed')
+    with open(os.path.join(out, 'log.jsonl'), 'a') as f:  # as if the run had gone on after its checkpoint, then died
+        f.write(json.dumps({'step': STOP + 1, 'tokens': 0, 'loss': 99.0}) + '\n')
+    run(out, data_dir, '--init_from=resume', f'--stop_step={STOP + 1}')
+    losses, _ = read_log(out)
+    assert sorted(losses) == list(range(1, STOP + 2)) and losses[STOP + 1] != 99.0
+
+
+def test_two_process_ddp_matches_one_process(baseline, tmp_path, data_dir):
+    out = torchrun(2, tmp_path / 'ddp', data_dir)
+    (losses, val_losses), (expected, expected_val) = read_log(out), read_log(baseline)
+    assert losses == pytest.approx(expected, rel=1e-5)
+    assert val_losses == pytest.approx(expected_val, rel=1e-5)
+    assert list(weights(out)) == list(weights(baseline))  # saved unwrapped: no 'module.' prefixes
+
+
+def test_fsdp_trains_saves_and_resumes_on_another_number_of_ranks(baseline, stopped, tmp_path, data_dir):
+    out = torchrun(2, tmp_path / 'fsdp', data_dir, '--fsdp=True', f'--stop_step={STOP}')
+    assert os.path.isdir(os.path.join(out, 'ckpt')) and not os.path.exists(os.path.join(out, 'ckpt.pt'))
+    # the 2-rank shards, gathered whole in one process, hold the weights the single-process run had
+    sharded, single = weights(out), weights(stopped)
+    assert all(torch.allclose(sharded[k], single[k], atol=1e-5) for k in single)
+    torchrun(1, out, data_dir, '--fsdp=True', '--init_from=resume')  # optimizer state too, resharded to 1 rank
+    (losses, val_losses), (expected, expected_val) = read_log(out), read_log(baseline)
+    assert losses == pytest.approx(expected, rel=1e-5)
+    assert val_losses == pytest.approx(expected_val, rel=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+    # an absurd learning rate: the first update throws the weights to 1e30, the next forward overflows
+    with pytest.raises(SystemExit, match=r"step 2: lm is nan; stopped before updating the weights"):
+        run(tmp_path, data_dir, '--learning_rate=1e30', '--warmup_steps=0', '--ckpt_interval=1')
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert ckpt['step'] == 1
+    assert all(torch.isfinite(w).all() for w in ckpt['model'].values())
+    assert sorted(read_log(tmp_path)[0]) == [1]
+
+
+def test_sigterm_finishes_the_step_saves_and_exits_cleanly(tmp_path, data_dir):
+    cmd = [sys.executable, 'train.py', *TINY, f'--data_dir={data_dir}', f'--out_dir={tmp_path}', '--max_steps=100000']
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        log, deadline = tmp_path / 'log.jsonl', time.time() + 120
+        while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    step = torch.load(tmp_path / 'ckpt.pt', weights_only=True)['step']
+    assert max(read_log(tmp_path)[0]) == step and 3 <= step < 100000
+    assert f"stopped by a signal at step {step}" in output
+
+
+# -----------------------------------------------------------------------------
+# config errors
+
+
+def test_config_files_and_flags_override_the_defaults(tmp_path):
+    config = tmp_path / 'base.py'
+    config.write_text("n_layer = 3\nlearning_rate = 1e-3\n")
+    child = tmp_path / 'child.py'  # a config built on another, as config/dense_1b_*.py are
+    child.write_text("exec(open(__file__.replace('child.py', 'base.py')).read())\nactivation = 'relu'\n")
+    cfg = train.get_config([str(child), '--learning_rate=1', '--dataset=shakespeare', '--stop_step=None'])
+    assert cfg['n_layer'] == 3 and cfg['activation'] == 'relu' and cfg['dataset'] == 'shakespeare'
+    assert cfg['learning_rate'] == 1.0 and type(cfg['learning_rate']) is float  # an int is fine for a float
+    assert cfg['n_embd'] == train.DEFAULTS['n_embd']
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--n_layers=3', "unknown key 'n_layers'"),
+    ('--n_layer=2.5', "n_layer must be int, got 2.5"),
+    ('--compile=1', "compile must be bool or None, got 1"),
+    ('--fsdp=yes', "fsdp must be bool, got 'yes'"),
+    ('--learning_rate=fast', "learning_rate must be float, got 'fast'"),
+    ('--max_steps=None', "max_steps must be int, got None"),
+    ('--dtype=float16', "dtype must be one of"),
+    ('--max_steps=0', "max_steps must be positive"),
+    ('--activation=swish', "activation='swish' is not one of"),
+    ('--max_steps', "flags take the form --key=value"),
+])
+def test_bad_flags_say_what_is_wrong(flag, message):
+    with pytest.raises(SystemExit) as error:
+        train.get_config([flag])
+    assert message in str(error.value)
+    if 'unknown key' in message:  # and list the valid keys
+        assert 'n_layer = 4' in str(error.value) and 'tokens_per_step = ' in str(error.value)
+
+
+def test_unknown_key_in_a_config_file_names_the_file(tmp_path):
+    config = tmp_path / 'typo.py'
+    config.write_text("learning_rat = 1e-3\n")
+    with pytest.raises(SystemExit, match=f"{config}: unknown key 'learning_rat'"):
+        train.get_config([str(config)])
+    with pytest.raises(SystemExit, match="config file 'missing.py' not found"):
+        train.get_config(['missing.py'])
+
+
+def test_tokens_per_step_that_does_not_divide_says_which_values_would(tmp_path, data_dir):
+    with pytest.raises(SystemExit, match=r"not a multiple of .* = 2 \* 32 \* 1 = 64; use tokens_per_step=64 or 128$"):
+        run(tmp_path, data_dir, '--tokens_per_step=100')
+    with pytest.raises(SystemExit, match=r"use tokens_per_step=128 or 256, or micro_batch_size in \[1, 2, 3, 6\]"):
+        run(tmp_path, data_dir, '--tokens_per_step=192', '--micro_batch_size=4')
+
+
+def test_vocab_size_smaller_than_the_data_stops(tmp_path, data_dir):
+    with pytest.raises(SystemExit, match=r"vocab_size=128 is smaller than the data's 256"):
+        run(tmp_path, data_dir, '--vocab_size=128')
+
+
+def test_resume_needs_a_checkpoint_of_the_same_model(baseline, tmp_path, data_dir):
+    with pytest.raises(SystemExit, match="no checkpoint at .*ckpt.pt; train from scratch"):
+        run(tmp_path, data_dir, '--init_from=resume')
+    with pytest.raises(SystemExit, match=r"holds a different model: it has n_layer=2 \(now 3\)"):
+        run(baseline, data_dir, '--init_from=resume', '--n_layer=3')
+
+
+def test_missing_dataset_says_how_to_prepare_it(tmp_path):
+    with pytest.raises(SystemExit, match="python data/nowhere/prepare.py"):
+        train.main([*TINY, f'--data_dir={tmp_path / "nowhere"}', f'--out_dir={tmp_path}'])
+
+
+# -----------------------------------------------------------------------------
+# sampling
+
+
+def generate(capsys, *args):
+    sample.main(['--num_samples=1', '--temperature=0', *args])
+    return capsys.readouterr().out
+
+
+def test_sample_greedy_text_is_the_same_with_and_without_the_kv_cache(baseline, capsys):
+    # 4 prompt + 40 new tokens: past block_size (32), so the sliding window is covered too
+    cached = generate(capsys, f'--out_dir={baseline}', '--start=def ', '--max_new_tokens=40')
+    uncached = generate(capsys, f'--out_dir={baseline}', '--start=def ', '--max_new_tokens=40', '--no_cache')
+    assert cached == uncached and cached.startswith('def ')
+    assert len(cached.split('\n' + '-' * 40)[0].encode()) == 44  # bytes: one per token
+
+
+def test_sample_reads_the_prompt_from_a_file(baseline, capsys, tmp_path):
+    prompt = tmp_path / 'prompt.txt'
+    prompt.write_text('class GPT')
+    text = generate(capsys, f'--out_dir={baseline}', f'--start=FILE:{prompt}', '--max_new_tokens=5')
+    assert text.startswith('class GPT')
+
+
+def test_sample_without_a_checkpoint_says_how_to_make_one(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        sample.main([f'--out_dir={tmp_path}'])
+    assert 'no checkpoint in' in capsys.readouterr().err
+
+
+def test_load_model_returns_the_trained_model_and_its_config(baseline):
+    model, config = sample.load_model(baseline)
+    assert not model.training and config['n_layer'] == 2 and config['max_steps'] == 24
+    ckpt = torch.load(os.path.join(baseline, 'ckpt.pt'), weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], ckpt['model'][k]) for k in ckpt['model'])
