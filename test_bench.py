@@ -1,0 +1,227 @@
+"""Tests of bench.py on the CPU: the suites run end to end on tiny shapes, and the cost models, the memory
+counting and the timing loop are checked against values worked out by hand."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import bench
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+ROWS, WIDTHS = 32, (64, 96)  # SwiGLU runs swiglu_width: 40 and 64
+
+
+@pytest.fixture(scope='module')
+def cpu_run(tmp_path_factory):
+    """One small activation suite, shared by the tests that read its tables."""
+    out = tmp_path_factory.mktemp('bench') / 'act'
+    threads = torch.get_num_threads()
+    report = bench.main(['--device', 'cpu', '--rows', str(ROWS), '--widths', *map(str, WIDTHS),
+                         '--impls', 'eager', 'ckpt', 'fused', 'liger', '--repeats', '2', '--ffn_embd', '64',
+                         '--out', str(out)])
+    assert torch.get_num_threads() == threads  # the CPU run's single thread does not leak into the caller
+    return report, out
+
+
+def table_rows(markdown):
+    """The cells of every markdown table row, header and separator lines left out."""
+    rows = [line.strip('|').split('|') for line in markdown.splitlines() if line.startswith('| ')]
+    return [[cell.strip() for cell in row] for row in rows if row[0].strip() != 'activation']
+
+
+def test_activation_table_has_one_row_per_combination(cpu_run):
+    report, out = cpu_run
+    markdown = open(f'{out}.md').read()
+    first_table = markdown.split('####')[0]
+    got = sorted((r[0], r[1], r[2]) for r in table_rows(first_table))
+    expected = []
+    for width, swiglu in ((64, 40), (96, 64)):
+        for act in ('relu', 'gelu', 'relu2', 'polyrelu', 'polynorm'):
+            expected.append((act, 'eager', f'32 x {width}'))
+        expected.append(('swiglu', 'eager', f'32 x {swiglu} (x2)'))
+        for act in ('polyrelu', 'polynorm'):
+            expected.append((act, 'ckpt', f'32 x {width}'))
+            expected.append((act, 'fused', f'32 x {width}'))  # in Triton's interpreter (conftest.py)
+    assert got == sorted(expected)
+    assert 'CPU figures' in markdown
+    # the implementations that exist but cannot run here are named with the reason, not silently dropped
+    notes = '\n'.join(report['activations']['notes'])
+    assert 'polynorm liger: not run' in notes
+
+
+def test_json_holds_sane_figures_and_the_environment(cpu_run):
+    _, out = cpu_run
+    report = json.load(open(f'{out}.json'))
+    env = report['environment']
+    assert env['device'].startswith('CPU') and env['torch'] == torch.__version__ and env['cpu_threads'] == 1
+    assert '--rows 32' in env['command'] and env['date']
+    assert report['activations']['copy_GBps'] > 0
+    rows = report['activations']['activations']
+    assert len(rows) == 2 * 10
+    for r in rows:
+        assert 'error' not in r, r
+        for key in ('fwd_ms', 'fwd_bwd_ms', 'fwd_GBps', 'fwd_bwd_GBps', 'saved_bytes'):
+            assert r[key] > 0, (key, r)
+        assert r['peak_extra_bytes'] is None  # CUDA only
+        assert r['diff_vs_eager'] <= 1e-4  # float32 on a CPU: ckpt recomputes exactly what eager computed
+    ffn = report['activations']['ffn']
+    assert {(r['activation'], r['hidden']) for r in ffn} == {(a, w) for a in bench.ACTIVATIONS for w in WIDTHS}
+    for r in ffn:
+        assert r['ffn_ms'] > 0 and r['act_ms'] > 0 and 0 < r['flops_share'] < 1
+
+
+def test_bytes_moved_by_hand():
+    # relu, 4 x 10 in bf16: forward reads x and writes y (2 * 40 * 2), backward reads x, dy, writes dx (3 * 40 * 2)
+    assert bench.bytes_moved('relu', 4, 10, 2) == (160, 160 + 240)
+    # SwiGLU reads gate and up: forward 3 tensors, backward gate, up, dy in and two gradients out
+    assert bench.bytes_moved('swiglu', 4, 10, 2) == (240, 240 + 400)
+    assert bench.bytes_moved('polynorm', 1, 1, 4) == (8, 8 + 12)
+
+
+def test_bytes_column_matches_the_shape(cpu_run):
+    report, _ = cpu_run
+    for r in report['activations']['activations']:
+        k = 2 if r['activation'] == 'swiglu' else 1
+        assert r['fwd_bytes'] == (k + 1) * ROWS * r['width'] * 4  # float32
+        assert r['fwd_bwd_bytes'] == (3 * k + 2) * ROWS * r['width'] * 4
+
+
+def test_flops_by_hand():
+    # dense 1B FFN: n_embd 2048, hidden 8256. PolyNorm r=3: 6*3-1 = 17 operations per element forward
+    assert bench.flops_per_token('polynorm', 2048, 8256, 3) == (12 * 2048 * 8256, 51 * 8256)
+    # SwiGLU at 2/3 of the width, 5504, with three matrices: the same matmul FLOPs, 5 operations per element
+    assert bench.flops_per_token('swiglu', 2048, 8256, 3) == (18 * 2048 * 5504, 15 * 5504)
+    assert 18 * 5504 == 12 * 8256  # the parameter match of model.swiglu_width
+    assert bench.flops_per_token('relu', 2048, 4096, 3) == (12 * 2048 * 4096, 3 * 4096)
+    assert bench.flops_per_token('polyrelu', 1024, 4096, 2) == (12 * 1024 * 4096, 18 * 4096)
+    matmul, act = bench.flops_per_token('polynorm', 2048, 8256, 3)
+    assert act / (matmul + act) == pytest.approx(51 / (51 + 12 * 2048), rel=1e-12)  # about 0.21 %
+
+
+def test_ffn_flops_share_is_the_formula(cpu_run):
+    report, _ = cpu_run
+    for r in report['activations']['ffn']:
+        matmul, act = bench.flops_per_token(r['activation'], 64, r['hidden'], 3)
+        assert r['flops_share'] == pytest.approx(act / (matmul + act))
+
+
+def test_saved_bytes_counts_distinct_tensors():
+    x = torch.randn(8, 16, requires_grad=True)
+    assert bench.saved_bytes(lambda t: t * 2, [x], []) == 0  # multiplying by a constant keeps nothing
+    assert bench.saved_bytes(lambda t: t.sin(), [x], []) == 8 * 16 * 4  # sin keeps its input
+    assert bench.saved_bytes(lambda t: t.sin() + t.cos(), [x], []) == 8 * 16 * 4  # the same x, counted once
+    w = torch.randn(16, requires_grad=True)
+    assert bench.saved_bytes(lambda t: t * w, [x], [w]) == 8 * 16 * 4  # x kept for dw; w is a parameter
+
+
+def test_saved_bytes_rank_checkpointing_first(cpu_run):
+    report, _ = cpu_run
+    saved = {(r['activation'], r['impl'], r['rows'], r['hidden']): r['saved_bytes']
+             for r in report['activations']['activations']}
+    for hidden in WIDTHS:
+        ckpt, relu2, eager = (saved[a, i, ROWS, hidden] for a, i in
+                              (('polynorm', 'ckpt'), ('relu2', 'eager'), ('polynorm', 'eager')))
+        assert ckpt <= relu2 < eager
+        assert relu2 == ROWS * hidden * 4  # relu(x), kept once by both relu and square
+        assert ckpt == ROWS * hidden * 4  # checkpointing keeps x alone
+
+
+def test_measure_cycles_over_buffers_after_warmup():
+    calls = []
+    ms = bench.measure(calls.append, 3, 5, torch.device('cpu'))
+    assert ms >= 0
+    assert calls == [i % 3 for i in range(bench.WARMUP + 5)]
+
+
+def test_buffers_exceed_four_times_the_cache(monkeypatch):
+    monkeypatch.setattr(bench, 'CPU_CACHE_BYTES', 2**20)
+    buffers = bench.make_buffers(1, (256, 256), torch.float32, torch.device('cpu'))
+    assert len(buffers) == 8  # 4 MiB / (x and dy, 256 KiB each)
+    (x,), dy = buffers[0]
+    assert x.requires_grad and not dy.requires_grad and x.shape == dy.shape == (256, 256)
+    assert len(bench.make_buffers(1, (2, 2), torch.float32, torch.device('cpu'))) == bench.MAX_BUFFERS
+
+
+def write_tiny_configs(folder):
+    dense = folder / 'tiny_dense.py'
+    dense.write_text("n_layer = 2\nn_head = 2\nn_embd = 64\nblock_size = 16\nvocab_size = 128\n"
+                     "ffn_hidden = 128\nmicro_batch_size = 2\n")
+    moe = folder / 'tiny_moe.py'
+    moe.write_text("exec(open(__file__.replace('tiny_moe.py', 'tiny_dense.py')).read())\n"
+                   "n_experts = 4\ntop_k = 2\nmoe_ffn_hidden = 64\nqk_norm = True\n")
+    return dense, moe
+
+
+def test_model_suite_dense_and_moe(tmp_path):
+    dense, moe = write_tiny_configs(tmp_path)
+    activations = ['relu', 'swiglu', 'polynorm']
+    common = ['--device', 'cpu', '--no-compile', '--steps', '1', '--activations', *activations]
+
+    report = bench.main([*common, '--model', str(dense), '--n_layer', '1', '--out', str(tmp_path / 'dense')])
+    runs = report['model']['runs']
+    assert [r['activation'] for r in runs] == activations
+    for r in runs:
+        assert 'error' not in r, r
+        assert r['n_layer'] == 1 and r['compile'] == 'eager' and r['moe_impl'] is None
+        assert r['step_ms'] > 0 and r['tokens_per_s'] > 0 and r['mfu'] is None
+
+    report = bench.main([*common, '--model', str(moe), '--out', str(tmp_path / 'moe')])
+    runs = report['model']['runs']
+    assert [(r['activation'], r['moe_impl']) for r in runs] == [(a, p) for a in activations
+                                                                 for p in ('grouped', 'loop')]
+    assert all('error' not in r and r['step_ms'] > 0 for r in runs)
+    markdown = open(tmp_path / 'moe.md').read()
+    assert 'MoE experts' in markdown and len(table_rows(markdown)) == 6
+
+
+def test_fused_kernels_in_the_triton_interpreter(tmp_path):
+    pytest.importorskip('triton', reason="kernels.py needs Triton")
+    out = tmp_path / 'fused'
+    env = {**os.environ, 'TRITON_INTERPRET': '1'}  # read when kernels.py defines its kernels: a fresh process
+    done = subprocess.run([sys.executable, 'bench.py', '--device', 'cpu', '--rows', '8', '--widths', '32',
+                           '--activations', 'polyrelu', 'polynorm', '--impls', 'eager', 'fused', '--repeats', '1',
+                           '--ffn_embd', '16', '--out', str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {(r['activation'], r['impl']): r for r in json.load(open(f'{out}.json'))['activations']['activations']}
+    for activation in ('polyrelu', 'polynorm'):
+        fused, eager = rows[activation, 'fused'], rows[activation, 'eager']
+        assert 'error' not in fused, fused
+        assert fused['diff_vs_eager'] <= 1e-4
+        assert fused['saved_bytes'] < eager['saved_bytes']  # the kernels keep x (and PolyNorm's row statistics)
+
+
+def test_liger_poly_norm_matches_eager(tmp_path):
+    if bench.liger_poly_norm_class() is None:
+        pytest.skip("liger_kernel is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("Liger's kernels need CUDA (they do not run in Triton's CPU interpreter)")
+    report = bench.main(['--device', 'cuda', '--rows', '64', '--widths', '256', '--activations', 'polynorm',
+                         '--impls', 'eager', 'liger', '--repeats', '2', '--out', str(tmp_path / 'liger')])
+    liger = [r for r in report['activations']['activations'] if r['impl'] == 'liger']
+    assert len(liger) == 1 and 'error' not in liger[0], liger
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--rows', '0'], '--rows must be positive'),
+    (['--activations', 'swish'], 'swish not known'),
+    (['--impls', 'triton'], 'triton not known'),
+    (['--repeats', '0'], '--repeats must be a positive integer'),
+    (['--model', 'no/such/config.py'], 'no such file'),
+    (['--n_layer', '2'], 'go with --model'),
+])
+def test_bad_arguments_say_what_to_fix(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(['--device', 'cpu', *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_cuda_asked_without_cuda(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit):
+        bench.main(['--device', 'cuda'])
+    assert 'run with --device cpu' in capsys.readouterr().err
