@@ -484,6 +484,10 @@ def config_from_file(path, **overrides):
     return GPTConfig(**{k: v for k, v in {**read_config(path), **overrides}.items() if k in names})
 
 
+def count(n):
+    return f"{n / 1e9:8.4f} B" if n >= 1e9 else f"{n / 1e6:8.3f} M"
+
+
 def summary(cfg):
     with torch.device('meta'):  # shapes only: the 7B MoE is summarized without allocating its weights
         model = GPT(cfg)
@@ -491,9 +495,9 @@ def summary(cfg):
     lines = [f"{cfg.n_layer} layers, n_embd {cfg.n_embd}, {cfg.n_head} heads, context {cfg.block_size}, "
              f"activation {cfg.activation}" + (f" (order {cfg.poly_order})" if cfg.activation.startswith('poly') else '')
              + (f", {cfg.n_experts} experts top-{cfg.top_k}" if cfg.n_experts else ''),
-             f"parameters, total:         {n['total'] / 1e9:8.4f} B",
-             f"parameters, non-embedding: {n['non_embedding'] / 1e9:8.4f} B",
-             f"parameters, active:        {n['active'] / 1e9:8.4f} B",
+             f"parameters, total:         {count(n['total'])}",
+             f"parameters, non-embedding: {count(n['non_embedding'])}",
+             f"parameters, active:        {count(n['active'])}",
              f"PolyCom scalars:           {n['polycom']:8d} ({100 * n['polycom'] / n['total']:.2e} % of total)",
              f"training FLOPs per token:  {model.flops_per_token() / 1e9:8.3f} GFLOP"]
     return '\n'.join(lines)
