@@ -222,13 +222,15 @@ class MoE(nn.Module):
         probs = logits.softmax(dim=-1)
         weights, experts = probs.topk(self.top_k, dim=-1)  # (N, k) each, not renormalized
 
-        counts = torch.zeros_like(probs[0]).scatter_add_(0, experts.flatten(), torch.ones_like(weights).flatten())
-        f = counts / experts.numel()  # share of the N*k assignments per expert, (E,)
+        flat = experts.flatten()  # (N*k,) every routing assignment
+        counts = torch.zeros(self.n_experts, dtype=torch.int32, device=x.device)  # assignments per expert, (E,)
+        counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))  # bincount, but a fixed shape
+        f = counts.float() / flat.numel()  # share of the N*k assignments per expert
         aux = {'lb': self.n_experts * (f * probs.mean(dim=0)).sum(),
                'z': torch.logsumexp(logits, dim=-1).square().mean()}
 
         if self.use_grouped(x):
-            y = self.experts_grouped(x, weights, experts)
+            y = self.experts_grouped(x, weights, experts, counts)
         else:
             y = self.experts_loop(x, weights, experts)
         return y.view(B, T, C), aux
@@ -263,13 +265,11 @@ class MoE(nn.Module):
             y.index_add_(0, token, out.float() * weights[token, slot, None])
         return y.to(x.dtype)
 
-    def experts_grouped(self, x, weights, experts):
-        """The fast path: sort the N*k assignments by expert and run every expert in one grouped GEMM.
-        No step needs the routing on the host, so it compiles to one graph and never syncs the GPU."""
+    def experts_grouped(self, x, weights, experts, counts):
+        """The fast path: sort the N*k assignments by expert and run every expert in one grouped GEMM
+        (counts: assignments per expert, from forward). No step needs the routing on the host, so it compiles to one graph and never syncs the GPU."""
         N, k = experts.shape
         order = experts.flatten().argsort(stable=True)  # (N*k,) assignments grouped by expert
-        counts = torch.zeros(self.n_experts, dtype=torch.int32, device=x.device)
-        counts.scatter_add_(0, experts.flatten(), torch.ones_like(experts.flatten(), dtype=torch.int32))
         offsets = counts.cumsum(0, dtype=torch.int32)  # end row of each expert's group; empty groups are fine
         dt = compute_dtype(x)
         h = x[order // k].to(dt)  # (N*k, C): the token behind each sorted assignment
