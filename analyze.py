@@ -14,13 +14,14 @@ matplotlib is installed. sweep.py imports analyze() and summarize() for its repo
 """
 import argparse
 import glob
+import io
 import math
 import os
 
 import torch
 import torch.nn.functional as F
 
-from data.shards import ShardLoader
+from data.shards import ShardLoader, atomic_write
 from model import MoE
 from sample import load_model
 
@@ -174,10 +175,10 @@ def pyplot():
 
 
 def save_figure(fig, path, dpi):
-    """Save a figure as a PNG, written whole to a temp file, then renamed onto path."""
-    tmp = f"{path}.{os.getpid()}.tmp.png"
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+    """Save a figure as a PNG, written whole (atomic_write), so a reader never sees half a picture."""
+    png = io.BytesIO()
+    fig.savefig(png, format='png', dpi=dpi)
+    atomic_write(path, png.getvalue())
 
 
 def plot_similarity(similarity, path, title):
