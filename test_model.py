@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import model
+from bench import saved_bytes  # bytes autograd keeps for backward, each storage once, no parameters
 from model import GPT, MoE, FFN, GPTConfig, PolyNorm, PolyReLU
 
 ACTIVATIONS = ['relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm']
@@ -90,28 +91,14 @@ def test_checkpointing_gives_identical_results(cls):
         assert torch.equal(a, b)
 
 
-def saved_activation_bytes(module, x):
-    """Bytes autograd keeps for backward in one forward, counting each storage once and no parameters."""
-    params = {p.data_ptr() for p in module.parameters()}
-    seen = {}
-
-    def pack(t):
-        if t.data_ptr() not in params:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(x).sum()
-    return sum(seen.values())
-
-
 def test_checkpointed_polycom_saves_no_more_than_relu2():
     x = torch.randn(4, 32, 64, requires_grad=True)
     sizes = {}
     for act in ['relu2', 'polynorm', 'polyrelu']:
         for ckpt in (True, False):
             cfg = GPTConfig(n_embd=64, n_head=4, ffn_hidden=256, activation=act, act_checkpointing=ckpt)
-            sizes[act, ckpt] = saved_activation_bytes(FFN(cfg), x)
+            ffn = FFN(cfg)
+            sizes[act, ckpt] = saved_bytes(ffn, [x], ffn.parameters())
     relu2 = sizes['relu2', True]
     for act in ['polynorm', 'polyrelu']:
         assert sizes[act, True] <= relu2, sizes
