@@ -21,7 +21,6 @@ import argparse
 import glob
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import time
 import torch
 
 from analyze import analyze, pyplot, save_figure, summarize
+from bench import cpu_name
 from data.shards import atomic_write
 from train import get_config
 
@@ -251,12 +251,7 @@ def mean_std(values, digits=4):
 
 def hardware():
     """The machine the sweep ran on, in words."""
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists('/proc/cpuinfo'):
-        with open('/proc/cpuinfo') as f:
-            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-        cpu = names[0] if names else cpu
-    words = f"{cpu}, {os.cpu_count()} cores"
+    words = f"{cpu_name()}, {os.cpu_count()} cores"
     if torch.cuda.is_available():
         words += f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     return words
