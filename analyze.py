@@ -21,9 +21,9 @@ import os
 import torch
 import torch.nn.functional as F
 
+from common import load_checkpoint
 from data.shards import ShardLoader, atomic_write
 from model import MoE
-from sample import load_model
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -122,7 +122,8 @@ def analyze(out_dir, data_dir=None, batch_size=8, device='cpu'):
     """Load out_dir's checkpoint and analyze it: {'erank': one dict of effective ranks per layer, 'similarity':
     the (L, L) matrix, 'moe': whether the FFNs are MoE, 'params': the parameter count}. data_dir defaults to
     the run's own (from its config)."""
-    model, config = load_model(out_dir, device=device)  # in eval mode
+    ckpt = load_checkpoint(out_dir, device=device)  # the model in eval mode
+    model, config = ckpt['model'], ckpt['config']
     if data_dir is None:
         data_dir = config.get('data_dir')
         if not data_dir or not os.path.isdir(data_dir):  # trained on another machine: look beside this file

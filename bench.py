@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 
 import model
+from common import cpu_name, peak_flops
 from data.shards import atomic_write
 from model import FFN, GPT, GPTConfig, make_activation, swiglu_width
-from train import peak_flops
 
 ACTIVATIONS = ('relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm')
 IMPLS = ('eager', 'ckpt', 'compile', 'fused', 'liger')
@@ -314,7 +314,7 @@ def build(activation, impl, order, device):
     if activation == 'swiglu':
         forward, params = swiglu, []
     else:
-        cfg = GPTConfig(activation=activation, poly_order=order, act_checkpointing=impl == 'ckpt', fused_act=False)
+        cfg = GPTConfig(activation=activation, poly_order=order, act_checkpointing=impl == 'ckpt', act_impl='plain')
         act = make_activation(cfg).to(device)
         params = list(act.parameters())
         if params:
@@ -419,7 +419,7 @@ def bench_ffn(activation, rows, hidden, args, device):
             torch.autograd.grad(y, [*inputs, *params], dy)
         return measure(fwd_bwd, len(buffers), args.repeats, device)
 
-    ffn_ms = timed(ffn, list(ffn.parameters()), 1, (rows, args.ffn_embd))
+    ffn_ms = timed(lambda h: ffn(h)[0], list(ffn.parameters()), 1, (rows, args.ffn_embd))
     act_ms = timed(act, act_params, n_inputs(activation), (rows, width))
     matmul_flops, act_flops = flops_per_token(activation, args.ffn_embd, hidden, args.order)
     return dict(width=width, n_embd=args.ffn_embd, ffn_ms=ffn_ms, act_ms=act_ms, time_share=act_ms / ffn_ms,
@@ -505,8 +505,8 @@ def bench_training(cfg, batch_size, compile_mode, args, device):
 
     def step(_):
         with autocast:
-            _, loss = step_model(x, y)
-        loss.backward()
+            _, losses = step_model(x, y)
+        losses['loss'].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -570,14 +570,6 @@ def fmt_bytes(n):
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n} B"
-
-
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def environment(device, argv):

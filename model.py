@@ -30,6 +30,12 @@ except ImportError:
 # 1. Config
 
 
+ACTIVATIONS = ('relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm')
+ACT_IMPLS = ('auto', 'plain', 'triton')
+# how the model runs, not what it computes: a resumed run may change these
+RUNTIME_KEYS = ('act_checkpointing', 'act_impl', 'moe_impl')
+
+
 @dataclass
 class GPTConfig:
     block_size: int = 256  # context length
@@ -37,11 +43,11 @@ class GPTConfig:
     n_layer: int = 6
     n_head: int = 6
     n_embd: int = 384
-    activation: str = 'polynorm'  # relu | gelu | relu2 | swiglu | polyrelu | polynorm
+    activation: str = 'polynorm'  # one of ACTIVATIONS
     poly_order: int = 3  # r, the degree of the polynomial in PolyReLU / PolyNorm
     ffn_hidden: int = 1536  # FFN width for non-gated activations; SwiGLU uses 2/3 of it (same params)
     act_checkpointing: bool = True  # recompute PolyCom's powers in backward instead of storing them
-    fused_act: bool = True  # on CUDA, use the Triton kernels of kernels.py when Triton is installed
+    act_impl: str = 'auto'  # how PolyCom runs: auto | plain | triton (kernels.py); auto: triton on CUDA when installed
     # Mixture of Experts (n_experts = 0 means a dense FFN in every block)
     n_experts: int = 0
     top_k: int = 8
@@ -57,9 +63,10 @@ class GPTConfig:
     norm_eps: float = 1e-5
 
     def __post_init__(self):
-        activations = ('relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm')
-        if self.activation not in activations:
-            raise ValueError(f"activation={self.activation!r} is not one of {activations}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r} is not one of {ACTIVATIONS}")
+        if self.act_impl not in ACT_IMPLS:
+            raise ValueError(f"act_impl={self.act_impl!r} is not one of {ACT_IMPLS}")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size")
         if self.n_experts and not 1 <= self.top_k <= self.n_experts:
@@ -110,15 +117,23 @@ def poly_relu(x, weight, bias):
     return y.to(x.dtype)
 
 
+def use_triton(impl, x):
+    if impl == 'triton':
+        if poly_norm_fused is None:
+            raise RuntimeError("act_impl='triton' needs Triton (pip install triton); use act_impl='auto' or 'plain'")
+        return True
+    return impl == 'auto' and x.is_cuda and poly_norm_fused is not None
+
+
 class PolyNorm(nn.Module):
-    def __init__(self, order=3, eps=1e-6, checkpointing=True, fused=True):
+    def __init__(self, order=3, eps=1e-6, checkpointing=True, impl='auto'):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(order) / order)
         self.bias = nn.Parameter(torch.zeros(1))
-        self.eps, self.checkpointing, self.fused = eps, checkpointing, fused
+        self.eps, self.checkpointing, self.impl = eps, checkpointing, impl
 
     def forward(self, x):
-        if self.fused and x.is_cuda and poly_norm_fused is not None:
+        if use_triton(self.impl, x):
             return poly_norm_fused(x, self.weight, self.bias, self.eps)  # saves only x, like checkpointing
         if self.checkpointing and torch.is_grad_enabled():
             # keep only x for backward and recompute the r powers and norms there: memory of a ReLU
@@ -127,14 +142,14 @@ class PolyNorm(nn.Module):
 
 
 class PolyReLU(nn.Module):
-    def __init__(self, order=3, checkpointing=True, fused=True):
+    def __init__(self, order=3, checkpointing=True, impl='auto'):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(order) / order)
         self.bias = nn.Parameter(torch.zeros(1))
-        self.checkpointing, self.fused = checkpointing, fused
+        self.checkpointing, self.impl = checkpointing, impl
 
     def forward(self, x):
-        if self.fused and x.is_cuda and poly_relu_fused is not None:
+        if use_triton(self.impl, x):
             return poly_relu_fused(x, self.weight, self.bias)
         if self.checkpointing and torch.is_grad_enabled():
             return checkpoint(poly_relu, x, self.weight, self.bias, use_reentrant=False)
@@ -149,9 +164,9 @@ class ReLU2(nn.Module):
 def make_activation(cfg):
     """The element-wise activation of a non-gated FFN (SwiGLU is gated and lives in the FFN itself)."""
     if cfg.activation == 'polynorm':
-        return PolyNorm(cfg.poly_order, checkpointing=cfg.act_checkpointing, fused=cfg.fused_act)
+        return PolyNorm(cfg.poly_order, checkpointing=cfg.act_checkpointing, impl=cfg.act_impl)
     if cfg.activation == 'polyrelu':
-        return PolyReLU(cfg.poly_order, checkpointing=cfg.act_checkpointing, fused=cfg.fused_act)
+        return PolyReLU(cfg.poly_order, checkpointing=cfg.act_checkpointing, impl=cfg.act_impl)
     if cfg.activation == 'relu2':
         return ReLU2()
     if cfg.activation == 'gelu':
@@ -178,10 +193,10 @@ class FFN(nn.Module):
         self.down = nn.Linear(hidden, cfg.n_embd, bias=False)
         self.act = make_activation(cfg)  # each FFN has its own activation (its own PolyCom scalars)
 
-    def forward(self, x):  # (B, T, C) -> (B, T, C)
+    def forward(self, x):  # (B, T, C) -> (B, T, C), {} (no auxiliary losses, as MoE has)
         if self.gate is not None:
-            return self.down(F.silu(self.gate(x)) * self.up(x))
-        return self.down(self.act(self.up(x)))
+            return self.down(F.silu(self.gate(x)) * self.up(x)), {}
+        return self.down(self.act(self.up(x))), {}
 
 
 # -----------------------------------------------------------------------------
@@ -334,10 +349,8 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, cache=None, pos=0):
         x = x + self.attn(self.attn_norm(x), cos, sin, cache, pos)
-        if isinstance(self.ffn, MoE):
-            h, aux = self.ffn(self.ffn_norm(x))
-            return x + h, aux
-        return x + self.ffn(self.ffn_norm(x)), None
+        h, aux = self.ffn(self.ffn_norm(x))  # aux: the MoE's auxiliary losses, {} for a dense FFN
+        return x + h, aux
 
 
 class GPT(nn.Module):
@@ -365,10 +378,11 @@ class GPT(nn.Module):
             residual = name.endswith(('attn.proj.weight', 'ffn.down.weight', 'ffn.w_down'))
             nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer) if residual else std)
 
-    def forward(self, idx, targets=None, return_aux=False, cache=None, pos=0):
-        """idx (B, T) token ids -> (logits, loss). With targets: logits (B, T, V) and the loss, which
-        includes the MoE auxiliary losses; return_aux=True adds {'lm', 'lb', 'z'}, the loss's parts.
-        Without targets: logits for the last position only (B, 1, V) and loss None."""
+    def forward(self, idx, targets=None, cache=None, pos=0):
+        """idx (B, T) token ids -> (logits, losses). With targets: logits (B, T, V) and the losses as scalar
+        tensors {'loss': what to backpropagate, 'lm': the language-modelling loss, 'lb', 'z': the MoE's weighted
+        auxiliary losses (zero for a dense model)}. Without targets: logits for the last position only
+        (B, 1, V) and losses None."""
         B, T = idx.shape
         if pos + T > self.config.block_size:
             raise ValueError(f"sequence of {pos + T} tokens is longer than block_size={self.config.block_size}")
@@ -377,7 +391,7 @@ class GPT(nn.Module):
         lb, z, n_moe = 0.0, 0.0, 0
         for i, block in enumerate(self.blocks):
             x, aux = block(x, cos, sin, cache[i] if cache is not None else None, pos)
-            if aux is not None:
+            if aux:
                 lb, z, n_moe = lb + aux['lb'], z + aux['z'], n_moe + 1
         x = self.norm_f(x)
 
@@ -385,12 +399,12 @@ class GPT(nn.Module):
             return self.lm_head(x[:, [-1], :]), None
         logits = self.lm_head(x)  # (B, T, V)
         lm = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        parts = {'lm': lm, 'lb': lm.new_zeros(()), 'z': lm.new_zeros(())}
+        losses = {'lm': lm, 'lb': lm.new_zeros(()), 'z': lm.new_zeros(())}
         if n_moe:  # averaged over MoE layers, then weighted
-            parts['lb'] = self.config.lb_weight * lb / n_moe
-            parts['z'] = self.config.z_weight * z / n_moe
-        loss = parts['lm'] + parts['lb'] + parts['z']
-        return (logits, loss, parts) if return_aux else (logits, loss)
+            losses['lb'] = self.config.lb_weight * lb / n_moe
+            losses['z'] = self.config.z_weight * z / n_moe
+        losses['loss'] = losses['lm'] + losses['lb'] + losses['z']
+        return logits, losses
 
     def optim_groups(self, weight_decay):
         """AdamW parameter groups: matrices and embeddings decay; norms and PolyCom's scalars do not."""

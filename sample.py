@@ -10,44 +10,12 @@ process), and decodes with the tokenizer of the dataset the model was trained on
 """
 
 import argparse
-import os
-import warnings
 from contextlib import nullcontext
 
 import torch
 
 from data.shards import get_tokenizer
-from model import GPT
-from train import checkpoint_path, model_config, read_checkpoint
-
-
-def load_checkpoint(out_dir, device='cpu'):
-    """{'model': the GPT in eval mode on device, 'config': its run's config dict, 'meta': its dataset's
-    meta.json, 'step': the steps it trained} from out_dir's checkpoint, either kind."""
-    paths = [p for p in (checkpoint_path(out_dir, False), checkpoint_path(out_dir, True)) if os.path.exists(p)]
-    if not paths:
-        raise FileNotFoundError(f"no checkpoint in {out_dir!r} (neither ckpt.pt nor ckpt/); train one with "
-                                f"python train.py --out_dir={out_dir}")
-    path = max(paths, key=os.path.getmtime)  # both kinds there: the newer one
-    ckpt = read_checkpoint(path)
-    model = GPT(model_config(ckpt['config']))
-    if os.path.isdir(path):  # a sharded checkpoint: torch.distributed.checkpoint fills the whole tensors
-        from torch.distributed import checkpoint as dcp
-        state = {'model': model.state_dict()}
-        with warnings.catch_warnings():  # it warns that it reads in one process, which is the point here
-            warnings.filterwarnings('ignore', message='torch.distributed is disabled')
-            dcp.load(state, checkpoint_id=path, no_dist=True)
-        weights = state['model']
-    else:
-        weights = ckpt['model']
-    model.load_state_dict(weights)
-    return {'model': model.to(device).eval(), 'config': ckpt['config'], 'meta': ckpt['meta'], 'step': ckpt['step']}
-
-
-def load_model(out_dir, device='cpu'):
-    """(model, config): the trained GPT in eval mode and the config dict of the run that trained it."""
-    ckpt = load_checkpoint(out_dir, device)
-    return ckpt['model'], ckpt['config']
+from common import load_checkpoint
 
 
 def read_prompt(start):

@@ -29,7 +29,7 @@ import time
 import torch
 
 from analyze import analyze, pyplot, save_figure, summarize
-from bench import cpu_name
+from common import cpu_name
 from data.shards import atomic_write
 from train import get_config
 

@@ -144,7 +144,7 @@ def test_loss_at_init_is_about_ln_vocab():
     torch.manual_seed(0)
     m = GPT(tiny(vocab_size=512, n_layer=4))
     idx = torch.randint(0, 512, (4, 16))
-    _, loss = m(idx, idx)
+    loss = m(idx, idx)[1]['loss']
     assert abs(loss.item() - math.log(512)) < 0.1
 
 
@@ -156,12 +156,12 @@ def test_tiny_model_overfits_one_batch(activation, n_experts):
     idx = torch.randint(0, 64, (4, 17))
     x, y = idx[:, :-1], idx[:, 1:]
     for _ in range(60):
-        _, loss = m(x, y)
+        loss = m(x, y)[1]['loss']
         opt.zero_grad()
         loss.backward()
         opt.step()
-    _, _, parts = m(x, y, return_aux=True)
-    assert parts['lm'].item() < 0.3
+    _, losses = m(x, y)
+    assert losses['lm'].item() < 0.3
 
 
 def test_optim_groups_split():
@@ -265,8 +265,8 @@ def test_compiled_float32_moe_falls_back_to_the_loop():
     torch.manual_seed(0)
     m = GPT(tiny(n_experts=4, top_k=2))
     idx = torch.randint(0, 64, (2, 16))
-    _, eager = m(idx, idx)
-    _, compiled = torch.compile(m, backend='aot_eager')(idx, idx)
+    eager = m(idx, idx)[1]['loss']
+    compiled = torch.compile(m, backend='aot_eager')(idx, idx)[1]['loss']
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
 
 
@@ -274,7 +274,7 @@ def test_moe_odd_shapes_use_the_loop():
     torch.manual_seed(0)
     m = GPT(tiny(n_experts=3, top_k=2, n_embd=30, n_head=3, moe_ffn_hidden=45))
     idx = torch.randint(0, 64, (2, 16))
-    _, loss = m(idx, idx)
+    loss = m(idx, idx)[1]['loss']
     loss.backward()
     assert torch.isfinite(loss)
 
@@ -306,7 +306,8 @@ def test_aux_losses_are_averaged_and_weighted_in_the_loss():
     idx = torch.randint(0, 64, (2, 16))
     raw = []
     hooks = [b.ffn.register_forward_hook(lambda mod, i, o: raw.append(o[1])) for b in m.blocks]
-    _, loss, parts = m(idx, idx, return_aux=True)
+    _, parts = m(idx, idx)
+    loss = parts['loss']
     for h in hooks:
         h.remove()
     assert parts['lb'].item() == pytest.approx(0.5 * (raw[0]['lb'] + raw[1]['lb']).item() / 2, rel=1e-5)
@@ -388,12 +389,12 @@ def test_compile_fullgraph_matches_eager(n_experts, backend):
     idx = torch.randint(0, 64, (2, 16))
     # bf16 autocast: on the CPU, torch._grouped_mm compiles only for bf16 inputs
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        _, eager = m(idx, idx)
+        eager = m(idx, idx)[1]['loss']
         eager.backward()
         eager_grads = [p.grad.clone() for p in m.parameters()]
         m.zero_grad()
         compiled = torch.compile(m, fullgraph=True, backend=backend)  # fullgraph: any graph break raises
-        _, loss = compiled(idx, idx)
+        loss = compiled(idx, idx)[1]['loss']
         loss.backward()
     torch.testing.assert_close(loss, eager, rtol=1e-2, atol=1e-2)
     for p, g in zip(m.parameters(), eager_grads):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import common
 import sample
 import train
 from data.shards import write_dataset
@@ -77,7 +78,7 @@ def read_log(out_dir):
 
 
 def weights(out_dir):
-    return sample.load_model(out_dir)[0].state_dict()
+    return common.load_checkpoint(out_dir)['model'].state_dict()
 
 
 @pytest.fixture(scope='module')
@@ -116,16 +117,16 @@ def test_moe_run_logs_its_auxiliary_losses_and_mfu(tmp_path, data_dir, capsys):
         record = json.loads(f.readline())
     assert record['lb'] > 0 and record['z'] > 0
     assert record['loss'] == pytest.approx(record['lm'] + record['lb'] + record['z'])
-    model, _ = sample.load_model(str(tmp_path))
+    model = common.load_checkpoint(str(tmp_path))['model']
     assert record['mfu'] == pytest.approx(model.flops_per_token(32) * record['tok_per_s'] / 1e12)
     assert f"(lm {record['lm']:.4f} lb {record['lb']:.4f} z {record['z']:.4f})" in capsys.readouterr().out
 
 
 def test_peak_flops_lookup_tells_gpu_variants_apart():
-    assert train.peak_flops('NVIDIA H100 80GB HBM3') == train.peak_flops('NVIDIA H200') == 989e12
-    assert train.peak_flops('NVIDIA H100 PCIe') < train.peak_flops('NVIDIA H100 80GB HBM3')
-    assert train.peak_flops('NVIDIA A100-SXM4-80GB') == 312e12
-    assert train.peak_flops('NVIDIA GeForce RTX 3090') is None  # unknown: MFU shows as n/a
+    assert common.peak_flops('NVIDIA H100 80GB HBM3') == common.peak_flops('NVIDIA H200') == 989e12
+    assert common.peak_flops('NVIDIA H100 PCIe') < common.peak_flops('NVIDIA H100 80GB HBM3')
+    assert common.peak_flops('NVIDIA A100-SXM4-80GB') == 312e12
+    assert common.peak_flops('NVIDIA GeForce RTX 3090') is None  # unknown: MFU shows as n/a
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
@@ -302,7 +303,8 @@ def test_sample_without_a_checkpoint_says_how_to_make_one(tmp_path, capsys):
 
 
 def test_load_model_returns_the_trained_model_and_its_config(baseline):
-    model, config = sample.load_model(baseline)
+    ckpt = common.load_checkpoint(baseline)
+    model, config = ckpt['model'], ckpt['config']
     assert not model.training and config['n_layer'] == 2 and config['max_steps'] == 24
     ckpt = torch.load(os.path.join(baseline, 'ckpt.pt'), weights_only=True)
     assert all(torch.equal(model.state_dict()[k], ckpt['model'][k]) for k in ckpt['model'])

@@ -34,7 +34,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.shards import ShardLoader, atomic_write, read_meta
-from model import GPT, GPTConfig, read_config, summary
+from common import atomic_save, checkpoint_path, model_config, peak_flops, read_checkpoint
+from model import GPT, RUNTIME_KEYS, GPTConfig, read_config, summary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -163,26 +164,8 @@ def check_ranges(config):
         raise SystemExit(str(e)) from None
 
 
-def model_config(config):
-    """The GPTConfig inside a config dict."""
-    return GPTConfig(**{f.name: config[f.name] for f in fields(GPTConfig)})
-
-
 # -----------------------------------------------------------------------------
 # 2. Devices and processes
-
-# Dense BF16 tensor-core peak per GPU, from the vendors' datasheets; the first name found in the device's wins.
-PEAK_FLOPS = [('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H200 NVL', 835e12), ('H100', 989e12), ('H200', 989e12),
-              ('A100', 312e12)]
-
-
-def peak_flops(device_name):
-    """The dense BF16 peak FLOP/s of a GPU, from its name; None when unknown (then MFU shows as n/a)."""
-    for name, flops in PEAK_FLOPS:
-        if name in device_name:
-            return flops
-    return None
-
 
 def setup_processes(cfg):
     """Start the process group under torchrun; returns (rank, world_size, device). Resolves cfg.device."""
@@ -343,16 +326,7 @@ def clip_gradients(raw, cfg):
 
 
 # -----------------------------------------------------------------------------
-# 6. Checkpoints and logs
-#
-# Without fsdp, rank 0 writes out_dir/ckpt.pt. With fsdp, every rank writes its shards into out_dir/ckpt/
-# through torch.distributed.checkpoint, which can load them back on any number of ranks. Either way the
-# checkpoint holds the weights, the optimizer, the step, the loader's position, the RNG states, the config
-# and the dataset's meta (so that sample.py can decode without the data folder).
-
-
-def checkpoint_path(out_dir, fsdp):
-    return os.path.join(out_dir, 'ckpt' if fsdp else 'ckpt.pt')
+# 6. Checkpoints and logs (the format and the readers are in common.py)
 
 
 def save_checkpoint(cfg, raw, optimizer, progress, train_loader, meta, rank):
@@ -380,17 +354,6 @@ def save_checkpoint(cfg, raw, optimizer, progress, train_loader, meta, rank):
     dist.barrier()
 
 
-def atomic_save(obj, path):
-    """torch.save to a temp file beside path, then rename: a crash mid-save leaves the old checkpoint whole."""
-    tmp = f'{path}.{os.getpid()}.tmp'
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def rng_state():
     state = {'python': random.getstate(), 'torch': torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -403,14 +366,6 @@ def set_rng_state(state):
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state['cuda'])
-
-
-def read_checkpoint(path):
-    """A checkpoint's contents; of a sharded one (a directory), all but the weights and optimizer."""
-    if os.path.isdir(path):
-        return torch.load(os.path.join(path, 'extra.pt'), weights_only=True)
-    # mmap: the processes of a node resuming together share one copy of the file in memory
-    return torch.load(path, map_location='cpu', weights_only=True, mmap=True)
 
 
 def resume(cfg, raw, optimizer, train_loader):
@@ -438,13 +393,9 @@ def resume(cfg, raw, optimizer, train_loader):
     return {'step': ckpt['step'], 'tokens': ckpt['tokens']}
 
 
-# how a model is run, not what it is: these may change when resuming
-EXECUTION_KEYS = ('act_checkpointing', 'fused_act', 'moe_impl')
-
-
 def check_same_model(saved, current, path):
     diffs = [f"{f.name}={saved[f.name]!r} (now {current[f.name]!r})" for f in fields(GPTConfig)
-             if f.name not in EXECUTION_KEYS and saved[f.name] != current[f.name]]
+             if f.name not in RUNTIME_KEYS and saved[f.name] != current[f.name]]
     if diffs:
         raise SystemExit(f"{path} holds a different model: it has {', '.join(diffs)}; "
                          "resume with the config and flags that started it")
@@ -487,8 +438,8 @@ def evaluate(model, loader, cfg, device, grad_accum, world_size):
     for _ in range(batches):
         x, y = (t.to(device) for t in loader.next_batch())
         with autocast(cfg, device):
-            _, _, parts = model(x, y, return_aux=True)
-        total += parts['lm']  # the language-modelling loss alone, comparable between dense and MoE models
+            _, losses = model(x, y)
+        total += losses['lm']  # the language-modelling loss alone, comparable between dense and MoE models
     if world_size > 1:
         dist.all_reduce(total)
     model.train()
@@ -507,9 +458,9 @@ def forward_backward(model, loader, cfg, device, grad_accum, world_size, stop):
         sync = not ddp or micro == grad_accum - 1
         with nullcontext() if sync else model.no_sync():
             with autocast(cfg, device):
-                _, loss, parts = model(x, y, return_aux=True)
-            (loss / grad_accum).backward()
-        stats[:4] += torch.stack([loss, parts['lm'], parts['lb'], parts['z']]).detach() / grad_accum
+                _, losses = model(x, y)
+            (losses['loss'] / grad_accum).backward()
+        stats[:4] += torch.stack([losses[k] for k in ('loss', 'lm', 'lb', 'z')]).detach() / grad_accum
     stats[4] = float(stop.is_set())
     if world_size > 1:  # one reduction tells every process the global losses and whether any was signalled
         dist.all_reduce(stats)
