@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.shards import ShardLoader, atomic_write, read_meta
+from data.tasks import evaluate_task, load_task
 from common import atomic_save, checkpoint_path, model_config, peak_flops, read_checkpoint
 from model import GPT, RUNTIME_KEYS, GPTConfig, read_config, summary
 
@@ -87,6 +88,10 @@ TRAINING = dict(
     eval_steps=20,  # each evaluation reads eval_steps * tokens_per_step validation tokens
     log_interval=25,
     ckpt_interval=200,
+    # downstream evaluation as training goes (data/tasks.py; eval.py scores a finished checkpoint the same way)
+    task_interval=0,  # score `task` every this many steps and at max_steps, into log.jsonl; 0 = off
+    task='hellaswag',  # 'hellaswag' (downloaded to data/hellaswag/ on first use) or a generic multiple-choice .jsonl
+    task_limit=0,  # score only the first task_limit items; 0 = all
 )
 
 DEFAULTS = {**asdict(GPTConfig()), **QUICK_START_MODEL, **TRAINING}
@@ -446,6 +451,16 @@ def evaluate(model, loader, cfg, device, grad_accum, world_size):
     return total.item() / (batches * world_size)
 
 
+def load_eval_task(cfg, meta):
+    """The multiple-choice task scored every task_interval steps, read and tokenized once; None when off."""
+    if cfg.task_interval <= 0:
+        return None
+    try:
+        return load_task(cfg.task, meta, cfg.block_size, limit=cfg.task_limit or None)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise SystemExit(f"task={cfg.task!r}: {e}") from None
+
+
 def forward_backward(model, loader, cfg, device, grad_accum, world_size, stop):
     """The gradients of one step, from grad_accum micro-steps; returns the step's losses, averaged over
     micro-steps and processes, and 'stop': whether any process has been asked to stop."""
@@ -534,6 +549,7 @@ def train(cfg, rank, world_size, device, stop):
         say(f"nothing to do: the run is at step {progress['step']}, max_steps={cfg.max_steps}; raise max_steps "
             "to train on")
         return
+    task = load_eval_task(cfg, meta)
     say(f"training steps {progress['step'] + 1}..{end_step}; Ctrl-C saves a checkpoint and stops")
     run_start, steps_run = time.time(), 0
     interval_start, interval_steps = time.time(), 0
@@ -580,6 +596,14 @@ def train(cfg, rank, world_size, device, stop):
             say(f"step {step}: val loss {val_loss:.4f}")
             if rank == 0:
                 append_log(log_path, {**progress, 'val_loss': val_loss})
+        if task and (step % cfg.task_interval == 0 or step == cfg.max_steps):
+            with autocast(cfg, device):  # raw: without DDP's hooks (with FSDP, raw is the sharded model)
+                result = evaluate_task(raw, task, cfg.micro_batch_size)  # micro_batch_size items per forward pass
+            say(f"step {step}: {task['name']} acc {result['acc']:.4f} acc_norm {result['acc_norm']:.4f} "
+                f"(n={result['n']})")
+            if rank == 0:
+                append_log(log_path, {**progress, 'eval_task': task['name'],
+                                      **{key: result[key] for key in ('acc', 'acc_norm', 'n')}})
         if stopping or step % cfg.ckpt_interval == 0 or step == end_step:
             save_checkpoint(cfg, raw, optimizer, progress, train_loader, meta, rank)
             say(f"saved {checkpoint_path(cfg.out_dir, cfg.fsdp)} at step {step}")
