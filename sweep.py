@@ -47,9 +47,9 @@ import time
 
 import torch
 
-from common import cpu_name
+from common import cpu_name, model_config
 from data.shards import atomic_write
-from model import ACTIVATIONS, GPTConfig, read_config
+from model import ACTIVATIONS, GPT, GPTConfig, read_config
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TRAIN = os.path.join(ROOT, 'train.py')
@@ -60,6 +60,9 @@ BASELINE = 'swiglu'  # what every activation is compared with
 ABLATED = 'polynorm'  # the activation of the order ablation when there is an lr grid (the paper's figure)
 # train.py's words when a loss turns non-finite: in the lr grid that run has diverged, a result, not a failure
 DIVERGED = 'stopped before updating the weights'
+
+# Datasets too big for the sweep to download unasked: how to get them
+DOWNLOAD_YOURSELF = {'fineweb': ('python data/fineweb/prepare.py', "8 train shards, 1.6 GB")}
 
 # The sweep's own settings per preset; the training settings are in config/sweep_<preset>.py. Flags win.
 PRESETS = {
@@ -194,17 +197,77 @@ def train_args(config, overrides, run):
     return [config] + [f'--{k}={v}' for k, v in keys.items()]
 
 
+def count_runs(spec):
+    """(grid runs, runs of the other seeds, order-ablation runs) the sweep will make, before any has run."""
+    names, lrs = len(variants(spec)), len(spec['lrs'] or [None])
+    orders = [r for r in spec['orders'] or [] if r != spec['base_order']] if spec['lrs'] else []
+    return names * lrs, names * (spec['seeds'] - 1), len(orders) * spec['order_seeds']
+
+
+def model_facts(settings):
+    """(non-embedding parameters, training FLOPs per token) of the preset's model, built on the meta device
+    (shapes only); the vocabulary from the data's meta.json when the config leaves it to the data."""
+    keys = {k: v for k, v in settings.items() if v is not None}
+    target, ready = data_folder(settings)
+    if 'vocab_size' not in keys and ready:
+        with open(os.path.join(target, 'meta.json')) as f:
+            keys['vocab_size'] = -(-json.load(f)['vocab_size'] // 64) * 64  # rounded up to 64, as train.py does
+    with torch.device('meta'):
+        model = GPT(model_config(keys))
+    return model.num_params()['non_embedding'], model.flops_per_token()
+
+
+def plan_text(spec, settings, parallel, tok_per_s):
+    """The sweep's plan in words: its runs, tokens and FLOPs, and its time at a measured throughput."""
+    grid, seeds, ablation = count_runs(spec)
+    runs = grid + seeds + ablation
+    tokens = settings['max_steps'] * settings['tokens_per_step']
+    params, flops = model_facts(settings)
+    names = len(variants(spec))
+    lines = [f"plan: {names} activations x {len(spec['lrs'] or [None])} lr(s), seed 0: {grid} runs; "
+             f"{names} x {spec['seeds'] - 1} other seeds at each one's lr: {seeds} runs"
+             + (f"; order ablation: {ablation} runs" if ablation else "") + f"; {runs} runs in all",
+             f"each run: {settings['max_steps']:,} steps x {settings['tokens_per_step']:,} tokens = {tokens / 1e6:,.1f} M "
+             f"tokens; {params / 1e6:.2f} M non-embedding parameters: {tokens / params:.1f} tokens per parameter; "
+             f"{flops / 1e9:.3f} GFLOP per token",
+             f"all runs: {runs * tokens / 1e9:.2f} B tokens, {runs * tokens * flops:.2e} FLOPs"]
+    if tok_per_s:
+        hours = runs * tokens / (tok_per_s * parallel) / 3600
+        lines.append(f"time: {hours:.1f} h of training at {tok_per_s:,.0f} tok/s per run, {parallel} run(s) at a "
+                     "time (evaluations and checkpoints add to it)")
+    else:
+        lines.append("time: give --tok_per_s (one run's measured throughput, e.g. from the tok/s of a run's log) "
+                     "for an estimate")
+    target, ready = data_folder(settings)
+    if not ready:
+        lines.append(f"data: no shards in {target} yet"
+                     + (f"; download them with `{DOWNLOAD_YOURSELF[settings['dataset']][0]}`"
+                        if settings['dataset'] in DOWNLOAD_YOURSELF else "; the sweep prepares them"))
+    return '\n'.join(lines)
+
+
 # -----------------------------------------------------------------------------
 # 3. The data, prepared once for all runs
 
 
-def ensure_data(settings, raw_input):
-    """Run data/<dataset>/prepare.py unless the shards exist; raw_input is a local copy of the raw text."""
-    dataset, data_dir = settings['dataset'], settings.get('data_dir')
-    target = data_dir or os.path.join(ROOT, 'data', dataset)
+def data_folder(settings):
+    """Where the runs read their shards, and whether the shards are there."""
+    target = settings.get('data_dir') or os.path.join(ROOT, 'data', settings['dataset'])
     shards = glob.glob(os.path.join(glob.escape(target), '*_train_*.bin'))
-    if shards and os.path.exists(os.path.join(target, 'meta.json')):
+    return target, bool(shards) and os.path.exists(os.path.join(target, 'meta.json'))
+
+
+def ensure_data(settings, raw_input):
+    """Run data/<dataset>/prepare.py unless the shards exist; raw_input is a local copy of the raw text.
+    A dataset of gigabytes (FineWeb) is never downloaded by the sweep: it says how to get it."""
+    dataset, data_dir = settings['dataset'], settings.get('data_dir')
+    target, ready = data_folder(settings)
+    if ready:
         return
+    if dataset in DOWNLOAD_YOURSELF:
+        command, size = DOWNLOAD_YOURSELF[dataset]
+        raise SystemExit(f"no {dataset} shards in {target}: download them first ({size}) with `{command}"
+                         + (f" --out_dir {data_dir}" if data_dir else "") + "`, then run the sweep again")
     script = os.path.join(ROOT, 'data', dataset, 'prepare.py')
     if not os.path.isfile(script):
         raise SystemExit(f"no prepared data in {target}, and no {script} to prepare dataset {dataset!r}; "
@@ -802,6 +865,9 @@ def parse_args(argv):
     parser.add_argument('--out', default=os.path.join('out', 'sweep'), help="folder of the runs and the report")
     parser.add_argument('--input', help="a local copy of the raw text for data/<dataset>/prepare.py, used only "
                                         "when the data is not prepared yet (by default it downloads)")
+    parser.add_argument('--plan', action='store_true', help="print the runs, tokens, FLOPs and expected time, "
+                                                           "training nothing")
+    parser.add_argument('--tok_per_s', type=float, help="one run's measured tokens per second, for --plan's time")
     parser.add_argument('--report_only', action='store_true', help="write the report again from "
                                                                    "<out>/summary.json, training nothing")
     first, _ = parser.parse_known_args(argv)
@@ -817,6 +883,8 @@ def parse_args(argv):
                      f"{','.join(ACTIVATIONS)} (choose with --activations)")
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.tok_per_s is not None and args.tok_per_s <= 0:
+        parser.error(f"--tok_per_s must be positive, got {args.tok_per_s}")
     if args.parallel < 1:
         parser.error(f"--parallel must be at least 1, got {args.parallel}")
     args.lrs = numbers(parser, '--lrs', args.lrs, float, "1e-3,2e-3,4e-3")
@@ -870,6 +938,9 @@ def main(argv=None):
             'base_order': settings.get('poly_order', GPTConfig.poly_order),
             'min_lr_ratio': settings['min_lr'] / settings['learning_rate']
             if 'min_lr' in settings and 'learning_rate' in settings else None}
+    if args.plan:
+        print(plan_text(spec, settings, args.parallel, args.tok_per_s))
+        return
     ensure_data(settings, args.input)
 
     t0 = time.time()

@@ -202,6 +202,25 @@ def test_presets_set_the_sweep_and_flags_win():
     assert settings['max_steps'] == 7 and settings['dataset'] == 'shakespeare_char'
 
 
+def test_gpu_preset_plans_an_lr_grid(tmp_path, capsys):
+    sweep.main(['--preset', 'gpu', '--lrs', '1e-3,2e-3,4e-3', '--orders', '2,3,4', '--plan', '--tok_per_s', '4e5',
+                f'--data_dir={tmp_path}'])
+    out = capsys.readouterr().out
+    # 6 x 3 grid runs, 6 x 2 other seeds, orders 2 and 4 (3 is PolyNorm itself) x 3 seeds
+    assert '18 runs' in out and '12 runs' in out and 'order ablation: 6 runs' in out and '36 runs in all' in out
+    tokens = 1500 * 262144
+    assert f"{tokens / 1e6:,.1f} M tokens" in out
+    assert f"time: {36 * tokens / 4e5 / 3600:.1f} h" in out
+    assert 'python data/fineweb/prepare.py' in out  # the plan says the data is missing, but plans
+
+
+def test_gpu_preset_refuses_without_fineweb_shards(tmp_path):
+    with pytest.raises(SystemExit, match="no fineweb shards in .*python data/fineweb/prepare.py") as e:
+        sweep.main(['--preset', 'gpu', '--out', str(tmp_path / 'out'), f'--data_dir={tmp_path}'])
+    assert '\n' not in str(e.value)  # one line
+    assert not (tmp_path / 'out').exists()  # nothing started
+
+
 def test_run_state_from_log_and_checkpoint(tmp_path):
     run = str(tmp_path)
     assert sweep.run_state(run, max_steps=20) == 'new'
