@@ -323,10 +323,11 @@ def final_val(run_dir, state):
     return math.inf if state == 'diverged' else read_log(run_dir)[1][-1]['val_loss']
 
 
-def check_same_settings(run_dir, args):
-    """A run folder is only ever continued with the settings it started with: sweep.json records them."""
+def check_same_settings(run_dir, args, state):
+    """A run folder is only ever continued with the settings it started with: sweep.json records them. A run
+    that has nothing to continue from (state 'new', e.g. its train.py stopped at a bad key) takes the new ones."""
     path = os.path.join(run_dir, 'sweep.json')
-    if os.path.exists(path):
+    if os.path.exists(path) and state != 'new':
         with open(path) as f:
             before = json.load(f)['train_args']
         if before != args:
@@ -393,14 +394,22 @@ def finish(child, max_steps, in_grid):
 
 
 def stop_all(children):
-    """Ask every running train.py to save and stop (SIGINT, as Ctrl-C), and wait for them."""
+    """Ask every running train.py to save and stop (SIGINT, as Ctrl-C), and wait for them; a second Ctrl-C
+    passes a second SIGINT on, which stops them at once, as it does train.py alone."""
     if children:
-        print(f"asking {len(children)} run(s) to save a checkpoint and stop ...", flush=True)
-    for child in children:
-        if child['process'].poll() is None:
-            child['process'].send_signal(signal.SIGINT)
-    for child in children:
-        child['process'].wait()
+        print(f"asking {len(children)} run(s) to save a checkpoint and stop (Ctrl-C again: stop at once) ...",
+              flush=True)
+    for attempt in range(2):
+        for child in children:
+            if child['process'].poll() is None:
+                child['process'].send_signal(signal.SIGINT)
+        try:
+            for child in children:
+                child['process'].wait()
+            return
+        except KeyboardInterrupt:
+            if attempt == 1:
+                raise
 
 
 def in_grid(spec, run):
@@ -426,8 +435,8 @@ def run_all(spec, config, overrides, max_steps, parallel):
                 if run['dir'] in finals or run['dir'] in busy:
                     continue
                 args = train_args(config, overrides, run)
-                check_same_settings(run['dir'], args)
                 state = run_state(run['dir'], max_steps)
+                check_same_settings(run['dir'], args, state)
                 if state in ('done', 'diverged'):
                     print(f"{state} already: {os.path.basename(run['dir'])}", flush=True)
                     finals[run['dir']] = final_val(run['dir'], state)

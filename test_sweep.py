@@ -5,8 +5,10 @@
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -263,6 +265,11 @@ if activation == 'relu' and lr > 3e-3:
     sys.exit('step 3: loss is nan; ' + {diverged!r})
 if activation == 'gelu':
     sys.exit('fake failure')
+if activation == 'relu2':  # a long run that saves on SIGINT, as train.py does
+    import signal, time
+    signal.signal(signal.SIGINT, lambda *_: (open(os.path.join(out, 'saved'), 'w').close(), sys.exit(0)))
+    open(os.path.join(out, 'ready'), 'w').close()
+    time.sleep(60)
 best = {{'swiglu': 2e-3, 'polynorm': 4e-3, 'relu': 1e-3}}[activation]
 final = 2.0 + 0.1 * abs(math.log2(lr / best)) + 0.01 * int(args['seed']) - 0.05 * (activation == 'polynorm')
 with open(os.path.join(out, 'log.jsonl'), 'w') as f:
@@ -330,6 +337,24 @@ def test_a_failing_run_stops_the_sweep_with_its_log(fake_train):
     with pytest.raises(SystemExit, match="fake failure"):
         sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {}, 20, parallel=1)
     assert calls() == ['gelu_lr1e-3_s0']  # stopped at once, not retried
+    # fixed and run again: the failed run had nothing to continue from, so it takes the new settings
+    with pytest.raises(SystemExit, match="fake failure"):
+        sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {'n_layer': '2'}, 20, parallel=1)
+
+
+def test_ctrl_c_makes_the_runs_save_and_stop(fake_train):
+    out, calls = fake_train
+    code = (f"import sweep; sweep.TRAIN = {sweep.TRAIN!r}; "
+            f"sweep.run_all({spec(out, ['relu2', 'swiglu'], lrs=[1e-3])!r}, 'preset.py', {{}}, 20, 2)")
+    sweep_process = subprocess.Popen([sys.executable, '-c', code], cwd=HERE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(out, 'relu2_lr1e-3_s0', 'ready')) and time.time() < deadline:
+        time.sleep(0.1)  # until the fake run has its SIGINT handler
+    sweep_process.send_signal(signal.SIGINT)
+    stdout, stderr = sweep_process.communicate(timeout=60)
+    assert 'interrupted' in stderr and 'to save a checkpoint' in stdout
+    assert os.path.exists(os.path.join(out, 'relu2_lr1e-3_s0', 'saved'))  # the run got one SIGINT and saved
 
 
 def fake_summary(vals, tasks=None):
