@@ -147,7 +147,7 @@ def make_run(spec, activation, seed, lr=None, order=None):
     if lr:
         keys['learning_rate'] = lr
         if spec.get('min_lr_ratio') is not None:
-            keys['min_lr'] = round(lr * spec['min_lr_ratio'], 12)  # round off float noise: 2e-4, not 0.00020000000000000001
+            keys['min_lr'] = round(lr * spec['min_lr_ratio'], 12)  # 2e-4, not 0.00020000000000000001
     run_dir = os.path.join(out, folder)
     return {'name': name, 'activation': activation, 'order': order, 'lr': lr, 'seed': seed, 'dir': run_dir,
             'keys': {**keys, 'seed': seed, 'out_dir': run_dir}}
@@ -227,9 +227,9 @@ def plan_text(spec, settings, parallel, tok_per_s):
     lines = [f"plan: {names} activations x {len(spec['lrs'] or [None])} lr(s), seed 0: {grid} runs; "
              f"{names} x {spec['seeds'] - 1} other seeds at each one's lr: {seeds} runs"
              + (f"; order ablation: {ablation} runs" if ablation else "") + f"; {runs} runs in all",
-             f"each run: {settings['max_steps']:,} steps x {settings['tokens_per_step']:,} tokens = {tokens / 1e6:,.1f} M "
-             f"tokens; {params / 1e6:.2f} M non-embedding parameters: {tokens / params:.1f} tokens per parameter; "
-             f"{flops / 1e9:.3f} GFLOP per token",
+             f"each run: {settings['max_steps']:,} steps x {settings['tokens_per_step']:,} tokens = "
+             f"{tokens / 1e6:,.1f} M tokens; {params / 1e6:.2f} M non-embedding parameters: "
+             f"{tokens / params:.1f} tokens per parameter; {flops / 1e9:.3f} GFLOP per token",
              f"all runs: {runs * tokens / 1e9:.2f} B tokens, {runs * tokens * flops:.2e} FLOPs"]
     if tok_per_s:
         hours = runs * tokens / (tok_per_s * parallel) / 3600
@@ -417,9 +417,27 @@ def in_grid(spec, run):
     return bool(spec['lrs']) and run['seed'] == 0 and run['order'] is None
 
 
+def waiting_runs(runs, finals, busy, config, overrides, max_steps):
+    """The runs still to train, (run, train.py arguments, state) each; the finished ones found on the way go
+    into finals (run folder -> final val loss)."""
+    waiting = []
+    for run in runs:
+        if run['dir'] in finals or run['dir'] in busy:
+            continue
+        args = train_args(config, overrides, run)
+        state = run_state(run['dir'], max_steps)
+        check_same_settings(run['dir'], args, state)
+        if state in ('done', 'diverged'):
+            print(f"{state} already: {os.path.basename(run['dir'])}", flush=True)
+            finals[run['dir']] = final_val(run['dir'], state)
+        else:
+            waiting.append((run, args, state))
+    return waiting
+
+
 def run_all(spec, config, overrides, max_steps, parallel):
     """Run every planned run to its end, up to `parallel` at a time, planning the other seeds as each lr
-    grid finishes; return finals (run folder -> final val loss)."""
+    grid finishes; return (finals: run folder -> final val loss, the runs)."""
     env = child_env(parallel)
     finals, running = {}, []
 
@@ -428,34 +446,24 @@ def run_all(spec, config, overrides, max_steps, parallel):
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
         while True:
+            known = len(finals)
             runs = plan_runs(spec, finals)
-            busy = {child['run']['dir'] for child in running}
-            waiting = []
-            for run in runs:
-                if run['dir'] in finals or run['dir'] in busy:
-                    continue
-                args = train_args(config, overrides, run)
-                state = run_state(run['dir'], max_steps)
-                check_same_settings(run['dir'], args, state)
-                if state in ('done', 'diverged'):
-                    print(f"{state} already: {os.path.basename(run['dir'])}", flush=True)
-                    finals[run['dir']] = final_val(run['dir'], state)
-                    break  # plan again: a finished grid may add runs
-                waiting.append((run, args, state))
-            else:
-                if not waiting and not running:
-                    return finals, plan_runs(spec, finals)
-                for run, args, state in waiting[:parallel - len(running)]:
-                    running.append(start(run, args, state, env))
-                while not any(child['process'].poll() is not None for child in running):
-                    time.sleep(0.5)
-                for child in [c for c in running if c['process'].poll() is not None]:
-                    running.remove(child)
-                    state, error = finish(child, max_steps, in_grid(spec, child['run']))
-                    if error:
-                        stop_all(running)
-                        raise SystemExit(error)
-                    finals[child['run']['dir']] = final_val(child['run']['dir'], state)
+            waiting = waiting_runs(runs, finals, {c['run']['dir'] for c in running}, config, overrides, max_steps)
+            if len(finals) > known:
+                continue  # plan again: a grid found finished may add runs
+            if not waiting and not running:
+                return finals, runs
+            for run, args, state in waiting[:parallel - len(running)]:
+                running.append(start(run, args, state, env))
+            while not any(child['process'].poll() is not None for child in running):
+                time.sleep(0.5)
+            for child in [c for c in running if c['process'].poll() is not None]:
+                running.remove(child)
+                state, error = finish(child, max_steps, in_grid(spec, child['run']))
+                if error:
+                    stop_all(running)
+                    raise SystemExit(error)
+                finals[child['run']['dir']] = final_val(child['run']['dir'], state)
     except KeyboardInterrupt:
         stop_all(running)
         raise SystemExit("interrupted: the runs saved their checkpoints; run the same command again to resume")
