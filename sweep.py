@@ -778,7 +778,9 @@ def report(summary):
     seeds = sorted({r['seed'] for rs in groups.values() for r in rs})
     flags = ' '.join(f'--{k}={v}' for k, v in summary['overrides'].items())
     tokens = next(iter(groups.values()))[0]['curve'][-1][1]
-    lines = [f"# Activation sweep: {len(groups)} activations x {len(seeds)} seed{'s' if len(seeds) > 1 else ''}", "",
+    activations = len({r['activation'] for rs in groups.values() for r in rs})
+    lines = [f"# Activation sweep: {activations} activations x {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+             + (f", {len(groups) - activations} more orders" if len(groups) > activations else ""), "",
              f"`python train.py {summary['config']}{' ' + flags if flags else ''}`, {tokens:,} training tokens per "
              f"run, seeds {', '.join(map(str, seeds))}; {summary['hardware']}.", ""]
     if summary['lrs']:
