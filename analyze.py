@@ -7,14 +7,16 @@ The paper's two analyses of a trained model, for any checkpoint that train.py wr
      lower layer-to-layer similarity, i.e. consecutive layers change the representation more.
 
     python analyze.py --out_dir out/sweep/polynorm_s0 [--out_dir out/sweep/swiglu_s0 ...]
-        [--data_dir data/shakespeare_char] [--batch_size 8] [--device cpu]
+        [--data_dir data/shakespeare_char] [--batch_size 8] [--device cpu] [--json FILE] [--no_plot]
 
 Prints both analyses and draws the similarity matrix as a heatmap, <out_dir>/similarity.png, when
-matplotlib is installed. sweep.py imports analyze() and summarize() for its report.
+matplotlib is installed. --json FILE also writes each run's summary (mean effective rank per role, mean
+layer similarity, parameters) as {out_dir: numbers}: sweep.py runs this script so for its report.
 """
 import argparse
 import glob
 import io
+import json
 import math
 import os
 
@@ -135,12 +137,12 @@ def analyze(out_dir, data_dir=None, batch_size=8, device='cpu'):
 
 
 def summarize(result):
-    """The one-line summary per model that sweep.py reports: mean effective rank of each role over layers,
-    and the mean off-diagonal similarity."""
+    """The one-line summary per model (sweep.py reports it, through --json): mean effective rank of each
+    role over layers, and the mean off-diagonal similarity (None for one layer, which has no other)."""
     roles = result['erank'][0].keys()
     summary = {f'erank_{role}': sum(layer[role] for layer in result['erank']) / len(result['erank'])
                for role in roles}
-    summary['similarity'] = mean_off_diagonal(result['similarity'])
+    summary['similarity'] = mean_off_diagonal(result['similarity']) if len(result['similarity']) > 1 else None
     return summary
 
 
@@ -160,7 +162,7 @@ def format_analysis(out_dir, result):
     for i, row in enumerate(result['similarity'].tolist()):
         lines.append(f"{i:5d} " + " ".join(f"{v:5.2f}" for v in row))
     summary = summarize(result)
-    lines.append("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+    lines.append("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None))
     return '\n'.join(lines)
 
 
@@ -214,22 +216,29 @@ def main(argv=None):
                                            "(default: data/<the run's dataset>)")
     parser.add_argument('--batch_size', type=int, default=8, help="sequences in the validation batch")
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--json', help="also write each run's summary numbers to this JSON file")
+    parser.add_argument('--no_plot', action='store_true', help="draw no heatmaps")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
 
-    plotted = False
+    plotted, numbers = False, {}
     for out_dir in args.out_dir:
         try:
             result = analyze(out_dir, args.data_dir, args.batch_size, args.device)
         except (FileNotFoundError, ValueError) as e:  # no checkpoint, no data, a batch too big for the data...
             parser.error(str(e))
         print(format_analysis(out_dir, result))
+        numbers[out_dir] = {**summarize(result), 'params': result['params'], 'moe': result['moe']}
+        if args.no_plot:
+            continue
         path = os.path.join(out_dir, 'similarity.png')
         plotted = plot_similarity(result['similarity'], path, f"layer similarity, {os.path.basename(out_dir)}")
         if plotted:
             print(f"heatmap: {path}")
-    if not plotted:
+    if args.json:
+        atomic_write(args.json, json.dumps(numbers, indent=1).encode())
+    if not plotted and not args.no_plot:
         print("pip install matplotlib to also get the heatmaps")
 
 

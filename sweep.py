@@ -1,26 +1,45 @@
 """
 Check the paper's main claim on your own data and hardware: the same model trained with each activation, on
-the same data in the same order, for the same number of tokens, for several seeds; then one table.
+the same data in the same order, for the same number of tokens, for several seeds, each at its own best
+learning rate; then one report.
 
     python sweep.py --preset cpu                             # 6 activations x 3 seeds, ~35 min on 2 CPU cores
-    python sweep.py --preset gpu                             # a bigger model on FineWeb (gpt2 BPE)
-    python sweep.py --activations polynorm --orders 2,3,4    # PolyNorm's order ablation
-    python sweep.py --activations polyrelu,polynorm          # the composition ablation: ReLU vs norm inside
+    python sweep.py --preset cpu-long                        # lr grid, 3 seeds, order ablation, 2 runs at a time
+    python sweep.py --preset gpu --lrs 1e-3,2e-3,4e-3 --plan  # what a sweep would run, and for how long
+    python sweep.py --activations polynorm --orders 2,3,4    # PolyNorm's order ablation at one lr
     python sweep.py --preset cpu --max_steps=100             # any --key=value goes on to train.py
+    python sweep.py --report_only --out out/sweep            # the report again, from <out>/summary.json
 
-Each run is a subprocess `python train.py config/sweep_<preset>.py --activation=A --seed=S --out_dir=<out>/A_sS`
-whose output goes to <out>/A_sS/train.log. Only the activation and the seed differ between runs (the data
-loader reads the shards in a fixed order, so the seed changes the initialization only). A restarted sweep
-skips the runs that finished and resumes the interrupted ones from their checkpoints.
+Each run is a subprocess `python train.py config/sweep_<preset>.py --activation=A --seed=S --out_dir=DIR`
+whose output goes to DIR/train.log. DIR is <out>/A_sS, or <out>/A_lr2e-3_sS with an lr grid (--lrs), and an
+order-ablation run is named A_r2 (<out>/polynorm_r2_lr2e-3_sS). Only the activation, its order, the seed and
+the learning rate differ between runs (the data loader reads the shards in a fixed order, so the seed changes
+the initialization only).
 
-The report, <out>/report.md (also printed), has one row per activation: final validation and training loss,
-the convergence speed-up over SwiGLU as the paper measures it, milliseconds per step, and a summary of
-analyze.py's two analyses. <out>/val_loss.png plots the validation curves (with matplotlib installed).
+With --lrs the sweep runs every activation at every learning rate with seed 0 first (the grid), picks each
+activation's lr by its final validation loss, and then runs the other seeds at that lr. With --orders as well,
+PolyNorm also runs at each other order, at PolyNorm's chosen lr (with --order_seeds seeds, all by default).
+Without --lrs, --orders replaces each PolyCom activation by one variant per order, all at the one lr.
+
+--parallel N runs N train.py processes side by side, each with OMP_NUM_THREADS = cores // N (unless you set
+OMP_NUM_THREADS yourself), seed 0's runs first. Ctrl-C makes every run save a checkpoint and stop. A
+restarted sweep (the same command) skips the finished runs and resumes the interrupted ones from their
+checkpoints. A run whose loss becomes non-finite in the lr grid counts as diverged (its lr is not chosen);
+any other failing run stops the sweep with the end of its train.log.
+
+At the end the sweep writes <out>/summary.json (every run's curves and final numbers, no weights), then
+<out>/report.md (also printed) and <out>/val_loss.png from that summary alone, so `--report_only` redoes them
+anywhere. The report: the lr grid, final losses with their spread over seeds, the speed-up over SwiGLU in
+tokens and in training time, each activation's difference to SwiGLU with Welch's t, the order ablation,
+the tasks' accuracy when train.py logged it, and analyze.py's two analyses (run as a subprocess).
 """
 import argparse
+import ast
 import glob
 import json
+import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,31 +47,58 @@ import time
 
 import torch
 
-from analyze import analyze, pyplot, save_figure, summarize
-from common import cpu_name
+from common import cpu_name, model_config
 from data.shards import atomic_write
-from train import get_config
+from model import ACTIVATIONS, GPT, GPTConfig, read_config
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TRAIN = os.path.join(ROOT, 'train.py')
-ACTIVATIONS = ('relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm')
+ANALYZE = os.path.join(ROOT, 'analyze.py')
 SWEEP_KEYS = ('activation', 'seed', 'out_dir', 'init_from')  # set by the sweep itself for every run
 SMOOTH = 10  # the final training loss is the mean of the last SMOOTH logged training losses
+BASELINE = 'swiglu'  # what every activation is compared with
+ABLATED = 'polynorm'  # the activation of the order ablation when there is an lr grid (the paper's figure)
+# train.py's words when a loss turns non-finite: in the lr grid that run has diverged, a result, not a failure
+DIVERGED = 'stopped before updating the weights'
+
+# Datasets too big for the sweep to download unasked: how to get them
+DOWNLOAD_YOURSELF = {'fineweb': ('python data/fineweb/prepare.py', "8 train shards, 1.6 GB")}
+
+# The sweep's own settings per preset; the training settings are in config/sweep_<preset>.py. Flags win.
+PRESETS = {
+    'cpu': {'activations': 'relu,gelu,relu2,swiglu,polyrelu,polynorm', 'seeds': 3},
+    'cpu-long': {'activations': 'relu2,swiglu,polyrelu,polynorm,polynorm_glu', 'lrs': '1e-3,2e-3,4e-3',
+                 'seeds': 3, 'parallel': 2, 'orders': '2,4'},
+    'gpu': {'activations': 'relu,gelu,relu2,swiglu,polyrelu,polynorm', 'seeds': 3},
+}
 
 # -----------------------------------------------------------------------------
-# 1. Planning the runs
+# 1. Settings
 
 
 def preset_path(preset):
-    """config/sweep_<preset>.py for a preset name, or the path of your own config file."""
-    path = preset if preset.endswith('.py') else os.path.relpath(os.path.join(ROOT, 'config', f'sweep_{preset}.py'))
+    """config/sweep_<preset>.py for a preset name ('-' read as '_'), or the path of your own config file."""
+    if preset.endswith('.py'):
+        path = preset
+    else:
+        path = os.path.relpath(os.path.join(ROOT, 'config', f"sweep_{preset.replace('-', '_')}.py"))
     if not os.path.isfile(path):
-        raise SystemExit(f"--preset {preset}: no config file {path}; use cpu, gpu or the path of a config file")
+        raise SystemExit(f"--preset {preset}: no config file {path}; use {', '.join(PRESETS)} or the path of a "
+                         "config file")
     return path
 
 
+def parse_value(text):
+    """A --key=value's value as train.py reads it: a Python literal when it is one, else the text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def parse_overrides(args):
-    """The --key=value arguments for train.py as {key: value text}; train.py itself checks keys and values."""
+    """The --key=value arguments for train.py as {key: value text}; train.py itself checks keys and values
+    (the first run stops the sweep with train.py's message if one is wrong)."""
     overrides = {}
     for arg in args:
         if not arg.startswith('--') or '=' not in arg:
@@ -65,19 +111,83 @@ def parse_overrides(args):
     return overrides
 
 
-def plan_runs(out, activations, orders, seeds):
-    """Every run of the sweep: activation (x order, for the PolyCom ones, when orders are given) x seed.
-    Runs with the same name differ only in the seed; the report averages over them."""
-    runs = []
-    for activation in activations:
-        if orders and activation.startswith('poly'):
-            variants = [(f'{activation}_r{r}', {'activation': activation, 'poly_order': r}) for r in orders]
-        else:
-            variants = [(activation, {'activation': activation})]
-        for name, keys in variants:
-            for seed in range(seeds):
-                run_dir = os.path.join(out, f'{name}_s{seed}')
-                runs.append({'name': name, 'dir': run_dir, 'keys': {**keys, 'seed': seed, 'out_dir': run_dir}})
+def read_settings(config, overrides):
+    """The settings the sweep itself needs (max_steps, dataset, ...) from the config file and the overrides,
+    read without train.py; the keys train.py would take from its defaults must be in the preset."""
+    try:
+        settings = read_config(config)
+    except Exception as e:  # a config file is Python: any error in it is the user's to fix
+        raise SystemExit(f"{config}: {type(e).__name__}: {e}") from None
+    settings.update({key: parse_value(value) for key, value in overrides.items()})
+    for key in ('dataset', 'max_steps', 'tokens_per_step'):
+        if key not in settings:
+            raise SystemExit(f"{config} sets no {key}: a sweep preset must set it (or pass --{key}=...)")
+    return settings
+
+
+def lr_tag(lr):
+    """A learning rate as folder names spell it: 0.002 -> '2e-3', 0.0015 -> '1.5e-3'."""
+    mantissa, exponent = f'{lr:e}'.split('e')
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+# -----------------------------------------------------------------------------
+# 2. Planning the runs
+
+
+def make_run(spec, activation, seed, lr=None, order=None):
+    """One run: its name (what the report averages over seeds), folder and train.py keys. With an lr grid,
+    min_lr keeps the preset's ratio to the lr, so that every lr decays in the same shape."""
+    out = spec['out']
+    name = activation + (f'_r{order}' if order else '')
+    folder = name + (f'_lr{lr_tag(lr)}' if lr else '') + f'_s{seed}'
+    keys = {'activation': activation}
+    if order:
+        keys['poly_order'] = order
+    if lr:
+        keys['learning_rate'] = lr
+        if spec.get('min_lr_ratio') is not None:
+            keys['min_lr'] = round(lr * spec['min_lr_ratio'], 12)  # 2e-4, not 0.00020000000000000001
+    run_dir = os.path.join(out, folder)
+    return {'name': name, 'activation': activation, 'order': order, 'lr': lr, 'seed': seed, 'dir': run_dir,
+            'keys': {**keys, 'seed': seed, 'out_dir': run_dir}}
+
+
+def variants(spec):
+    """(activation, order) of each name in the comparison; without an lr grid --orders makes one name per
+    order of each PolyCom activation, as the sweep always did."""
+    if spec['orders'] and not spec['lrs']:
+        return [(a, r) for a in spec['activations'] for r in (spec['orders'] if a.startswith('poly') else [None])]
+    return [(a, None) for a in spec['activations']]
+
+
+def pick_lrs(spec, finals):
+    """name -> its chosen lr, for the names whose grid is finished: the lr of the lowest final val loss (the
+    smaller lr on a tie). finals: run folder -> final val loss (inf when diverged). Without a grid, None."""
+    chosen = {}
+    for activation, order in variants(spec):
+        if not spec['lrs']:
+            chosen[make_run(spec, activation, 0, None, order)['name']] = None
+            continue
+        grid = [make_run(spec, activation, 0, lr, order) for lr in spec['lrs']]
+        if all(run['dir'] in finals for run in grid):
+            best = min(grid, key=lambda run: (finals[run['dir']], run['lr']))
+            chosen[best['name']] = best['lr']
+    return chosen
+
+
+def plan_runs(spec, finals):
+    """The runs known so far, in the order to run them: seed 0 of every name at every lr (the grid), then the
+    other seeds of each name whose lr is chosen, then the order ablation at PolyNorm's chosen lr."""
+    runs = [make_run(spec, a, 0, lr, r) for a, r in variants(spec) for lr in spec['lrs'] or [None]]
+    chosen = pick_lrs(spec, finals)
+    for activation, order in variants(spec):
+        name = make_run(spec, activation, 0, None, order)['name']
+        if name in chosen:
+            runs += [make_run(spec, activation, s, chosen[name], order) for s in range(1, spec['seeds'])]
+    if spec['lrs'] and spec['orders'] and ABLATED in chosen:
+        runs += [make_run(spec, ABLATED, s, chosen[ABLATED], r)
+                 for r in spec['orders'] if r != spec['base_order'] for s in range(spec['order_seeds'])]
     return runs
 
 
@@ -87,17 +197,77 @@ def train_args(config, overrides, run):
     return [config] + [f'--{k}={v}' for k, v in keys.items()]
 
 
+def count_runs(spec):
+    """(grid runs, runs of the other seeds, order-ablation runs) the sweep will make, before any has run."""
+    names, lrs = len(variants(spec)), len(spec['lrs'] or [None])
+    orders = [r for r in spec['orders'] or [] if r != spec['base_order']] if spec['lrs'] else []
+    return names * lrs, names * (spec['seeds'] - 1), len(orders) * spec['order_seeds']
+
+
+def model_facts(settings):
+    """(non-embedding parameters, training FLOPs per token) of the preset's model, built on the meta device
+    (shapes only); the vocabulary from the data's meta.json when the config leaves it to the data."""
+    keys = {k: v for k, v in settings.items() if v is not None}
+    target, ready = data_folder(settings)
+    if 'vocab_size' not in keys and ready:
+        with open(os.path.join(target, 'meta.json')) as f:
+            keys['vocab_size'] = -(-json.load(f)['vocab_size'] // 64) * 64  # rounded up to 64, as train.py does
+    with torch.device('meta'):
+        model = GPT(model_config(keys))
+    return model.num_params()['non_embedding'], model.flops_per_token()
+
+
+def plan_text(spec, settings, parallel, tok_per_s):
+    """The sweep's plan in words: its runs, tokens and FLOPs, and its time at a measured throughput."""
+    grid, seeds, ablation = count_runs(spec)
+    runs = grid + seeds + ablation
+    tokens = settings['max_steps'] * settings['tokens_per_step']
+    params, flops = model_facts(settings)
+    names = len(variants(spec))
+    lines = [f"plan: {names} activations x {len(spec['lrs'] or [None])} lr(s), seed 0: {grid} runs; "
+             f"{names} x {spec['seeds'] - 1} other seeds at each one's lr: {seeds} runs"
+             + (f"; order ablation: {ablation} runs" if ablation else "") + f"; {runs} runs in all",
+             f"each run: {settings['max_steps']:,} steps x {settings['tokens_per_step']:,} tokens = "
+             f"{tokens / 1e6:,.1f} M tokens; {params / 1e6:.2f} M non-embedding parameters: "
+             f"{tokens / params:.1f} tokens per parameter; {flops / 1e9:.3f} GFLOP per token",
+             f"all runs: {runs * tokens / 1e9:.2f} B tokens, {runs * tokens * flops:.2e} FLOPs"]
+    if tok_per_s:
+        hours = runs * tokens / (tok_per_s * parallel) / 3600
+        lines.append(f"time: {hours:.1f} h of training at {tok_per_s:,.0f} tok/s per run, {parallel} run(s) at a "
+                     "time (evaluations and checkpoints add to it)")
+    else:
+        lines.append("time: give --tok_per_s (one run's measured throughput, e.g. from the tok/s of a run's log) "
+                     "for an estimate")
+    target, ready = data_folder(settings)
+    if not ready:
+        lines.append(f"data: no shards in {target} yet"
+                     + (f"; download them with `{DOWNLOAD_YOURSELF[settings['dataset']][0]}`"
+                        if settings['dataset'] in DOWNLOAD_YOURSELF else "; the sweep prepares them"))
+    return '\n'.join(lines)
+
+
 # -----------------------------------------------------------------------------
-# 2. The data, prepared once for all runs
+# 3. The data, prepared once for all runs
+
+
+def data_folder(settings):
+    """Where the runs read their shards, and whether the shards are there."""
+    target = settings.get('data_dir') or os.path.join(ROOT, 'data', settings['dataset'])
+    shards = glob.glob(os.path.join(glob.escape(target), '*_train_*.bin'))
+    return target, bool(shards) and os.path.exists(os.path.join(target, 'meta.json'))
 
 
 def ensure_data(settings, raw_input):
-    """Run data/<dataset>/prepare.py unless the shards exist; raw_input is a local copy of the raw text."""
-    dataset, data_dir = settings['dataset'], settings['data_dir']
-    target = data_dir or os.path.join(ROOT, 'data', dataset)
-    shards = glob.glob(os.path.join(glob.escape(target), '*_train_*.bin'))
-    if shards and os.path.exists(os.path.join(target, 'meta.json')):
+    """Run data/<dataset>/prepare.py unless the shards exist; raw_input is a local copy of the raw text.
+    A dataset of gigabytes (FineWeb) is never downloaded by the sweep: it says how to get it."""
+    dataset, data_dir = settings['dataset'], settings.get('data_dir')
+    target, ready = data_folder(settings)
+    if ready:
         return
+    if dataset in DOWNLOAD_YOURSELF:
+        command, size = DOWNLOAD_YOURSELF[dataset]
+        raise SystemExit(f"no {dataset} shards in {target}: download them first ({size}) with `{command}"
+                         + (f" --out_dir {data_dir}" if data_dir else "") + "`, then run the sweep again")
     script = os.path.join(ROOT, 'data', dataset, 'prepare.py')
     if not os.path.isfile(script):
         raise SystemExit(f"no prepared data in {target}, and no {script} to prepare dataset {dataset!r}; "
@@ -110,16 +280,16 @@ def ensure_data(settings, raw_input):
 
 
 # -----------------------------------------------------------------------------
-# 3. Running the runs, each as a train.py subprocess
+# 4. Where a run stands
 
 
 def read_log(run_dir):
-    """(train records, eval records) of the run's log.jsonl, ordered by step; should a step appear twice
-    (train.py trims a resumed run's log, so it should not), the later record wins."""
+    """(train records, eval records, task records) of the run's log.jsonl, ordered by step; should a step
+    appear twice (train.py trims a resumed run's log, so it should not), the later record wins."""
     path = os.path.join(run_dir, 'log.jsonl')
-    train, evals = {}, {}
+    train, evals, tasks = {}, {}, {}
     if not os.path.exists(path):
-        return [], []
+        return [], [], []
     with open(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -130,22 +300,34 @@ def read_log(run_dir):
                 if not line.endswith('\n'):
                     continue  # the half-written last line of a killed run; its resume rewrites the step
                 raise SystemExit(f"{path}, line {n}, is not JSON; delete {run_dir} to redo this run") from None
-            (evals if 'val_loss' in record else train)[record['step']] = record
-    return [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]
+            if 'eval_task' in record:
+                tasks[record['eval_task'], record['step']] = record
+            else:
+                (evals if 'val_loss' in record else train)[record['step']] = record
+    return ([train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)],
+            [tasks[k] for k in sorted(tasks, key=lambda k: (k[1], k[0]))])
 
 
 def run_state(run_dir, max_steps):
-    """'done' when the log has the validation loss at max_steps, 'resume' when a checkpoint exists, else 'new'."""
-    _, evals = read_log(run_dir)
+    """'done' when the log has the validation loss at max_steps, 'diverged' when the sweep saw the run's loss
+    turn non-finite, 'resume' when a checkpoint exists, else 'new'."""
+    _, evals, _ = read_log(run_dir)
     if evals and evals[-1]['step'] >= max_steps:
         return 'done'
+    if os.path.exists(os.path.join(run_dir, 'diverged.txt')):
+        return 'diverged'
     return 'resume' if os.path.exists(os.path.join(run_dir, 'ckpt.pt')) else 'new'
 
 
-def check_same_settings(run_dir, args):
-    """A run folder is only ever continued with the settings it started with: sweep.json records them."""
+def final_val(run_dir, state):
+    return math.inf if state == 'diverged' else read_log(run_dir)[1][-1]['val_loss']
+
+
+def check_same_settings(run_dir, args, state):
+    """A run folder is only ever continued with the settings it started with: sweep.json records them. A run
+    that has nothing to continue from (state 'new', e.g. its train.py stopped at a bad key) takes the new ones."""
     path = os.path.join(run_dir, 'sweep.json')
-    if os.path.exists(path):
+    if os.path.exists(path) and state != 'new':
         with open(path) as f:
             before = json.load(f)['train_args']
         if before != args:
@@ -156,97 +338,216 @@ def check_same_settings(run_dir, args):
     atomic_write(path, json.dumps({'train_args': args}, indent=1).encode())
 
 
-def train(run, args, state, max_steps):
-    """Run train.py for one run, its output appended to <run>/train.log; stop the sweep if it fails."""
+def log_tail(path, lines=15):
+    with open(path, errors='replace') as f:
+        return ''.join(f.readlines()[-lines:])
+
+
+# -----------------------------------------------------------------------------
+# 5. Running the runs, up to --parallel train.py subprocesses at a time
+
+
+def child_env(parallel):
+    """The environment of each train.py: the cores shared out between the runs side by side."""
+    env = dict(os.environ)
+    if 'OMP_NUM_THREADS' not in env:
+        env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // parallel))
+    return env
+
+
+def start(run, args, state, env):
+    """Start train.py for one run, its output appended to <run>/train.log. Its own session, so that Ctrl-C
+    in the terminal reaches only the sweep, which passes it on exactly once (a second one would kill a run
+    in the middle of saving its checkpoint)."""
     if state == 'resume':
         args = args + ['--init_from=resume']
     log_path = os.path.join(run['dir'], 'train.log')
     print(f"{'resuming' if state == 'resume' else 'starting'} {os.path.basename(run['dir'])} "
           f"(output: {log_path})", flush=True)
-    t0 = time.time()
     with open(log_path, 'a') as log:
-        returncode = subprocess.run([sys.executable, TRAIN] + args, stdout=log, stderr=subprocess.STDOUT).returncode
-    if returncode != 0:
-        with open(log_path) as f:
-            tail = ''.join(f.readlines()[-15:])
-        raise SystemExit(f"train.py failed (exit code {returncode}) for {run['dir']}; the end of {log_path}:\n"
-                         f"{tail}\nfix the cause and run the sweep again: finished runs are kept")
-    if run_state(run['dir'], max_steps) != 'done':
-        raise SystemExit(f"train.py stopped before step {max_steps} in {run['dir']} (see {log_path}); "
-                         "run the sweep again to resume it")
-    result = run_result(run['dir'])
-    print(f"finished {os.path.basename(run['dir'])} in {time.time() - t0:.0f} s: val loss {result['val']:.4f}, "
-          f"train loss {result['train']:.4f}", flush=True)
+        process = subprocess.Popen([sys.executable, TRAIN] + args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+    return {'run': run, 'process': process, 'log': log_path, 't0': time.time()}
+
+
+def finish(child, max_steps, in_grid):
+    """The state of a run whose train.py has exited: 'done' or 'diverged' (in the grid only); otherwise the
+    error that stops the sweep."""
+    run, log_path = child['run'], child['log']
+    code = child['process'].returncode
+    state = run_state(run['dir'], max_steps)
+    if code == 0 and state == 'done':
+        val = final_val(run['dir'], state)
+        print(f"finished {os.path.basename(run['dir'])} in {time.time() - child['t0']:.0f} s: val loss {val:.4f}",
+              flush=True)
+        return state, None
+    tail = log_tail(log_path)
+    if code != 0 and in_grid and DIVERGED in tail:
+        atomic_write(os.path.join(run['dir'], 'diverged.txt'), tail.encode())
+        print(f"diverged: {os.path.basename(run['dir'])} (its loss became non-finite; see {log_path})", flush=True)
+        return 'diverged', None
+    if code != 0:
+        return None, (f"train.py failed (exit code {code}) for {run['dir']}; the end of {log_path}:\n{tail}\n"
+                      "fix the cause and run the sweep again: finished runs are kept")
+    return None, (f"train.py stopped before step {max_steps} in {run['dir']} (see {log_path}); "
+                  "run the sweep again to resume it")
+
+
+def stop_all(children):
+    """Ask every running train.py to save and stop (SIGINT, as Ctrl-C), and wait for them; a second Ctrl-C
+    passes a second SIGINT on, which stops them at once, as it does train.py alone."""
+    if children:
+        print(f"asking {len(children)} run(s) to save a checkpoint and stop (Ctrl-C again: stop at once) ...",
+              flush=True)
+    for attempt in range(2):
+        for child in children:
+            if child['process'].poll() is None:
+                child['process'].send_signal(signal.SIGINT)
+        try:
+            for child in children:
+                child['process'].wait()
+            return
+        except KeyboardInterrupt:
+            if attempt == 1:
+                raise
+
+
+def in_grid(spec, run):
+    """Whether a run is one of the lr grid's (where diverging is a result)."""
+    return bool(spec['lrs']) and run['seed'] == 0 and run['order'] is None
+
+
+def waiting_runs(runs, finals, busy, config, overrides, max_steps):
+    """The runs still to train, (run, train.py arguments, state) each; the finished ones found on the way go
+    into finals (run folder -> final val loss)."""
+    waiting = []
+    for run in runs:
+        if run['dir'] in finals or run['dir'] in busy:
+            continue
+        args = train_args(config, overrides, run)
+        state = run_state(run['dir'], max_steps)
+        check_same_settings(run['dir'], args, state)
+        if state in ('done', 'diverged'):
+            print(f"{state} already: {os.path.basename(run['dir'])}", flush=True)
+            finals[run['dir']] = final_val(run['dir'], state)
+        else:
+            waiting.append((run, args, state))
+    return waiting
+
+
+def run_all(spec, config, overrides, max_steps, parallel):
+    """Run every planned run to its end, up to `parallel` at a time, planning the other seeds as each lr
+    grid finishes; return (finals: run folder -> final val loss, the runs)."""
+    env = child_env(parallel)
+    finals, running = {}, []
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while True:
+            known = len(finals)
+            runs = plan_runs(spec, finals)
+            waiting = waiting_runs(runs, finals, {c['run']['dir'] for c in running}, config, overrides, max_steps)
+            if len(finals) > known:
+                continue  # plan again: a grid found finished may add runs
+            if not waiting and not running:
+                return finals, runs
+            for run, args, state in waiting[:parallel - len(running)]:
+                running.append(start(run, args, state, env))
+            while not any(child['process'].poll() is not None for child in running):
+                time.sleep(0.5)
+            for child in [c for c in running if c['process'].poll() is not None]:
+                running.remove(child)
+                state, error = finish(child, max_steps, in_grid(spec, child['run']))
+                if error:
+                    stop_all(running)
+                    raise SystemExit(error)
+                finals[child['run']['dir']] = final_val(child['run']['dir'], state)
+    except KeyboardInterrupt:
+        stop_all(running)
+        raise SystemExit("interrupted: the runs saved their checkpoints; run the same command again to resume")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -----------------------------------------------------------------------------
-# 4. The numbers of the report
+# 6. The summary of every run: curves and final numbers, enough to redo the report
 
 
-def run_result(run_dir):
-    """A finished run's final val loss, smoothed final train loss, ms per step and val curve [(tokens, loss)]."""
-    train, evals = read_log(run_dir)
+def train_time_curve(train):
+    """[(step, seconds)]: the cumulative training time at each training record. train.py's train_time_s when
+    the log has it (it leaves out evaluations, checkpoints and the compiling first step of each start); else
+    the sum of each logged interval's mean step time times its steps (evaluations and checkpoints are left out
+    of dt_ms already)."""
+    if train and all('train_time_s' in r for r in train):
+        return [(r['step'], r['train_time_s']) for r in train]
+    total, previous, curve = 0.0, 0, []
+    for r in train:
+        total += r['dt_ms'] / 1000 * (r['step'] - previous)
+        previous = r['step']
+        curve.append((r['step'], total))
+    return curve
+
+
+def value_at(curve, x):
+    """y at x on the piecewise-linear curve [(x, y)] that starts at (0, 0); the last y beyond its end."""
+    x0, y0 = 0, 0.0
+    for x1, y1 in curve:
+        if x <= x1:
+            return y0 if x1 == x0 else y0 + (x - x0) / (x1 - x0) * (y1 - y0)
+        x0, y0 = x1, y1
+    return y0
+
+
+def summarize_run(run, state, max_steps):
+    """A run's numbers for summary.json: final val and smoothed train loss, ms per step, the val curve
+    [step, tokens, training seconds, loss], the last accuracy of each task; None for a diverged run's numbers."""
+    entry = {k: run[k] for k in ('name', 'activation', 'order', 'lr', 'seed')}
+    entry.update(folder=os.path.basename(run['dir']), state=state)
+    if state != 'done':
+        return entry
+    train, evals, tasks = read_log(run['dir'])
     if not train or not evals:
-        raise SystemExit(f"{run_dir}/log.jsonl has no training or no validation records; delete {run_dir} to redo it")
+        raise SystemExit(f"{run['dir']}/log.jsonl has no training or no validation records; delete {run['dir']} "
+                         "to redo it")
+    times = train_time_curve(train)
     steps = [r['dt_ms'] for r in train[1:] or train]  # the first interval also pays for warm-up and compilation
-    return {'val': evals[-1]['val_loss'],
-            'train': statistics.fmean(r['loss'] for r in train[-SMOOTH:]),
-            'ms_per_step': statistics.median(steps),
-            'curve': [(r['tokens'], r['val_loss']) for r in evals]}
+    entry.update(val=evals[-1]['val_loss'], train=statistics.fmean(r['loss'] for r in train[-SMOOTH:]),
+                 ms_per_step=statistics.median(steps), train_time_s=times[-1][1],
+                 curve=[[r['step'], r['tokens'], round(value_at(times, r['step']), 3), r['val_loss']] for r in evals],
+                 tasks={r['eval_task']: {k: r[k] for k in ('step', 'acc', 'acc_norm', 'n')} for r in tasks})
+    return entry
 
 
-def mean_curve(curves):
-    """The mean, min and max over seeds of val curves evaluated at the same token counts: [(tokens, mean, lo, hi)]."""
-    points = {tuple(t for t, _ in curve) for curve in curves}
-    if len(points) != 1:
-        raise SystemExit("runs of one activation evaluated at different token counts: they were not trained "
-                         "with the same settings; delete them, or use another --out, and sweep again")
-    tokens = [t for t, _ in curves[0]]
-    losses = [[curve[i][1] for curve in curves] for i in range(len(tokens))]
-    return [(t, statistics.fmean(ls), min(ls), max(ls)) for t, ls in zip(tokens, losses)]
+def analyses(run_dirs, out, device):
+    """analyze.py's summary of each run (effective ranks, layer similarity, parameters), run as a subprocess
+    that writes JSON: run folder -> numbers."""
+    path = os.path.join(out, 'analyses.json')
+    command = [sys.executable, ANALYZE, '--json', path, '--no_plot', '--device', device]
+    for run_dir in run_dirs:
+        command += ['--out_dir', run_dir]
+    print(f"analyzing {len(run_dirs)} checkpoints with analyze.py", flush=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"analyze.py failed:\n{done.stderr.strip()}\nthe runs are kept: run the sweep again")
+    with open(path) as f:
+        return json.load(f)
 
 
-def tokens_to_reach(curve, target):
-    """The tokens at which a val curve [(tokens, loss, ...)] first gets down to target, linearly interpolated
-    between the two evaluations around that point; None if it never does."""
-    previous = None
-    for tokens, loss, *_ in curve:
-        if loss <= target:
-            if previous is None:
-                return tokens
-            t0, l0 = previous
-            return t0 + (l0 - target) / (l0 - loss) * (tokens - t0)
-        previous = (tokens, loss)
-    return None
-
-
-def speedups(curves, baseline='swiglu'):
-    """name -> the paper's convergence speed-up: the tokens the baseline needs to reach its own final val loss
-    (on its mean curve), divided by the tokens each activation needs to reach that same loss. The value is a
-    string: '1.52'; '< 0.97' when the activation never reaches the loss (it would need more tokens than it
-    had); '>= 3.00' when it is there at its first evaluation (how much earlier is unknown); 'n/a' without a
-    baseline in the sweep."""
-    if baseline not in curves:
-        return {name: 'n/a' for name in curves}
-    target = curves[baseline][-1][1]
-    needed = tokens_to_reach(curves[baseline], target)
-    result = {}
-    for name, curve in curves.items():
-        tokens = tokens_to_reach(curve, target)
-        if tokens is None:
-            result[name] = f"< {needed / curve[-1][0]:.2f}"
-        elif name != baseline and curve[0][1] <= target:  # reached by the first evaluation, maybe well before
-            result[name] = f">= {needed / tokens:.2f}" if tokens > 0 else 'n/a'
-        else:
-            result[name] = f"{needed / tokens:.2f}"
-    return result
-
-
-def mean_std(values, digits=4):
-    """'mean ± std' over seeds (the sample standard deviation); the mean alone for one seed."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+def summarize(spec, runs, finals, config, overrides, device):
+    """The whole sweep as one JSON-able dict: its settings, each name's chosen lr, and every run."""
+    chosen = pick_lrs(spec, finals)
+    entries = [summarize_run(run, 'diverged' if finals[run['dir']] == math.inf else 'done', spec['max_steps'])
+               for run in runs]
+    final = [run['dir'] for run in runs if run['lr'] == chosen.get(run['name'], run['lr'])
+             and finals[run['dir']] < math.inf]
+    numbers = analyses(final, spec['out'], device)
+    for run, entry in zip(runs, entries):
+        entry['analysis'] = numbers.get(run['dir'])
+    return {'config': os.path.relpath(config, ROOT), 'overrides': overrides, 'hardware': hardware(),
+            'lrs': spec['lrs'], 'seeds': spec['seeds'], 'orders': spec['orders'], 'base_order': spec['base_order'],
+            'chosen_lr': chosen, 'runs': entries}
 
 
 def hardware():
@@ -257,15 +558,213 @@ def hardware():
     return words
 
 
+# -----------------------------------------------------------------------------
+# 7. The report's numbers
+
+
+def mean_std(values, digits=4):
+    """'mean ± std' over seeds (the sample standard deviation); the mean alone for one seed."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def welch(a, b):
+    """Welch's t-test of mean(a) - mean(b) for samples of unequal variance: (difference, its standard error,
+    t, degrees of freedom by Welch-Satterthwaite); se, t and df are None with fewer than 2 values on a side,
+    t and df also when both samples have no spread."""
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return diff, None, None, None
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)  # squared standard errors
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, 0.0, None, None
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return diff, se, diff / se, df
+
+
+def verdict(diff, t, n_a, n_b):
+    """The plain words for a difference in final val loss and its Welch t."""
+    if t is None:
+        return "one seed: no error estimate" if min(n_a, n_b) < 2 else "no spread over seeds to compare with"
+    if abs(t) < 2:
+        return f"not distinguishable at {min(n_a, n_b)} seeds"
+    return "lower loss" if diff < 0 else "higher loss"
+
+
+def mean_curve(curves):
+    """[(mean x, mean loss, min loss, max loss)] at each evaluation of curves of (x, loss) over seeds; the runs
+    of one name must evaluate at the same steps."""
+    if len({len(curve) for curve in curves}) != 1:
+        raise SystemExit("runs of one name evaluated a different number of times: they were not trained with "
+                         "the same settings; delete them, or use another --out, and sweep again")
+    points = []
+    for i in range(len(curves[0])):
+        xs, losses = [c[i][0] for c in curves], [c[i][1] for c in curves]
+        points.append((statistics.fmean(xs), statistics.fmean(losses), min(losses), max(losses)))
+    return points
+
+
+def x_to_reach(curve, target):
+    """The x (tokens or seconds) at which a val curve [(x, loss, ...)] first gets down to target, linearly
+    interpolated between the two evaluations around that point; None if it never does."""
+    previous = None
+    for x, loss, *_ in curve:
+        if loss <= target:
+            if previous is None:
+                return x
+            x0, l0 = previous
+            return x0 + (l0 - target) / (l0 - loss) * (x - x0)
+        previous = (x, loss)
+    return None
+
+
+def speedup(base, curve):
+    """How much sooner curve gets to the final loss of base (the baseline's mean curve) than base does: the x
+    base needs / the x curve needs, as (value, bound): bound '' exact, '<' when curve never gets there (it
+    would need more than it had: the speed-up is below value), '>=' when it is there at its first
+    evaluation (how much earlier is unknown)."""
+    target = base[-1][1]
+    needed = x_to_reach(base, target)
+    x = x_to_reach(curve, target)
+    if x is None:
+        return needed / curve[-1][0], '<'
+    if curve[0][1] <= target:
+        return needed / x, '>='
+    return needed / x, ''
+
+
+def format_speedups(pairs):
+    """Per-seed speed-ups as 'mean ± std', saying how many seeds give only a bound."""
+    cell = mean_std([v for v, _ in pairs], 2)
+    for bound, words in (('<', 'never reach it: upper bounds'), ('>=', 'there at once: lower bounds')):
+        k = sum(b == bound for _, b in pairs)
+        if k:
+            cell += f" ({k}/{len(pairs)} {words})"
+    return cell
+
+
+# -----------------------------------------------------------------------------
+# 8. The report, from the summary alone
+
+
+def final_runs(summary):
+    """name -> the finished runs at its chosen lr (all seeds), in the order of the sweep."""
+    groups = {}
+    for run in summary['runs']:
+        lr = summary['chosen_lr'].get(run['name'], run['lr'])
+        if run['lr'] == lr and run['state'] == 'done':
+            groups.setdefault(run['name'], []).append(run)
+    return groups
+
+
+def curves_of(runs, axis):
+    """Each run's val curve as [(x, loss)], x = tokens (axis 1) or training seconds (axis 2)."""
+    return [[(point[axis], point[3]) for point in run['curve']] for run in runs]
+
+
+def grid_table(summary):
+    """The lr grid: seed 0's final val loss per name and lr, the chosen lr, and a flag where it is at an edge."""
+    lrs = summary['lrs']
+    lines = ["| activation | " + " | ".join(f"lr {lr_tag(lr)}" for lr in lrs) + " | chosen lr |",
+             "|---|" + "---|" * len(lrs) + "---|"]
+    seed0 = {(r['name'], r['lr']): r for r in summary['runs'] if r['seed'] == 0}
+    for name, lr in summary['chosen_lr'].items():
+        cells = [name]
+        for grid_lr in lrs:
+            run = seed0[name, grid_lr]
+            value = f"{run['val']:.4f}" if run['state'] == 'done' else 'diverged'
+            cells.append(f"**{value}**" if grid_lr == lr else value)
+        edge = len(lrs) > 1 and lr in (min(lrs), max(lrs))
+        cells.append(lr_tag(lr) + (" (edge of the grid: widen the grid)" if edge else ""))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def edge_picks(summary):
+    """The names whose chosen lr is the grid's smallest or largest."""
+    lrs = summary['lrs']
+    if not lrs or len(lrs) < 2:
+        return []
+    return [name for name, lr in summary['chosen_lr'].items() if lr in (min(lrs), max(lrs))]
+
+
+def results_table(groups):
+    """One row per name: final losses, speed-ups over SwiGLU in tokens and in time (per seed, against
+    SwiGLU's mean curve), ms per step and the analyses, each a mean over the name's seeds."""
+    base = {axis: mean_curve(curves_of(groups[BASELINE], axis)) for axis in (1, 2)} if BASELINE in groups else None
+    analyses = [r['analysis'] for rs in groups.values() for r in rs if r.get('analysis')]
+    roles = [role for role in ('erank_up', 'erank_down', 'erank_gate') if any(role in a for a in analyses)]
+    lines = ["| activation | lr | parameters | val loss | train loss | speed-up in tokens | speed-up in time | "
+             "ms / step | " + " | ".join(role.replace('_', ' ') for role in roles) + " | layer similarity |",
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(roles) + "---|"]
+    for name, rs in groups.items():
+        speeds = [format_speedups([speedup(base[axis], c) for c in curves_of(rs, axis)]) if base else 'n/a'
+                  for axis in (1, 2)]
+        found = [r['analysis'] for r in rs if r.get('analysis')]
+        params = f"{found[0]['params'] / 1e6:.3f} M" if found else '?'
+        cells = [name, lr_tag(rs[0]['lr']) if rs[0]['lr'] else '-', params, mean_std([r['val'] for r in rs]),
+                 mean_std([r['train'] for r in rs]), *speeds, f"{statistics.fmean(r['ms_per_step'] for r in rs):.0f}"]
+        cells += [mean_std([a[role] for a in found], 1) if found and role in found[0] else '-' for role in roles]
+        similarity = [a['similarity'] for a in found if a['similarity'] is not None]
+        cells.append(mean_std(similarity, 3) if similarity else '-')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def comparison_table(groups, reference, label):
+    """Each name's final val loss against reference's: the difference, its standard error, Welch's t, and
+    what that means."""
+    ref = [r['val'] for r in groups[reference]]
+    lines = [f"| activation | val loss − {label} | standard error | Welch's t | df | verdict |",
+             "|---|---|---|---|---|---|"]
+    for name, rs in groups.items():
+        if name == reference:
+            continue
+        vals = [r['val'] for r in rs]
+        diff, se, t, df = welch(vals, ref)
+        lines.append(f"| {name} | {diff:+.4f} | {'-' if se is None else f'{se:.4f}'} | "
+                     f"{'-' if t is None else f'{t:+.2f}'} | {'-' if df is None else f'{df:.1f}'} | "
+                     f"{verdict(diff, t, len(vals), len(ref))} |")
+    return lines
+
+
+def tasks_table(groups):
+    """Each task's final acc_norm per name (mean ± std over seeds), when train.py evaluated tasks."""
+    tasks = sorted({task for rs in groups.values() for r in rs for task in r.get('tasks', {})})
+    if not tasks:
+        return []
+    lines = ["| activation | " + " | ".join(f"{task} acc_norm" for task in tasks) + " |",
+             "|---|" + "---|" * len(tasks)]
+    for name, rs in groups.items():
+        cells = [name]
+        for task in tasks:
+            values = [r['tasks'][task]['acc_norm'] for r in rs if task in r.get('tasks', {})]
+            n = {r['tasks'][task]['n'] for r in rs if task in r.get('tasks', {})}
+            cells.append(f"{mean_std(values, 3)} (n={'/'.join(map(str, sorted(n)))})" if values else '-')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+GRID_NOTE = """
+- **lr grid**: seed 0 of every activation at every learning rate; each activation's lr is the one of the lowest
+  final val loss (bold), and its other seeds run at that lr. An lr at the edge of the grid may not be the best:
+  widen the grid (`--lrs`) for those."""
 NOTES = f"""
-- **val loss**: the last evaluation's loss; mean ± sample standard deviation over the seeds.
+- **val loss**: the last evaluation's loss; mean ± sample standard deviation over the seeds at the chosen lr.
 - **train loss**: the mean of the last {SMOOTH} logged training losses (smoothed), then mean ± std over seeds.
-- **speed-up vs SwiGLU**: the tokens SwiGLU needs to reach its final val loss divided by the tokens this activation
-  needs to reach the same loss, on the seed-averaged val curves, interpolated linearly between evaluations (the
-  paper's measure of convergence speed). `< x`: never reached, so the speed-up is below x; `>= x`: reached by the
-  first evaluation already.
+- **speed-up in tokens / in time**: for each seed, the tokens (training seconds) SwiGLU's seed-averaged curve
+  needs to reach its own final val loss, divided by the tokens (seconds) this seed's run needs to reach the same
+  loss, interpolated linearly between evaluations (the paper's measure of convergence speed); then mean ± std
+  over seeds. Above 1: faster than SwiGLU. Training time is the sum of the training steps' times (train.py's
+  train_time_s, or the logged ms per step times the steps), without evaluations and checkpoints; runs that
+  shared the machine with others (`--parallel`) were timed under the same sharing only roughly.
 - **ms / step**: the median wall-clock time of a training step (the first logged interval left out), mean over
-  seeds: a token-wise win is also a time-wise win only if this does not grow more than the speed-up.
+  seeds.
+- **Welch's t**: the difference of the mean final val losses divided by its standard error
+  sqrt(s_a²/n_a + s_b²/n_b); df by Welch-Satterthwaite. |t| < 2: not distinguishable from seed noise at this
+  number of seeds.
 - **erank**: the entropy-based effective rank of each FFN weight matrix (analyze.py), mean over layers, then mean ±
   std over seeds. **layer similarity**: the mean cosine similarity between the hidden states of different layers on
   one validation batch (analyze.py), mean ± std over seeds. The paper reports higher rank and lower similarity for
@@ -273,144 +772,205 @@ NOTES = f"""
 """
 
 
-def report(runs, config, overrides, device):
-    """The markdown report of a finished sweep, and the mean val curves by name for the plot; the analyses
-    run on device."""
-    by_name = {}
-    for run in runs:
-        by_name.setdefault(run['name'], []).append(run)
-    results = {name: [run_result(run['dir']) for run in group] for name, group in by_name.items()}
-    analyses = {name: [analyze(run['dir'], device=device) for run in group] for name, group in by_name.items()}
-    curves = {name: mean_curve([r['curve'] for r in rs]) for name, rs in results.items()}
-    speedup = speedups(curves)
-
-    seeds = sorted({run['keys']['seed'] for run in runs})
-    flags = ' '.join(f'--{k}={v}' for k, v in overrides.items())
-    lines = [f"# Activation sweep: {len(by_name)} activations x {len(seeds)} seed{'s' if len(seeds) > 1 else ''}",
-             "",
-             f"`python train.py {os.path.relpath(config, ROOT)}{' ' + flags if flags else ''}`, "
-             f"{next(iter(curves.values()))[-1][0]:,} training tokens per run, seeds {', '.join(map(str, seeds))}; "
-             f"{hardware()}.",
-             ""]
-    lines += table(results, analyses, speedup)
-    return '\n'.join(lines) + '\n' + NOTES, curves
-
-
-def table(results, analyses, speedup):
-    """The report's markdown table: one row per name, each cell a mean over the name's seeds."""
-    summaries = {name: [summarize(a) for a in group] for name, group in analyses.items()}
-    # up and down for every activation, gate for SwiGLU only: its cell is '-' in the other rows
-    roles = [role for role in ('erank_up', 'erank_down', 'erank_gate')
-             if any(role in group[0] for group in summaries.values())]
-    lines = ["| activation | parameters | val loss | train loss | speed-up vs SwiGLU | ms / step | "
-             + " | ".join(role.replace('_', ' ') for role in roles) + " | layer similarity |",
-             "|---|---|---|---|---|---|" + "---|" * len(roles) + "---|"]
-    for name, rs in results.items():
-        s = summaries[name]
-        cells = [name, f"{analyses[name][0]['params'] / 1e6:.3f} M", mean_std([r['val'] for r in rs]),
-                 mean_std([r['train'] for r in rs]), speedup[name],
-                 f"{statistics.fmean(r['ms_per_step'] for r in rs):.0f}"]
-        cells += [mean_std([x[role] for x in s], 1) if role in s[0] else '-' for role in roles]
-        cells.append(mean_std([x['similarity'] for x in s], 3))
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return lines
+def report(summary):
+    """The markdown report of a sweep's summary."""
+    groups = final_runs(summary)
+    seeds = sorted({r['seed'] for rs in groups.values() for r in rs})
+    flags = ' '.join(f'--{k}={v}' for k, v in summary['overrides'].items())
+    tokens = next(iter(groups.values()))[0]['curve'][-1][1]
+    activations = len({r['activation'] for rs in groups.values() for r in rs})
+    lines = [f"# Activation sweep: {activations} activations x {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+             + (f", {len(groups) - activations} more orders" if len(groups) > activations else ""), "",
+             f"`python train.py {summary['config']}{' ' + flags if flags else ''}`, {tokens:,} training tokens per "
+             f"run, seeds {', '.join(map(str, seeds))}; {summary['hardware']}.", ""]
+    if summary['lrs']:
+        lines += ["## Learning rate grid (seed 0, final val loss)", ""] + grid_table(summary) + [""]
+        if edge_picks(summary):
+            lines += [f"Chosen at the edge of the grid: {', '.join(edge_picks(summary))}: widen the grid.", ""]
+    lines += ["## Results at each activation's lr", ""] + results_table(groups) + [""]
+    if BASELINE in groups and len(groups) > 1:
+        lines += ["## Against SwiGLU: final val loss", ""] + comparison_table(groups, BASELINE, 'SwiGLU') + [""]
+    ablation = {name: rs for name, rs in groups.items() if name.startswith(f'{ABLATED}_r')}
+    if summary['lrs'] and ablation and ABLATED in groups:
+        order_groups = {f"{ABLATED} (r={summary['base_order']})": groups[ABLATED], **ablation}
+        lines += [f"## Order ablation: {ABLATED} at its lr, against order {summary['base_order']}", ""]
+        lines += comparison_table(order_groups, next(iter(order_groups)), f"r={summary['base_order']}") + [""]
+    if tasks_table(groups):
+        lines += ["## Tasks (final evaluation)", ""] + tasks_table(groups) + [""]
+    return '\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '') + NOTES
 
 
-def plot(curves, path):
-    """Validation loss vs tokens, one curve per activation (mean over seeds, min to max shaded), full run on
-    the left and its second half on the right; return False when matplotlib is missing."""
+def pyplot():
+    """matplotlib.pyplot for drawing PNGs, or None: matplotlib is optional, the numbers come without it."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use('Agg')  # files only, no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot(summary, path):
+    """Validation loss against tokens (left) and against training time (right), one curve per name (mean over
+    seeds, min to max shaded); return False when matplotlib is missing."""
+    import io
     plt = pyplot()
     if plt is None:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, start in zip(axes, (0.0, 0.5)):
-        for name, curve in curves.items():
-            part = [p for p in curve if p[0] >= start * curve[-1][0]]
-            tokens, mean, lo, hi = zip(*part)
-            millions = [t / 1e6 for t in tokens]
-            (line,) = ax.plot(millions, mean, label=name, lw=1.5)
-            ax.fill_between(millions, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-        ax.set_xlabel('training tokens (millions)')
+    groups = final_runs(summary)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    lows, highs = [], []
+    for ax, axis, scale, label in ((axes[0], 1, 1e6, 'training tokens (millions)'),
+                                   (axes[1], 2, 60, 'training time (minutes, steps only)')):
+        for name, rs in groups.items():
+            curve = mean_curve(curves_of(rs, axis))
+            xs, mean, lo, hi = zip(*curve)
+            xs = [x / scale for x in xs]
+            (line,) = ax.plot(xs, mean, label=name, lw=1.5)
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+            lows.append(min(lo))
+            highs.append(mean[len(mean) // 4])  # the zoom starts a quarter into the run
+        ax.set_xlabel(label)
         ax.set_ylabel('validation loss')
         ax.grid(alpha=0.3)
-    axes[0].set_title('validation loss (mean over seeds, min-max shaded)', fontsize=10)
-    axes[1].set_title('second half, zoomed', fontsize=10)
+    for ax in axes:
+        ax.set_ylim(min(lows) - 0.02, max(highs))
+    axes[0].set_title('validation loss vs tokens (mean over seeds, min-max shaded)', fontsize=10)
+    axes[1].set_title('validation loss vs training time', fontsize=10)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, path, dpi=90)
+    png = io.BytesIO()
+    fig.savefig(png, format='png', dpi=90)
+    atomic_write(path, png.getvalue())
     plt.close(fig)
     return True
 
 
+def write_report(summary, out):
+    """report.md and val_loss.png in out, from the summary; print the report."""
+    text = report(summary)
+    atomic_write(os.path.join(out, 'report.md'), text.encode())
+    print('\n' + text)
+    png = os.path.join(out, 'val_loss.png')
+    if plot(summary, png):
+        print(f"report: {os.path.join(out, 'report.md')}, plot: {png}")
+    else:
+        print(f"report: {os.path.join(out, 'report.md')}; pip install matplotlib to also get the plot")
+
+
 # -----------------------------------------------------------------------------
-# 5. The sweep
+# 9. The sweep
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description="Train one model per activation and seed, then compare them.",
-        epilog="Any other --key=value (e.g. --max_steps=200 --device=cuda) is passed on to every train.py run.",
+        epilog="Any other --key=value (e.g. --max_steps=200 --device=cuda) is passed on to every train.py run. "
+               "Preset defaults: " + '; '.join(f"{p}: {' '.join(f'--{k} {v}' for k, v in d.items())}"
+                                             for p, d in PRESETS.items()),
         allow_abbrev=False)  # so that a train.py key is never taken for an abbreviation of a sweep flag
-    parser.add_argument('--preset', default='cpu', help="cpu, gpu, or the path of a config file for train.py")
+    parser.add_argument('--preset', default='cpu', help=f"{', '.join(PRESETS)}, or the path of a config file for "
+                                                        "train.py")
     parser.add_argument('--seeds', type=int, default=3, help="runs per activation, with seeds 0, 1, ...")
     parser.add_argument('--activations', default=','.join(ACTIVATIONS), help="comma-separated")
-    parser.add_argument('--orders', help="comma-separated polynomial orders, e.g. 2,3,4: each PolyCom activation "
-                                         "then runs once per order (named e.g. polynorm_r2)")
+    parser.add_argument('--lrs', help="comma-separated learning rates, e.g. 1e-3,2e-3,4e-3: seed 0 of every "
+                                      "activation at each, then the other seeds at each activation's best")
+    parser.add_argument('--orders', help="comma-separated polynomial orders, e.g. 2,3,4: with --lrs, PolyNorm's "
+                                         "order ablation at its chosen lr; without, each PolyCom activation runs "
+                                         "once per order (named e.g. polynorm_r2)")
+    parser.add_argument('--order_seeds', type=int, help="seeds of each order-ablation run (default: --seeds)")
+    parser.add_argument('--parallel', type=int, default=1, help="train.py processes side by side")
     parser.add_argument('--out', default=os.path.join('out', 'sweep'), help="folder of the runs and the report")
     parser.add_argument('--input', help="a local copy of the raw text for data/<dataset>/prepare.py, used only "
                                         "when the data is not prepared yet (by default it downloads)")
+    parser.add_argument('--plan', action='store_true', help="print the runs, tokens, FLOPs and expected time, "
+                                                           "training nothing")
+    parser.add_argument('--tok_per_s', type=float, help="one run's measured tokens per second, for --plan's time")
+    parser.add_argument('--report_only', action='store_true', help="write the report again from "
+                                                                   "<out>/summary.json, training nothing")
+    first, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**PRESETS.get(first.preset, {}))
     args, rest = parser.parse_known_args(argv)
+    if args.report_only:
+        return args
 
     args.activations = [a.strip() for a in args.activations.split(',') if a.strip()]
     unknown = [a for a in args.activations if a not in ACTIVATIONS]
     if unknown or not args.activations:
-        parser.error(f"--activations: {unknown or 'none given'}; choose from {','.join(ACTIVATIONS)}")
+        parser.error(f"--activations: {unknown or 'none given'}; this model.py has "
+                     f"{','.join(ACTIVATIONS)} (choose with --activations)")
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
-    if args.orders:
-        try:
-            args.orders = [int(r) for r in args.orders.split(',')]
-        except ValueError:
-            parser.error(f"--orders must be comma-separated integers like 2,3,4, got {args.orders!r}")
-        if min(args.orders) < 1:
-            parser.error(f"--orders must be at least 1, got {args.orders}")
-        if not any(a.startswith('poly') for a in args.activations):
-            parser.error("--orders applies to polyrelu and polynorm; add one of them to --activations")
+    if args.tok_per_s is not None and args.tok_per_s <= 0:
+        parser.error(f"--tok_per_s must be positive, got {args.tok_per_s}")
+    if args.parallel < 1:
+        parser.error(f"--parallel must be at least 1, got {args.parallel}")
+    args.lrs = numbers(parser, '--lrs', args.lrs, float, "1e-3,2e-3,4e-3")
+    args.orders = numbers(parser, '--orders', args.orders, int, "2,3,4")
+    if args.lrs and (min(args.lrs) <= 0 or len(set(args.lrs)) != len(args.lrs)):
+        parser.error(f"--lrs must be distinct positive numbers, got {args.lrs}")
+    if args.orders and min(args.orders) < 1:
+        parser.error(f"--orders must be at least 1, got {args.orders}")
+    if args.orders and not any(a.startswith('poly') for a in args.activations):
+        parser.error("--orders applies to polyrelu and polynorm; add one of them to --activations")
+    if args.orders and args.lrs and ABLATED not in args.activations:
+        parser.error(f"with --lrs, --orders is {ABLATED}'s order ablation; add {ABLATED} to --activations")
+    args.order_seeds = args.seeds if args.order_seeds is None else args.order_seeds
+    if not 1 <= args.order_seeds <= args.seeds:
+        parser.error(f"--order_seeds must be between 1 and --seeds ({args.seeds}), got {args.order_seeds}")
     args.overrides = parse_overrides(rest)
     if args.orders and 'poly_order' in args.overrides:
         parser.error("give the order either with --orders or with --poly_order, not both")
+    if args.lrs and 'learning_rate' in args.overrides:
+        parser.error("give the learning rate either with --lrs or with --learning_rate, not both")
     return args
+
+
+def numbers(parser, flag, text, kind, example):
+    """A comma-separated list of numbers, or None."""
+    if not text:
+        return None
+    try:
+        return [kind(x) for x in text.split(',')]
+    except ValueError:
+        parser.error(f"{flag} must be comma-separated numbers like {example}, got {text!r}")
+
+
+def read_summary(out):
+    path = os.path.join(out, 'summary.json')
+    if not os.path.exists(path):
+        raise SystemExit(f"no {path}: run the sweep (the same command without --report_only) to make it")
+    with open(path) as f:
+        return json.load(f)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.report_only:
+        write_report(read_summary(args.out), args.out)
+        return
     config = preset_path(args.preset)
-    runs = plan_runs(args.out, args.activations, args.orders, args.seeds)
-    # train.py's own reading of the settings: bad keys or values stop the sweep here, before any run
-    settings = get_config(train_args(config, args.overrides, runs[0]))
+    settings = read_settings(config, args.overrides)
+    spec = {'out': args.out, 'activations': args.activations, 'lrs': args.lrs, 'seeds': args.seeds,
+            'orders': args.orders, 'order_seeds': args.order_seeds, 'max_steps': settings['max_steps'],
+            'base_order': settings.get('poly_order', GPTConfig.poly_order),
+            'min_lr_ratio': settings['min_lr'] / settings['learning_rate']
+            if 'min_lr' in settings and 'learning_rate' in settings else None}
+    if args.plan:
+        print(plan_text(spec, settings, args.parallel, args.tok_per_s))
+        return
     ensure_data(settings, args.input)
 
     t0 = time.time()
-    for run in runs:
-        run_args = train_args(config, args.overrides, run)
-        check_same_settings(run['dir'], run_args)
-        state = run_state(run['dir'], settings['max_steps'])
-        if state == 'done':
-            print(f"done already: {os.path.basename(run['dir'])}", flush=True)
-        else:
-            train(run, run_args, state, settings['max_steps'])
+    finals, runs = run_all(spec, config, args.overrides, settings['max_steps'], args.parallel)
     print(f"all {len(runs)} runs finished; this sweep call took {time.time() - t0:.0f} s", flush=True)
 
-    device = settings['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')  # as train.py chooses
-    text, curves = report(runs, config, args.overrides, device)
+    device = settings.get('device') or ('cuda' if torch.cuda.is_available() else 'cpu')  # as train.py chooses
+    summary = summarize(spec, runs, finals, config, args.overrides, device)
     os.makedirs(args.out, exist_ok=True)
-    atomic_write(os.path.join(args.out, 'report.md'), text.encode())
-    print('\n' + text)
-    png = os.path.join(args.out, 'val_loss.png')
-    if plot(curves, png):
-        print(f"report: {os.path.join(args.out, 'report.md')}, plot: {png}")
-    else:
-        print(f"report: {os.path.join(args.out, 'report.md')}; pip install matplotlib to also get the plot")
+    atomic_write(os.path.join(args.out, 'summary.json'), json.dumps(summary, indent=1).encode())
+    write_report(summary, args.out)
 
 
 if __name__ == '__main__':

@@ -5,8 +5,10 @@
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -79,53 +81,112 @@ def test_similarity_averages_per_token_cosines():
 # the report's numbers on hand-made curves
 
 
-def test_tokens_to_reach_interpolates_between_evaluations():
+def test_x_to_reach_interpolates_between_evaluations():
     curve = [(0, 4.0), (100, 3.0), (200, 2.0)]
-    assert sweep.tokens_to_reach(curve, 2.0) == pytest.approx(200)
-    assert sweep.tokens_to_reach(curve, 2.5) == pytest.approx(150)
-    assert sweep.tokens_to_reach(curve, 4.5) == 0
-    assert sweep.tokens_to_reach(curve, 1.9) is None
+    assert sweep.x_to_reach(curve, 2.0) == pytest.approx(200)
+    assert sweep.x_to_reach(curve, 2.5) == pytest.approx(150)
+    assert sweep.x_to_reach(curve, 4.5) == 0
+    assert sweep.x_to_reach(curve, 1.9) is None
 
 
-def test_speedups_against_swiglu():
-    curves = {'swiglu': [(0, 4.0, 4.0, 4.0), (100, 3.0, 3.0, 3.0), (200, 2.0, 2.0, 2.0)],
-              'polynorm': [(0, 4.0, 4.0, 4.0), (100, 2.5, 2.5, 2.5), (200, 1.5, 1.5, 1.5)],  # 2.0 at 150 tokens
-              'relu': [(0, 4.0, 4.0, 4.0), (100, 3.5, 3.5, 3.5), (200, 2.5, 2.5, 2.5)]}  # never gets to 2.0
-    result = sweep.speedups(curves)
-    assert result == {'swiglu': '1.00', 'polynorm': f'{200 / 150:.2f}', 'relu': '< 1.00'}
-    assert set(sweep.speedups({'relu': curves['relu']}).values()) == {'n/a'}
-    # there at the first evaluation already: only a lower bound is known
-    curves['gelu'] = [(50, 1.9, 1.9, 1.9), (200, 1.0, 1.0, 1.0)]
-    assert sweep.speedups(curves)['gelu'] == f'>= {200 / 50:.2f}'
+def test_speedup_against_the_baseline_curve():
+    base = [(100, 3.0), (200, 2.0)]
+    assert sweep.speedup(base, base) == (pytest.approx(1.0), '')
+    assert sweep.speedup(base, [(100, 2.5), (200, 1.5)]) == (pytest.approx(200 / 150), '')  # 2.0 at 150
+    assert sweep.speedup(base, [(100, 3.5), (200, 2.5)]) == (pytest.approx(1.0), '<')  # never gets to 2.0
+    assert sweep.speedup(base, [(50, 1.9), (200, 1.0)]) == (pytest.approx(200 / 50), '>=')  # there at once
+    cell = sweep.format_speedups([(1.2, ''), (1.0, ''), (0.9, '<')])
+    assert cell.startswith(f"{(1.2 + 1.0 + 0.9) / 3:.2f} ± ") and '1/3 never reach it' in cell
 
 
 def test_mean_curve_over_seeds():
-    curve = sweep.mean_curve([[(10, 3.0), (20, 2.0)], [(10, 1.0), (20, 1.0)]])
-    assert curve == [(10, 2.0, 1.0, 3.0), (20, 1.5, 1.0, 2.0)]
-    with pytest.raises(SystemExit, match="different token counts"):
-        sweep.mean_curve([[(10, 3.0)], [(11, 3.0)]])
+    curve = sweep.mean_curve([[(10, 3.0), (20, 2.0)], [(12, 1.0), (22, 1.0)]])
+    assert curve == [(11, 2.0, 1.0, 3.0), (21, 1.5, 1.0, 2.0)]
+    with pytest.raises(SystemExit, match="different number"):
+        sweep.mean_curve([[(10, 3.0)], [(10, 3.0), (20, 2.0)]])
+
+
+def test_welch_t_on_known_samples():
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0]
+    # by hand: means 2.5 and 4, variances 5/3 and 4, squared standard errors 5/12 and 4/3
+    diff, se, t, df = sweep.welch(a, b)
+    assert diff == pytest.approx(-1.5)
+    assert se == pytest.approx(math.sqrt(5 / 12 + 4 / 3))
+    assert t == pytest.approx(-1.5 / math.sqrt(1.75))
+    assert df == pytest.approx(1.75 ** 2 / ((5 / 12) ** 2 / 3 + (4 / 3) ** 2 / 2))
+    try:
+        from scipy import stats
+    except ImportError:
+        return
+    assert t == pytest.approx(stats.ttest_ind(a, b, equal_var=False).statistic)
+    assert sweep.welch([1.0], b)[1:] == (None, None, None)  # one seed: no standard error
+    assert sweep.verdict(-0.01, -1.5, 3, 3) == "not distinguishable at 3 seeds"
+    assert sweep.verdict(-0.01, -4.0, 3, 3) == "lower loss"
+
+
+def test_training_time_is_the_cumulative_step_time():
+    train = [{'step': 10, 'dt_ms': 100.0}, {'step': 20, 'dt_ms': 200.0}, {'step': 25, 'dt_ms': 100.0}]
+    assert sweep.train_time_curve(train) == [(10, 1.0), (20, 3.0), (25, 3.5)]  # the ms per step times the steps
+    logged = [{**r, 'train_time_s': s} for r, s in zip(train, (0.5, 2.0, 4.0))]
+    assert sweep.train_time_curve(logged) == [(10, 0.5), (20, 2.0), (25, 4.0)]  # train.py's own when there
+    curve = sweep.train_time_curve(train)
+    assert sweep.value_at(curve, 5) == pytest.approx(0.5)
+    assert sweep.value_at(curve, 15) == pytest.approx(2.0)
+    assert sweep.value_at(curve, 30) == pytest.approx(3.5)
+
+
+def test_lr_tag_names_folders():
+    assert [sweep.lr_tag(lr) for lr in (1e-3, 2e-3, 0.0015, 0.01)] == ['1e-3', '2e-3', '1.5e-3', '1e-2']
 
 
 # -----------------------------------------------------------------------------
 # planning runs, command-line checks, and where a run stands
 
 
+def spec(out, activations, lrs=None, seeds=2, orders=None, order_seeds=None, max_steps=20):
+    return {'out': out, 'activations': activations, 'lrs': lrs, 'seeds': seeds, 'orders': orders,
+            'order_seeds': order_seeds or seeds, 'max_steps': max_steps, 'base_order': 3, 'min_lr_ratio': 0.1}
+
+
+def folders(runs):
+    return [os.path.basename(r['dir']) for r in runs]
+
+
 def test_plan_runs_names_orders_and_seeds():
-    runs = sweep.plan_runs('out', ['swiglu', 'polynorm'], [2, 3], 2)
-    names = [os.path.basename(r['dir']) for r in runs]
-    assert names == ['swiglu_s0', 'swiglu_s1', 'polynorm_r2_s0', 'polynorm_r2_s1', 'polynorm_r3_s0', 'polynorm_r3_s1']
-    assert runs[2]['keys'] == {'activation': 'polynorm', 'poly_order': 2, 'seed': 0,
+    runs = sweep.plan_runs(spec('out', ['swiglu', 'polynorm'], orders=[2, 3]), {})
+    assert folders(runs) == ['swiglu_s0', 'polynorm_r2_s0', 'polynorm_r3_s0',
+                             'swiglu_s1', 'polynorm_r2_s1', 'polynorm_r3_s1']  # seed 0 first
+    assert runs[1]['keys'] == {'activation': 'polynorm', 'poly_order': 2, 'seed': 0,
                                'out_dir': os.path.join('out', 'polynorm_r2_s0')}
+
+
+def test_plan_runs_with_an_lr_grid():
+    s = spec('out', ['swiglu', 'polynorm'], lrs=[1e-3, 2e-3], orders=[2, 3, 4], order_seeds=1)
+    grid = sweep.plan_runs(s, {})
+    assert folders(grid) == ['swiglu_lr1e-3_s0', 'swiglu_lr2e-3_s0', 'polynorm_lr1e-3_s0', 'polynorm_lr2e-3_s0']
+    assert grid[1]['keys']['learning_rate'] == 2e-3 and grid[1]['keys']['min_lr'] == 2e-4
+    finals = {grid[0]['dir']: 2.0, grid[1]['dir']: 1.9, grid[2]['dir']: 1.8}
+    assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s1']  # polynorm's grid is not finished
+    finals[grid[3]['dir']] = math.inf  # diverged
+    assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s1', 'polynorm_lr1e-3_s1',
+                                                       'polynorm_r2_lr1e-3_s0', 'polynorm_r4_lr1e-3_s0']
+    assert sweep.pick_lrs(s, finals) == {'swiglu': 2e-3, 'polynorm': 1e-3}
 
 
 @pytest.mark.parametrize("argv, message", [
     (['--activations', 'relu,tanh'], "tanh"),
     (['--seeds', '0'], "at least 1"),
-    (['--orders', '2,x'], "comma-separated integers"),
+    (['--parallel', '0'], "at least 1"),
+    (['--orders', '2,x'], "comma-separated numbers"),
+    (['--lrs', '1e-3,fast'], "comma-separated numbers"),
+    (['--lrs', '1e-3,1e-3'], "distinct"),
     (['--activations', 'relu', '--orders', '2'], "polyrelu and polynorm"),
+    (['--activations', 'polyrelu', '--orders', '2', '--lrs', '1e-3'], "add polynorm"),
+    (['--order_seeds', '4'], "between 1 and"),
     (['--out_dir=elsewhere'], "--out"),
     (['max_steps=5'], "--key=value"),
     (['--orders', '2', '--poly_order=3'], "not both"),
+    (['--lrs', '1e-3', '--learning_rate=3e-3'], "not both"),
 ])
 def test_bad_arguments_say_what_is_wrong(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -133,14 +194,45 @@ def test_bad_arguments_say_what_is_wrong(argv, message, capsys):
     assert message in str(e.value) + capsys.readouterr().err
 
 
+def test_presets_set_the_sweep_and_flags_win():
+    if 'polynorm_glu' in sweep.ACTIVATIONS:  # the preset's gated PolyNorm, where model.py has it
+        assert sweep.parse_args(['--preset', 'cpu-long']).activations[-1] == 'polynorm_glu'
+    args = sweep.parse_args(['--preset', 'cpu-long', '--activations', 'swiglu,polynorm'])
+    assert args.lrs == [1e-3, 2e-3, 4e-3] and args.parallel == 2 and args.orders == [2, 4] and args.seeds == 3
+    assert sweep.parse_args(['--preset', 'cpu-long', '--parallel', '1', '--activations', 'polynorm']).parallel == 1
+    settings = sweep.read_settings(sweep.preset_path('cpu-long'), {'max_steps': '7'})
+    assert settings['max_steps'] == 7 and settings['dataset'] == 'shakespeare_char'
+
+
+def test_gpu_preset_plans_an_lr_grid(tmp_path, capsys):
+    sweep.main(['--preset', 'gpu', '--lrs', '1e-3,2e-3,4e-3', '--orders', '2,3,4', '--plan', '--tok_per_s', '4e5',
+                f'--data_dir={tmp_path}'])
+    out = capsys.readouterr().out
+    # 6 x 3 grid runs, 6 x 2 other seeds, orders 2 and 4 (3 is PolyNorm itself) x 3 seeds
+    assert '18 runs' in out and '12 runs' in out and 'order ablation: 6 runs' in out and '36 runs in all' in out
+    tokens = 1500 * 262144
+    assert f"{tokens / 1e6:,.1f} M tokens" in out
+    assert f"time: {36 * tokens / 4e5 / 3600:.1f} h" in out
+    assert 'python data/fineweb/prepare.py' in out  # the plan says the data is missing, but plans
+
+
+def test_gpu_preset_refuses_without_fineweb_shards(tmp_path):
+    with pytest.raises(SystemExit, match="no fineweb shards in .*python data/fineweb/prepare.py") as e:
+        sweep.main(['--preset', 'gpu', '--out', str(tmp_path / 'out'), f'--data_dir={tmp_path}'])
+    assert '\n' not in str(e.value)  # one line
+    assert not (tmp_path / 'out').exists()  # nothing started
+
+
 def test_run_state_from_log_and_checkpoint(tmp_path):
     run = str(tmp_path)
     assert sweep.run_state(run, max_steps=20) == 'new'
     records = [{'step': 10, 'tokens': 100, 'loss': 2.0, 'dt_ms': 5.0},
-               {'step': 10, 'tokens': 100, 'val_loss': 2.1}]
+               {'step': 10, 'tokens': 100, 'val_loss': 2.1},
+               {'step': 10, 'tokens': 100, 'eval_task': 'hellaswag', 'acc': 0.25, 'acc_norm': 0.3, 'n': 40}]
     log = tmp_path / 'log.jsonl'
     log.write_text(''.join(json.dumps(r) + '\n' for r in records) + '{"step": 1')  # killed mid-line
     assert sweep.run_state(run, max_steps=20) == 'new'  # no checkpoint to resume from
+    assert [len(part) for part in sweep.read_log(run)] == [1, 1, 1]  # a task record is neither train nor eval
     (tmp_path / 'ckpt.pt').write_bytes(b'')
     assert sweep.run_state(run, max_steps=20) == 'resume'
     with open(log, 'a') as f:
@@ -149,6 +241,150 @@ def test_run_state_from_log_and_checkpoint(tmp_path):
         sweep.run_state(run, max_steps=20)
     log.write_text(''.join(json.dumps(r) + '\n' for r in records + [{'step': 20, 'tokens': 200, 'val_loss': 1.9}]))
     assert sweep.run_state(run, max_steps=20) == 'done'
+
+
+def test_child_threads_share_the_cores(monkeypatch):
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.setattr(os, 'cpu_count', lambda: 8)
+    assert sweep.child_env(2)['OMP_NUM_THREADS'] == '4' and sweep.child_env(16)['OMP_NUM_THREADS'] == '1'
+    monkeypatch.setenv('OMP_NUM_THREADS', '3')
+    assert sweep.child_env(2)['OMP_NUM_THREADS'] == '3'  # the user's choice stays
+
+
+# -----------------------------------------------------------------------------
+# an lr-grid sweep of fake runs: a stand-in for train.py writes a log whose final val loss is lowest at
+# each activation's BEST lr, so the sweep's choices are known in advance
+
+FAKE_TRAIN = '''
+import json, math, os, sys
+args = dict(arg[2:].split('=', 1) for arg in sys.argv[2:])
+out, activation, lr = args['out_dir'], args['activation'], float(args['learning_rate'])
+with open(os.path.join(os.path.dirname(out), 'calls.txt'), 'a') as f:
+    f.write(os.path.basename(out) + (' resume' if args.get('init_from') == 'resume' else '') + '\\n')
+if activation == 'relu' and lr > 3e-3:
+    sys.exit('step 3: loss is nan; ' + {diverged!r})
+if activation == 'gelu':
+    sys.exit('fake failure')
+if activation == 'relu2':  # a long run that saves on SIGINT, as train.py does
+    import signal, time
+    signal.signal(signal.SIGINT, lambda *_: (open(os.path.join(out, 'saved'), 'w').close(), sys.exit(0)))
+    open(os.path.join(out, 'ready'), 'w').close()
+    time.sleep(60)
+best = {{'swiglu': 2e-3, 'polynorm': 4e-3, 'relu': 1e-3}}[activation]
+final = 2.0 + 0.1 * abs(math.log2(lr / best)) + 0.01 * int(args['seed']) - 0.05 * (activation == 'polynorm')
+with open(os.path.join(out, 'log.jsonl'), 'w') as f:
+    for step in (10, 20):
+        f.write(json.dumps({{'step': step, 'tokens': 100 * step, 'loss': final, 'lm': final, 'lr': lr,
+                            'dt_ms': 50.0, 'tok_per_s': 2000.0}}) + '\\n')
+        f.write(json.dumps({{'step': step, 'tokens': 100 * step, 'val_loss': final + (20 - step) / 20}}) + '\\n')
+'''
+
+
+@pytest.fixture
+def fake_train(tmp_path, monkeypatch):
+    path = tmp_path / 'fake_train.py'
+    path.write_text(FAKE_TRAIN.format(diverged=sweep.DIVERGED))
+    monkeypatch.setattr(sweep, 'TRAIN', str(path))
+    out = tmp_path / 'out'
+
+    def calls():
+        text = (out / 'calls.txt').read_text() if (out / 'calls.txt').exists() else ''
+        (out / 'calls.txt').unlink(missing_ok=True)
+        return text.split()
+    return str(out), calls
+
+
+def test_lr_grid_sweep_picks_resumes_and_reports(fake_train, capsys):
+    out, calls = fake_train
+    s = spec(out, ['swiglu', 'polynorm', 'relu'], lrs=[1e-3, 2e-3, 4e-3], orders=[2, 4], order_seeds=1)
+    finals, runs = sweep.run_all(s, 'preset.py', {}, 20, parallel=2)
+    ran = calls()
+    assert sorted(ran) == sorted(folders(runs)) and len(ran) == 9 + 3 + 2
+    started = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith('starting')]
+    assert started[:9] == folders(runs)[:9] and all('_s0' in name for name in started[:9])  # the grid first
+    assert sweep.pick_lrs(s, finals) == {'swiglu': 2e-3, 'polynorm': 4e-3, 'relu': 1e-3}
+    assert finals[os.path.join(out, 'relu_lr4e-3_s0')] == math.inf  # diverged: a result of the grid
+    assert 'polynorm_r2_lr4e-3_s0' in ran and 'polynorm_r4_lr4e-3_s0' in ran
+
+    # restarted: nothing runs again; an interrupted run (log cut short, a checkpoint) resumes alone
+    assert sweep.run_all(s, 'preset.py', {}, 20, parallel=2)[0] == finals and calls() == []
+    cut = os.path.join(out, 'swiglu_lr2e-3_s1')
+    with open(os.path.join(cut, 'log.jsonl')) as f:
+        lines = f.readlines()
+    with open(os.path.join(cut, 'log.jsonl'), 'w') as f:
+        f.writelines(lines[:2])
+    open(os.path.join(cut, 'ckpt.pt'), 'wb').close()
+    sweep.run_all(s, 'preset.py', {}, 20, parallel=1)
+    assert calls() == ['swiglu_lr2e-3_s1', 'resume']
+
+    # the report, from the summary of these runs (no checkpoints, so no analyses)
+    entries = [sweep.summarize_run(r, 'diverged' if finals[r['dir']] == math.inf else 'done', 20) for r in runs]
+    summary = {'config': 'preset.py', 'overrides': {}, 'hardware': 'test', 'lrs': s['lrs'], 'seeds': 2,
+               'orders': [2, 4], 'base_order': 3, 'chosen_lr': sweep.pick_lrs(s, finals), 'runs': entries}
+    text = sweep.report(json.loads(json.dumps(summary)))  # as read back from summary.json
+    section = text.split('## Learning rate grid')[1].split('##')[0]
+    grid = {line.split('|')[1].strip(): line for line in section.splitlines() if line.startswith('| ')}
+    assert 'widen the grid' in grid['polynorm'] and 'widen the grid' in grid['relu']  # 4e-3, 1e-3: the edges
+    assert 'widen the grid' not in grid['swiglu'] and 'diverged' in grid['relu']
+    assert "Order ablation" in text and 'polynorm_r2' in text
+    against = text.split('## Against SwiGLU')[1].split('##')[0]
+    assert '| polynorm | -0.0500 |' in against and 'lower loss' in against  # 0.05 lower, seeds 0.01 apart
+    assert '| relu | +0.0000 |' in against and 'not distinguishable at 2 seeds' in against
+
+
+def test_a_failing_run_stops_the_sweep_with_its_log(fake_train):
+    out, calls = fake_train
+    with pytest.raises(SystemExit, match="fake failure"):
+        sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {}, 20, parallel=1)
+    assert calls() == ['gelu_lr1e-3_s0']  # stopped at once, not retried
+    # fixed and run again: the failed run had nothing to continue from, so it takes the new settings
+    with pytest.raises(SystemExit, match="fake failure"):
+        sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {'n_layer': '2'}, 20, parallel=1)
+
+
+def test_ctrl_c_makes_the_runs_save_and_stop(fake_train):
+    out, calls = fake_train
+    code = (f"import sweep; sweep.TRAIN = {sweep.TRAIN!r}; "
+            f"sweep.run_all({spec(out, ['relu2', 'swiglu'], lrs=[1e-3])!r}, 'preset.py', {{}}, 20, 2)")
+    sweep_process = subprocess.Popen([sys.executable, '-c', code], cwd=HERE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(out, 'relu2_lr1e-3_s0', 'ready')) and time.time() < deadline:
+        time.sleep(0.1)  # until the fake run has its SIGINT handler
+    sweep_process.send_signal(signal.SIGINT)
+    stdout, stderr = sweep_process.communicate(timeout=60)
+    assert 'interrupted' in stderr and 'to save a checkpoint' in stdout
+    assert os.path.exists(os.path.join(out, 'relu2_lr1e-3_s0', 'saved'))  # the run got one SIGINT and saved
+
+
+def fake_summary(vals, tasks=None):
+    """A summary of runs with the given final val losses {name: [per seed]}, curves ending there."""
+    runs = []
+    for name, losses in vals.items():
+        for seed, loss in enumerate(losses):
+            runs.append({'name': name, 'activation': name, 'order': None, 'lr': None, 'seed': seed,
+                         'folder': f'{name}_s{seed}', 'state': 'done', 'val': loss, 'train': loss,
+                         'ms_per_step': 10.0, 'train_time_s': 2.0, 'analysis': None,
+                         'curve': [[10, 1000, 1.0, loss + 1], [20, 2000, 2.0, loss]],
+                         'tasks': {'hellaswag': {'step': 20, 'acc': 0.3, 'acc_norm': a, 'n': 100}
+                                   for a in [(tasks or {}).get(name, [None] * 9)[seed]] if a is not None}})
+    return {'config': 'preset.py', 'overrides': {}, 'hardware': 'test', 'lrs': None, 'seeds': 3, 'orders': None,
+            'base_order': 3, 'chosen_lr': {name: None for name in vals}, 'runs': runs}
+
+
+def test_report_words_follow_welch_and_tasks_show(tmp_path):
+    summary = fake_summary({'swiglu': [2.00, 2.01, 1.99], 'polynorm': [1.90, 1.91, 1.89], 'relu': [2.00, 2.02, 1.97]},
+                           tasks={'swiglu': [0.30, 0.32, 0.31], 'polynorm': [0.35, 0.36, 0.37]})
+    text = sweep.report(summary)
+    significance = text.split('## Against SwiGLU')[1].split('##')[0]
+    assert 'polynorm | -0.1000' in significance and 'lower loss' in significance
+    assert 'relu |' in significance and 'not distinguishable at 3 seeds' in significance
+    tasks = text.split('## Tasks')[1]
+    assert '0.360 ± 0.010 (n=100)' in tasks and 'relu | - |' in tasks
+    # regenerated from summary.json alone
+    (tmp_path / 'summary.json').write_text(json.dumps(summary))
+    sweep.main(['--report_only', '--out', str(tmp_path)])
+    assert (tmp_path / 'report.md').read_text() == text
 
 
 # -----------------------------------------------------------------------------
@@ -180,7 +416,7 @@ def tiny_sweep(tmp_path_factory):
     write_dataset(data_dir, 'tiny', np.frombuffer(text[0], np.uint8), np.frombuffer(text[1], np.uint8),
                   {'tokenizer': 'bytes', 'vocab_size': 256})
     # the swiglu run as the sweep would start it, stopped after its checkpoint at step 3
-    run = sweep.plan_runs(out, ['swiglu'], None, 1)[0]
+    run = sweep.make_run(spec(out, ['swiglu']), 'swiglu', 0)
     args = sweep.train_args(sweep.preset_path('cpu'), sweep.parse_overrides([f'--data_dir={data_dir}', *TINY]), run)
     subprocess.run([sys.executable, os.path.join(HERE, 'train.py'), *args, '--stop_step=3'], env=ENV, check=True,
                    capture_output=True, timeout=300)
@@ -188,28 +424,34 @@ def tiny_sweep(tmp_path_factory):
 
 
 def table_rows(report):
+    """The results table's rows: name -> cells."""
+    section = report.split('## Results')[1].split('##')[0]
     return {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
-            for line in report.splitlines() if line.startswith('| ') and not line.startswith('| activation')}
+            for line in section.splitlines() if line.startswith('| ') and not line.startswith('| activation')}
 
 
 def test_tiny_sweep_resumes_and_reports(tiny_sweep):
     out, _, stdout = tiny_sweep
     assert 'resuming swiglu_s0' in stdout and 'starting polynorm_s0' in stdout
-    _, evals = sweep.read_log(os.path.join(out, 'swiglu_s0'))
+    _, evals, _ = sweep.read_log(os.path.join(out, 'swiglu_s0'))
     assert [r['step'] for r in evals] == [3, 6]  # the eval before the interruption is kept, the run completed
     report = open(os.path.join(out, 'report.md')).read()
     assert report in stdout
     rows = table_rows(report)
     assert list(rows) == ['swiglu', 'polynorm']
-    for name, (params, val, train, speedup, ms, *analyses) in rows.items():
-        assert params.endswith(' M') and 0.01 < float(params[:-2]) < 0.1  # 2 layers of 32 and 256-token embeddings
+    for name, (lr, params, val, train, tokens, seconds, ms, *analyses) in rows.items():
+        assert lr == '-' and params.endswith(' M') and 0.01 < float(params[:-2]) < 0.1  # 2 layers of 32, 256 bytes
         assert 0 < float(val) < 10 and 0 < float(train) < 10  # one seed: a plain number, no ± part
         assert float(ms) > 0
-        assert speedup == '1.00' if name == 'swiglu' else float(speedup.lstrip('<>= ')) > 0
+        for speed in (tokens, seconds):  # one seed: a plain number, with a bound's note or not
+            assert speed.startswith('1.00') if name == 'swiglu' else float(speed.split()[0]) > 0
         *eranks, similarity = analyses  # up, down, gate
         assert all(1 <= float(e) <= 32 for e in eranks[:2])  # at most n_embd, the smaller side of each matrix
         assert -1 <= float(similarity) <= 1
-    assert 1 <= float(rows['swiglu'][7]) <= 32 and rows['polynorm'][7] == '-'  # only SwiGLU has a gate
+    assert 1 <= float(rows['swiglu'][9]) <= 32 and rows['polynorm'][9] == '-'  # only SwiGLU has a gate
+    summary = json.load(open(os.path.join(out, 'summary.json')))
+    assert [r['folder'] for r in summary['runs']] == ['swiglu_s0', 'polynorm_s0']
+    assert all(r['curve'][-1][2] > 0 for r in summary['runs'])  # training seconds at the last evaluation
 
 
 def test_restarted_sweep_redoes_nothing(tiny_sweep):
@@ -221,6 +463,10 @@ def test_restarted_sweep_redoes_nothing(tiny_sweep):
     assert 'starting' not in stdout and 'resuming' not in stdout
     assert [os.path.getmtime(path) for path in ckpts] == mtimes
     assert table_rows(stdout) == table_rows(first)
+    report = open(os.path.join(out, 'report.md')).read()
+    again = subprocess.run([sys.executable, os.path.join(HERE, 'sweep.py'), '--report_only', '--out', out],
+                           capture_output=True, text=True, env=ENV, timeout=300)
+    assert again.returncode == 0 and open(os.path.join(out, 'report.md')).read() == report
     with pytest.raises(AssertionError, match="other settings"):  # the same folders with another model
         run_sweep(out, data_dir, '--n_embd=64')
 

@@ -1,0 +1,43 @@
+# The activation sweep's long CPU preset (python sweep.py --preset cpu-long): a character-level model on Tiny
+# Shakespeare trained on about 10 tokens per non-embedding parameter, with an lr grid, 3 seeds and PolyNorm's
+# order ablation (sweep.py's PRESETS hold those sweep settings). The sweep sets activation, seed, out_dir,
+# learning_rate and min_lr (at min_lr / learning_rate below times each lr of the grid).
+#
+# The budget, to retune from a measured throughput (tok/s of one run while another runs beside it):
+#   non-embedding parameters N ~ n_layer * (4 * n_embd^2 + 2 * n_embd * ffn_hidden) (attention + FFN; SwiGLU and
+#     the gated PolyCom variants take 2/3 of ffn_hidden per matrix, so every activation has the same N);
+#     `python model.py config/sweep_cpu_long.py` prints the exact count.
+#   tokens per run = max_steps * tokens_per_step, aimed at >= 10 * N.
+#   runs = activations * lrs (seed 0) + activations * (seeds - 1) + orders * order seeds;
+#     5 * 3 + 5 * 2 + 2 * 3 = 31 with the preset's settings.
+#   wall time ~ runs / parallel * tokens per run / (tok/s of one run).
+# With n_layer 4, n_embd 96, ffn_hidden 384: N = 442 k, 1,100 steps of 4,096 tokens = 4.5 M tokens (10.2 per
+# parameter, about 4.7 epochs of Tiny Shakespeare's 1 M training characters).
+
+# data: made by python data/shakespeare_char/prepare.py (sweep.py runs it when the shards are missing)
+dataset = 'shakespeare_char'
+
+# model
+n_layer = 4
+n_head = 4
+n_embd = 96
+block_size = 128
+ffn_hidden = 384  # the non-gated width; the gated activations take 2/3 of it
+act_checkpointing = False  # recomputing PolyCom's powers saves memory a model this small does not need
+
+# optimization: learning_rate is the one used without --lrs; with it, each lr of the grid
+tokens_per_step = 4096  # 32 sequences of 128 characters
+micro_batch_size = 32
+learning_rate = 2e-3
+min_lr = 2e-4
+warmup_steps = 50
+max_steps = 1100
+
+# system and logging: eval_interval sets how finely the speed-ups are interpolated
+device = 'cpu'
+dtype = 'float32'
+compile = False  # the whole model compiled gains little on the CPU; act_impl 'auto' compiles PolyCom itself
+eval_interval = 50
+eval_steps = 8
+log_interval = 10
+ckpt_interval = 100
