@@ -20,9 +20,9 @@ dataset = 'shakespeare_char'
 # model
 n_layer = 4
 n_head = 4
-n_embd = 96
+n_embd = 64
 block_size = 128
-ffn_hidden = 384  # the non-gated width; the gated activations take 2/3 of it
+ffn_hidden = 256  # the non-gated width; the gated activations take 2/3 of it
 act_checkpointing = False  # recomputing PolyCom's powers saves memory a model this small does not need
 
 # optimization: learning_rate is the one used without --lrs; with it, each lr of the grid
@@ -30,8 +30,8 @@ tokens_per_step = 4096  # 32 sequences of 128 characters
 micro_batch_size = 32
 learning_rate = 2e-3
 min_lr = 2e-4
-warmup_steps = 50
-max_steps = 1100
+warmup_steps = 25
+max_steps = 500
 
 # system and logging: eval_interval sets how finely the speed-ups are interpolated
 device = 'cpu'
