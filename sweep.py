@@ -179,12 +179,15 @@ def pick_lrs(spec, finals):
 def plan_runs(spec, finals):
     """The runs known so far, in the order to run them: seed 0 of every name at every lr (the grid), then the
     other seeds of each name whose lr is chosen, then the order ablation at PolyNorm's chosen lr."""
-    runs = [make_run(spec, a, 0, lr, r) for a, r in variants(spec) for lr in spec['lrs'] or [None]]
+    # activations interleaved (lr by lr, seed by seed), so that a shared machine's changing load falls on all
+    # of them alike and the training-time comparison stays fair
+    runs = [make_run(spec, a, 0, lr, r) for lr in spec['lrs'] or [None] for a, r in variants(spec)]
     chosen = pick_lrs(spec, finals)
-    for activation, order in variants(spec):
-        name = make_run(spec, activation, 0, None, order)['name']
-        if name in chosen:
-            runs += [make_run(spec, activation, s, chosen[name], order) for s in range(1, spec['seeds'])]
+    for s in range(1, spec['seeds']):
+        for activation, order in variants(spec):
+            name = make_run(spec, activation, 0, None, order)['name']
+            if name in chosen:
+                runs.append(make_run(spec, activation, s, chosen[name], order))
     if spec['lrs'] and spec['orders'] and ABLATED in chosen:
         runs += [make_run(spec, ABLATED, s, chosen[ABLATED], r)
                  for r in spec['orders'] if r != spec['base_order'] for s in range(spec['order_seeds'])]
