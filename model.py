@@ -12,7 +12,9 @@ Read it top to bottom:
 `python model.py config/<name>.py` prints a model's size and FLOPs without allocating it.
 """
 
+import functools
 import math
+import shutil
 import sys
 from dataclasses import dataclass, fields
 
@@ -21,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-try:  # optional fused Triton kernels (kernels.py); used on CUDA only, the code below stays the definition
+try:  # optional fused Triton kernels (kernels.py) for CUDA; the code below stays the definition
     from kernels import poly_norm_fused, poly_relu_fused
 except ImportError:
     poly_norm_fused = poly_relu_fused = None
@@ -30,8 +32,9 @@ except ImportError:
 # 1. Config
 
 
-ACTIVATIONS = ('relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm')
-ACT_IMPLS = ('auto', 'plain', 'triton')
+ACTIVATIONS = ('relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm', 'polyrelu_glu', 'polynorm_glu')
+GATED = ('swiglu', 'polyrelu_glu', 'polynorm_glu')  # down(act(gate(x)) * up(x)) at 2/3 of the width
+ACT_IMPLS = ('auto', 'plain', 'compiled', 'triton')  # how PolyCom runs; see polycom_impl
 # how the model runs, not what it computes: a resumed run may change these
 RUNTIME_KEYS = ('act_checkpointing', 'act_impl', 'moe_impl')
 
@@ -45,9 +48,9 @@ class GPTConfig:
     n_embd: int = 384
     activation: str = 'polynorm'  # one of ACTIVATIONS
     poly_order: int = 3  # r, the degree of the polynomial in PolyReLU / PolyNorm
-    ffn_hidden: int = 1536  # FFN width for non-gated activations; SwiGLU uses 2/3 of it (same params)
+    ffn_hidden: int = 1536  # FFN width for non-gated activations; gated ones use 2/3 of it (same params)
     act_checkpointing: bool = True  # recompute PolyCom's powers in backward instead of storing them
-    act_impl: str = 'auto'  # how PolyCom runs: auto | plain | triton (kernels.py); auto: triton on CUDA when installed
+    act_impl: str = 'auto'  # how PolyCom runs, one of ACT_IMPLS: auto | plain | compiled | triton
     # Mixture of Experts (n_experts = 0 means a dense FFN in every block)
     n_experts: int = 0
     top_k: int = 8
@@ -65,8 +68,13 @@ class GPTConfig:
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r} is not one of {ACTIVATIONS}")
+        if self.poly_order < 1:
+            raise ValueError(f"poly_order={self.poly_order} must be at least 1")
         if self.act_impl not in ACT_IMPLS:
             raise ValueError(f"act_impl={self.act_impl!r} is not one of {ACT_IMPLS}")
+        if self.act_impl == 'triton' and not 2 <= self.poly_order <= 4:
+            raise ValueError(f"act_impl='triton' handles poly_order 2 to 4, not {self.poly_order}; "
+                             f"act_impl='auto' runs other orders in PyTorch")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size")
         if self.n_experts and not 1 <= self.top_k <= self.n_experts:
@@ -76,7 +84,7 @@ class GPTConfig:
 
 
 def swiglu_width(hidden):
-    """SwiGLU has three matrices instead of two, so 2/3 of the width keeps the parameter count (x8 for GEMMs)."""
+    """A gated FFN has three matrices instead of two, so 2/3 of the width keeps the parameter count (x8 for GEMMs)."""
     return max(8, 8 * round(hidden * 2 / 3 / 8))
 
 
@@ -86,8 +94,9 @@ def swiglu_width(hidden):
 # PolyCom composes a polynomial with another function. With learnable a_0..a_r (here bias, weight[0..r-1]):
 #   PolyReLU(x) = sum_{i=1..r} a_i * ReLU(x)^i    + a_0
 #   PolyNorm(x) = sum_{i=1..r} a_i * norm(x^i)    + a_0,   norm(u) = u / RMS(u) over the hidden dimension
-# weight[i-1] goes with the i-th power. The math runs in float32 whatever the input dtype: in bf16, x^3
-# loses most of its mantissa and the mean of x^6 overflows for |x| of a few hundred.
+# weight[i-1] goes with the i-th power. The math runs in float32 whatever the input dtype: in bf16, x^3 loses
+# most of its mantissa and the mean of x^6 overflows for |x| of a few hundred. The gated forms (polynorm_glu,
+# polyrelu_glu) put them on the gate branch of a SwiGLU-style FFN in place of SiLU (section 3).
 
 
 def rms_norm(u, eps):
@@ -117,12 +126,58 @@ def poly_relu(x, weight, bias):
     return y.to(x.dtype)
 
 
-def use_triton(impl, x):
+# How PolyCom runs is decided per call from the input's device, not when the model is built: a model is often
+# built on one device (or on 'meta') and moved, and the answer is a few comparisons (inside a compiled model,
+# made once while tracing). The math above stays the one definition; the fast paths compute the same thing.
+
+
+@functools.cache
+def have_cpu_compiler():
+    """Whether inductor finds its C++ compiler (torch.compile on the CPU needs one); checked once per process."""
+    from torch._inductor import config
+    return any(cxx and shutil.which(cxx) for cxx in config.cpp.cxx)
+
+
+@functools.cache
+def compiled(fn):
+    """fn compiled by inductor, once per process on first use. dynamic=True: one compile serves every number
+    of rows; x comes as rows (N, H), so the dense FFN and the MoE's experts share it."""
+    fn_compiled = torch.compile(fn, dynamic=True)
+    return lambda x, *args: fn_compiled(x.reshape(-1, x.shape[-1]), *args).view(x.shape)
+
+
+def polycom_impl(impl, x, weight):
+    """The act_impl that runs for input x. 'auto': the Triton kernels (kernels.py) on CUDA when they import
+    and r is 2 to 4, else on the CPU inductor's compile of the plain function when a C++ compiler is found,
+    else the plain code. Inside a model that is itself compiled, 'compiled' runs as plain code: the outer
+    compile fuses it anyway."""
+    if impl == 'auto':
+        if x.is_cuda:
+            impl = 'triton' if poly_norm_fused is not None and 2 <= len(weight) <= 4 else 'plain'
+        elif x.device.type == 'cpu' and not torch.compiler.is_compiling() and have_cpu_compiler():
+            impl = 'compiled'
+        else:
+            impl = 'plain'
+    if impl == 'compiled' and torch.compiler.is_compiling():
+        return 'plain'
+    if impl == 'triton' and poly_norm_fused is None:
+        raise RuntimeError("act_impl='triton' needs Triton (pip install triton); use act_impl='auto' or 'plain'")
+    if impl == 'compiled' and x.device.type == 'cpu' and not have_cpu_compiler():
+        raise RuntimeError("act_impl='compiled' needs a C++ compiler on the CPU (g++); use act_impl='auto' or 'plain'")
+    return impl
+
+
+def run_polycom(fn, fused, impl, checkpointing, x, *args):
+    """fn(x, *args) (poly_norm or poly_relu) the way `impl` says, with or without recomputation in backward."""
+    impl = polycom_impl(impl, x, args[0])
     if impl == 'triton':
-        if poly_norm_fused is None:
-            raise RuntimeError("act_impl='triton' needs Triton (pip install triton); use act_impl='auto' or 'plain'")
-        return True
-    return impl == 'auto' and x.is_cuda and poly_norm_fused is not None
+        return fused(x, *args)  # saves only x for backward, like checkpointing
+    if impl == 'compiled':
+        fn = compiled(fn)
+    if checkpointing and torch.is_grad_enabled():
+        # keep only x for backward and recompute the r powers (and norms) there: the memory of a ReLU
+        return checkpoint(fn, x, *args, use_reentrant=False)
+    return fn(x, *args)
 
 
 class PolyNorm(nn.Module):
@@ -133,12 +188,7 @@ class PolyNorm(nn.Module):
         self.eps, self.checkpointing, self.impl = eps, checkpointing, impl
 
     def forward(self, x):
-        if use_triton(self.impl, x):
-            return poly_norm_fused(x, self.weight, self.bias, self.eps)  # saves only x, like checkpointing
-        if self.checkpointing and torch.is_grad_enabled():
-            # keep only x for backward and recompute the r powers and norms there: memory of a ReLU
-            return checkpoint(poly_norm, x, self.weight, self.bias, self.eps, use_reentrant=False)
-        return poly_norm(x, self.weight, self.bias, self.eps)
+        return run_polycom(poly_norm, poly_norm_fused, self.impl, self.checkpointing, x, self.weight, self.bias, self.eps)
 
 
 class PolyReLU(nn.Module):
@@ -149,11 +199,7 @@ class PolyReLU(nn.Module):
         self.checkpointing, self.impl = checkpointing, impl
 
     def forward(self, x):
-        if use_triton(self.impl, x):
-            return poly_relu_fused(x, self.weight, self.bias)
-        if self.checkpointing and torch.is_grad_enabled():
-            return checkpoint(poly_relu, x, self.weight, self.bias, use_reentrant=False)
-        return poly_relu(x, self.weight, self.bias)
+        return run_polycom(poly_relu, poly_relu_fused, self.impl, self.checkpointing, x, self.weight, self.bias)
 
 
 class ReLU2(nn.Module):
@@ -162,31 +208,28 @@ class ReLU2(nn.Module):
 
 
 def make_activation(cfg):
-    """The element-wise activation of a non-gated FFN (SwiGLU is gated and lives in the FFN itself)."""
-    if cfg.activation == 'polynorm':
+    """The activation of the FFN: applied to up(x), or for the gated forms to gate(x) before the product
+    with up(x). The gated PolyCom forms are the plain ones on the gate branch."""
+    poly = cfg.activation.removesuffix('_glu')
+    if poly == 'polynorm':
         return PolyNorm(cfg.poly_order, checkpointing=cfg.act_checkpointing, impl=cfg.act_impl)
-    if cfg.activation == 'polyrelu':
+    if poly == 'polyrelu':
         return PolyReLU(cfg.poly_order, checkpointing=cfg.act_checkpointing, impl=cfg.act_impl)
-    if cfg.activation == 'relu2':
-        return ReLU2()
-    if cfg.activation == 'gelu':
-        return nn.GELU()
-    if cfg.activation == 'relu':
-        return nn.ReLU()
-    return None  # swiglu
+    return {'relu2': ReLU2, 'gelu': nn.GELU, 'relu': nn.ReLU, 'swiglu': nn.SiLU}[cfg.activation]()
 
 
 # -----------------------------------------------------------------------------
 # 3. The feed-forward network
 #
 #   non-gated:  down(act(up(x)))               2 * n_embd * hidden parameters
-#   SwiGLU:     down(silu(gate(x)) * up(x))    3 * n_embd * (2/3 hidden): the same count
+#   gated:      down(act(gate(x)) * up(x))     3 * n_embd * (2/3 hidden): the same count
+#               act = SiLU for SwiGLU, PolyNorm or PolyReLU for polynorm_glu and polyrelu_glu
 
 
 class FFN(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        gated = cfg.activation == 'swiglu'
+        gated = cfg.activation in GATED
         hidden = swiglu_width(cfg.ffn_hidden) if gated else cfg.ffn_hidden
         self.gate = nn.Linear(cfg.n_embd, hidden, bias=False) if gated else None
         self.up = nn.Linear(cfg.n_embd, hidden, bias=False)
@@ -195,7 +238,7 @@ class FFN(nn.Module):
 
     def forward(self, x):  # (B, T, C) -> (B, T, C), {} (no auxiliary losses, as MoE has)
         if self.gate is not None:
-            return self.down(F.silu(self.gate(x)) * self.up(x)), {}
+            return self.down(self.act(self.gate(x)) * self.up(x)), {}
         return self.down(self.act(self.up(x))), {}
 
 
@@ -220,7 +263,7 @@ class MoE(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         E, C = cfg.n_experts, cfg.n_embd
-        gated = cfg.activation == 'swiglu'
+        gated = cfg.activation in GATED
         H = swiglu_width(cfg.moe_ffn_hidden) if gated else cfg.moe_ffn_hidden
         self.n_experts, self.top_k, self.impl = E, cfg.top_k, cfg.moe_impl
         self.router = nn.Linear(C, E, bias=False)
@@ -265,7 +308,7 @@ class MoE(nn.Module):
     def expert_ffn(self, h, w_gate, w_up, w_down, mm):
         """One FFN applied with matmul `mm`, so that the loop and the grouped path share the math."""
         if w_gate is not None:
-            return mm(F.silu(mm(h, w_gate)) * mm(h, w_up), w_down)
+            return mm(self.act(mm(h, w_gate)) * mm(h, w_up), w_down)
         return mm(self.act(mm(h, w_up)), w_down)
 
     def experts_loop(self, x, weights, experts):
