@@ -319,7 +319,11 @@ def test_kv_cache_generation_matches_recompute(n_experts):
 def moe_per_token(moe, x):
     """Each token on its own, in float64: softmax, top-k, then sum_j p_j * FFN_{e_j}(x)."""
     x = x.double().view(-1, x.size(-1))
-    act = lambda u: moe.act.double()(u[None])[0]  # one hidden vector as a row: PolyNorm's RMS is over it
+
+    def act(u, e):  # one hidden vector as a row (PolyNorm's RMS is over it), with expert e's coefficients
+        act64 = moe.act.double()
+        return (act64(u[None], expert=e) if moe.per_expert else act64(u[None]))[0]
+
     probs = (x @ moe.router.weight.double().t()).softmax(-1)
     out = torch.zeros_like(x)
     for t in range(x.size(0)):
@@ -327,19 +331,20 @@ def moe_per_token(moe, x):
         for e in top:
             h = x[t] @ moe.w_up[e].double()
             if moe.w_gate is not None:
-                h = act(x[t] @ moe.w_gate[e].double()) * h
+                h = act(x[t] @ moe.w_gate[e].double(), e) * h
             else:
-                h = act(h)
+                h = act(h, e)
             out[t] += probs[t, e] * (h @ moe.w_down[e].double())
     return out
 
 
-@pytest.mark.parametrize('activation', ['polynorm', 'swiglu', 'relu2', 'polynorm_glu'])
-def test_moe_paths_agree_with_each_other_and_per_token(activation):
+@pytest.mark.parametrize('activation,per_expert', [('polynorm', False), ('swiglu', False), ('relu2', False),
+                                                   ('polynorm_glu', False), ('polynorm', True), ('polyrelu_glu', True)])
+def test_moe_paths_agree_with_each_other_and_per_token(activation, per_expert):
     torch.manual_seed(0)
-    cfg = tiny(n_experts=8, top_k=2, activation=activation)
+    cfg = tiny(n_experts=8, top_k=2, activation=activation, poly_per_expert=per_expert)
     moe = MoE(cfg)
-    for p in moe.parameters():
+    for p in moe.parameters():  # per-expert PolyCom coefficients too: every expert different
         torch.nn.init.normal_(p, std=0.3)
     with torch.no_grad():  # experts 6 and 7 can never win the routing: they get no token
         moe.router.weight[6:] = -100.0 * moe.router.weight[:2].abs().sum(0)
@@ -360,6 +365,40 @@ def test_moe_paths_agree_with_each_other_and_per_token(activation):
     for a, b in zip(grads['loop'], grads['grouped']):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outs['grouped'].double().view(-1, 32), moe_per_token(moe, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('impl', ['loop', 'grouped'])
+def test_per_expert_coefficients_reach_exactly_their_experts_tokens(impl):
+    torch.manual_seed(0)
+    moe = MoE(tiny(n_experts=4, top_k=2, activation='polynorm_glu', poly_per_expert=True, moe_impl=impl))
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    assert moe.act.weight.shape == (4, 3) and moe.act.bias.shape == (4, 1)
+    x = torch.randn(1, 24, 32)
+    experts = moe.router(x.view(24, 32)).topk(2, dim=-1).indices  # (24, 2) what the layer routes
+    with torch.no_grad():
+        before = moe(x)[0]
+        for e in range(4):
+            routed = (experts == e).any(dim=-1)
+            assert 0 < routed.sum() < 24  # some tokens go to e, some do not: the check below can fail
+            saved = moe.act.weight[e].clone()
+            moe.act.weight[e] += 0.5
+            changed = (moe(x)[0] != before).any(dim=-1).view(24)
+            moe.act.weight[e] = saved
+            assert torch.equal(changed, routed), (e, changed, routed)
+
+
+def test_per_expert_coefficients_start_like_the_shared_ones_and_do_not_decay():
+    m = GPT(tiny(n_experts=4, top_k=2, poly_per_expert=True))
+    act = m.blocks[0].ffn.act
+    torch.testing.assert_close(act.weight.data, torch.full((4, 3), 1 / 3))
+    torch.testing.assert_close(act.bias.data, torch.zeros(4, 1))
+    decay, no_decay = m.optim_groups(0.1)
+    assert id(act.weight) in {id(p) for p in no_decay['params']}
+    assert id(act.weight) not in {id(p) for p in decay['params']}
+    assert id(m.blocks[0].ffn.w_up) in {id(p) for p in decay['params']}
+    n = m.num_params()
+    assert n['polycom'] == 2 * 4 * 4  # 2 layers x 4 experts x (r + 1)
 
 
 def test_moe_auto_picks_grouped_where_it_applies():
@@ -434,7 +473,7 @@ def expected_non_embedding(cfg):
     ffn = (3 if gated else 2) * C * width(cfg.moe_ffn_hidden if cfg.n_experts else cfg.ffn_hidden)
     if cfg.n_experts:
         ffn = cfg.n_experts * ffn + C * cfg.n_experts
-    poly = cfg.poly_order + 1 if cfg.activation.startswith('poly') else 0
+    poly = (cfg.poly_order + 1 if cfg.activation.startswith('poly') else 0) * (cfg.n_experts if cfg.poly_per_expert else 1)
     norms = 2 * C + (2 * C if cfg.qk_norm else 0)
     return L * (4 * C * C + ffn + poly + norms) + C
 
@@ -461,12 +500,22 @@ def test_config_parameter_counts(path):
                 assert abs(n[key] - value) / value < tol, (key, n[key], value)
 
 
+def test_per_expert_variant_of_the_gated_moe_config():
+    cfg = model.config_from_file(os.path.join(ROOT, 'config', 'moe_1b7b_polynorm_glu.py'), poly_per_expert=True)
+    with torch.device('meta'):
+        n = GPT(cfg).num_params()
+    assert n['non_embedding'] == expected_non_embedding(cfg)
+    assert n['polycom'] == 16 * 64 * 4
+    assert 'per expert' in model.summary(cfg)
+
+
 def test_paper_config_files_exist():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, 'config', '*.py'))}
     for act in PAPER_ACTIVATIONS:
         assert f'dense_1b_{act}.py' in names
     for act in ['polynorm', 'polyrelu', 'swiglu']:
         assert f'moe_1b7b_{act}.py' in names
+    assert {'dense_1b_polynorm_glu.py', 'moe_1b7b_polynorm_glu.py'} <= names  # the gated form, as released models use it
     assert model.config_from_file(os.path.join(ROOT, 'config', 'dense_1b_swiglu.py')).activation == 'swiglu'
 
 
@@ -483,6 +532,10 @@ def test_bad_config_values_are_rejected():
         GPTConfig(poly_order=5, act_impl='triton')
     with pytest.raises(ValueError, match='act_impl'):
         GPTConfig(act_impl='fused')
+    with pytest.raises(ValueError, match='poly_per_expert'):
+        GPTConfig(poly_per_expert=True)  # a dense model has no experts
+    with pytest.raises(ValueError, match='poly_per_expert'):
+        GPTConfig(n_experts=4, top_k=2, activation='swiglu', poly_per_expert=True)
 
 
 def test_summary_runs_on_meta_device():
@@ -495,13 +548,18 @@ def test_summary_runs_on_meta_device():
 
 # the MoE model goes through inductor (its grouped GEMM is the unusual lowering); the dense one through
 # aot_eager, which checks the same single graph and autograd in a few seconds instead of half a minute
-@pytest.mark.parametrize('n_experts,backend', [(0, 'aot_eager'), (4, 'inductor')])
-def test_compile_fullgraph_matches_eager(n_experts, backend):
+@pytest.mark.parametrize('n_experts,backend,activation,per_expert', [(0, 'aot_eager', 'polynorm', False),
+                                                                  (4, 'inductor', 'polynorm', False),
+                                                                  (4, 'aot_eager', 'polynorm_glu', True)])
+def test_compile_fullgraph_matches_eager(n_experts, backend, activation, per_expert):
     torch._dynamo.reset()
     torch.manual_seed(0)
     # the activation's own fast paths must step aside inside a compiled model (no nested compile, no break)
-    m = GPT(tiny(n_experts=n_experts, top_k=2, activation='polynorm', qk_norm=bool(n_experts),
-                 act_impl='compiled' if n_experts else 'auto'))
+    m = GPT(tiny(n_experts=n_experts, top_k=2, activation=activation, qk_norm=bool(n_experts),
+                 act_impl='compiled' if n_experts else 'auto', poly_per_expert=per_expert))
+    if per_expert:  # distinct coefficients per expert, so that mixing them up would show
+        for b in m.blocks:
+            torch.nn.init.normal_(b.ffn.act.weight, mean=0.3, std=0.2)
     idx = torch.randint(0, 64, (2, 16))
     # bf16 autocast: on the CPU, torch._grouped_mm compiles only for bf16 inputs
     with torch.autocast('cpu', dtype=torch.bfloat16):
