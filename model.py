@@ -362,20 +362,23 @@ class MoE(nn.Module):
 
     def experts_grouped(self, x, weights, experts, counts):
         """The fast path: sort the N*k assignments by expert and run every expert in one grouped GEMM
-        (counts: assignments per expert, from forward). No step needs the routing on the host, so it compiles to one graph and never syncs the GPU."""
+        (counts: assignments per expert, from forward). No step needs the routing on the host, so it compiles
+        to one graph and never syncs the GPU."""
         N, k = experts.shape
-        flat = experts.flatten()  # (N*k,)
+        flat = experts.flatten()  # (N*k,) the expert of each assignment, token-major
         order = flat.argsort(stable=True)  # (N*k,) assignments grouped by expert
-        offsets = counts.cumsum(0, dtype=torch.int32)  # end row of each expert's group; empty groups are fine
+        offsets = counts.cumsum(0, dtype=torch.int32)  # (E,) end row of each expert's group; empty groups are fine
         dt = compute_dtype(x)
-        h = x[order // k].to(dt)  # (N*k, C): the token behind each sorted assignment
+        h = x.to(dt)[order // k]  # (N*k, C) the token behind each sorted assignment; cast once, before the k copies
 
-        def mm(a, b):
+        def mm(a, b):  # (rows, in) @ per-expert (E, in, out) -> (rows, out)
             return torch._grouped_mm(a.to(dt), b.to(dt), offs=offsets)
 
-        out = self.expert_ffn(h, flat[order], self.w_gate, self.w_up, self.w_down, mm)  # (N*k, C), sorted order
-        out = torch.empty_like(out).index_copy_(0, order, out).view(N, k, -1)  # back to (token, slot)
-        return (out.float() * weights[..., None]).sum(dim=1).to(x.dtype)
+        out = self.expert_ffn(h, flat[order], self.w_gate, self.w_up, self.w_down, mm)  # (N*k, C), sorted
+        out = torch.empty_like(out).index_copy_(0, order, out).view(N, k, -1)  # (N, k, C) back to (token, slot)
+        # the k outputs weighted and summed as one batched matmul in the compute dtype: no (N, k, C) float32 copy
+        y = torch.bmm(weights.to(dt).unsqueeze(1), out)  # (N, 1, k) @ (N, k, C) -> (N, 1, C)
+        return y.view(N, -1).to(x.dtype)
 
 
 # -----------------------------------------------------------------------------
@@ -561,12 +564,15 @@ class GPT(nn.Module):
             idx = torch.cat([idx, sample_token(logits[:, -1, :].float(), temperature, top_k)], dim=1)
         return idx
 
-    def new_cache(self, batch_size):
+    def new_cache(self, batch_size, dtype=None):
+        """Keys and values for every layer, (B, nh, block_size, hs) each, in the dtype attention runs in (by
+        default autocast's when it is on, else the weights'), so that no decoding step recasts the cache."""
         cfg = self.config
         p = self.lm_head.weight
+        dtype = dtype or compute_dtype(p)
         shape = (batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
-        return [{'k': torch.zeros(shape, dtype=p.dtype, device=p.device),
-                 'v': torch.zeros(shape, dtype=p.dtype, device=p.device)} for _ in range(cfg.n_layer)]
+        return [{'k': torch.zeros(shape, dtype=dtype, device=p.device),
+                 'v': torch.zeros(shape, dtype=dtype, device=p.device)} for _ in range(cfg.n_layer)]
 
 
 def sample_token(logits, temperature, top_k):  # (B, V) -> (B, 1)
