@@ -13,6 +13,7 @@ Read it top to bottom:
 """
 
 import math
+import os
 import shutil
 import sys
 from dataclasses import dataclass, fields
@@ -590,12 +591,22 @@ def sample_token(logits, temperature, top_k):  # (B, V) -> (B, 1)
 
 
 def read_config(path):
-    """Run a config file (plain Python assignments) and return what it assigned, as a dict. A config may
-    build on another with exec(open(...).read()), using __file__ to find it."""
+    """Run a config file (plain Python assignments) and return what it assigned, as a dict. A config builds
+    on another by calling inherit('other.py') (a file in its own folder) before its own assignments, which
+    then override the other file's values."""
     namespace = {'__file__': path}
+
+    def inherit(name):
+        base = os.path.join(os.path.dirname(path), name)
+        if not os.path.isfile(base):
+            raise FileNotFoundError(f"{path}: inherit({name!r}) found no config file {base}")
+        namespace.update(read_config(base))
+
+    namespace['inherit'] = inherit
     with open(path) as f:
         exec(f.read(), namespace)
-    return {k: v for k, v in namespace.items() if not k.startswith('_') and not isinstance(v, type(sys))}
+    return {k: v for k, v in namespace.items()
+            if not k.startswith('_') and k != 'inherit' and not isinstance(v, type(sys))}
 
 
 def config_from_file(path, **overrides):

@@ -578,6 +578,17 @@ def test_per_expert_variant_of_the_gated_moe_config():
     assert 'per expert' in model.summary(cfg)
 
 
+def test_configs_inherit_from_their_own_folder(tmp_path):
+    (tmp_path / 'base').mkdir()
+    (tmp_path / 'base' / 'root.py').write_text("n_layer = 2\nn_embd = 64\nlearning_rate = 1e-3\n")
+    (tmp_path / 'base' / 'mid.py').write_text("inherit('root.py')\nn_embd = 128\n")  # relative to base/
+    (tmp_path / 'top.py').write_text("inherit('base/mid.py')\nlearning_rate = 3e-4\n")
+    assert model.read_config(str(tmp_path / 'top.py')) == {'n_layer': 2, 'n_embd': 128, 'learning_rate': 3e-4}
+    (tmp_path / 'bad.py').write_text("inherit('missing.py')\n")
+    with pytest.raises(FileNotFoundError, match="inherit\\('missing.py'\\)"):
+        model.read_config(str(tmp_path / 'bad.py'))
+
+
 def test_paper_config_files_exist():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, 'config', '*.py'))}
     for act in PAPER_ACTIVATIONS:
