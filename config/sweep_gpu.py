@@ -2,9 +2,7 @@
 # 16 heads) on FineWeb with a 1024 context, 1500 steps of 262,144 tokens (0.39 B tokens) per run. At 0.85
 # GFLOP per token that is about 15 minutes per run on one H100 at 40% MFU: 6 activations x 3 seeds in
 # about 4.5 hours (an estimate from FLOPs, not a measurement). The sweep sets activation, seed and out_dir.
-import os
-
-exec(open(os.path.join(os.path.dirname(__file__), 'dense_110m.py')).read())
+inherit('dense_110m.py')
 
 # data: python data/fineweb/prepare.py downloads 8 train shards (0.8 B tokens, more than one run reads)
 dataset = 'fineweb'
