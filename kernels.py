@@ -27,8 +27,11 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_BLOCK = 4096  # widest column tile of a PolyNorm row held in registers; wider rows are processed tile by tile
-NORM_WARPS = {2048: 8, 4096: 16}  # warps per PolyNorm row by tile width (4 below 2048); see bench.py --sass-report
+# PolyNorm rows up to MAX_BLOCK wide are held in registers as one tile; wider rows are swept twice in WIDE_BLOCK-wide
+# tiles, narrower than MAX_BLOCK because the tiled backward holds more live values: on sm_90 it needs 76 registers
+# a thread in 4096-wide tiles (one 16-warp program per SM) and 48 in 2048-wide ones (five 8-warp programs)
+MAX_BLOCK = 4096
+WIDE_BLOCK = 2048
 RELU_BLOCK = 1024  # elements per program for PolyReLU, which needs no row statistics
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the kernels load; all math is float32
 
@@ -226,11 +229,15 @@ def _as_rows(x):
 
 def norm_tiles(n_cols):
     """The PolyNorm kernels' launch settings for rows of n_cols columns: the tile width BLOCK, the width TAIL of the
-    last tile of a wide row (0 when BLOCK divides it), whether one tile holds the row, and the warps per row."""
-    block = min(triton.next_power_of_2(n_cols), MAX_BLOCK)
-    rest = n_cols % block
-    return dict(BLOCK=block, TAIL=triton.next_power_of_2(rest) if n_cols > block and rest else 0,
-                ONE_TILE=n_cols <= block, num_warps=NORM_WARPS.get(block, 4))
+    last tile of a row swept in tiles (0 when BLOCK divides the row), whether one tile holds the row, and the warps
+    per row. The register table in the README (bench.py --sass-report) is how these were chosen."""
+    if n_cols <= MAX_BLOCK:
+        block, tail = triton.next_power_of_2(n_cols), 0
+    else:
+        block, rest = WIDE_BLOCK, n_cols % WIDE_BLOCK
+        tail = triton.next_power_of_2(rest) if rest else 0
+    # 8 elements per thread, so that each thread loads 16 bytes of bf16 at a time
+    return dict(BLOCK=block, TAIL=tail, ONE_TILE=n_cols <= MAX_BLOCK, num_warps=max(4, min(16, block // 256)))
 
 
 def _split_partials(partial, order):
