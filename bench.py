@@ -52,11 +52,10 @@ from datetime import datetime, timezone
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 
 from common import cpu_name, peak_flops
 from data.shards import atomic_write
-from model import ACT_IMPLS, ACTIVATIONS, FFN, GPT, GPTConfig, make_activation, read_config, swiglu_width
+from model import ACT_IMPLS, ACTIVATIONS, FFN, GATED, GPT, GPTConfig, make_activation, read_config, swiglu_width
 
 try:  # the fused Triton kernels; without Triton their rows say why they did not run
     import kernels
@@ -313,18 +312,14 @@ def make_buffers(n_inputs, shape, dtype, device):
 # 3. Cost models: the bytes an activation must move, the FLOPs it does
 
 
-def gated(activation):
-    """Gated activations multiply act(gate) by up: two inputs at 2/3 of the width (model.py's parameter match)."""
-    return activation == 'swiglu' or activation.endswith('_glu')
-
-
 def act_width(activation, hidden):
-    """The width the activation runs at: gated ones take 2/3 of the FFN hidden size."""
-    return swiglu_width(hidden) if gated(activation) else hidden
+    """The width the activation runs at: gated ones, act(gate) * up, take 2/3 of the FFN hidden size (model.py's
+    parameter match)."""
+    return swiglu_width(hidden) if activation in GATED else hidden
 
 
 def n_inputs(activation):
-    return 2 if gated(activation) else 1
+    return 2 if activation in GATED else 1
 
 
 def bytes_moved(activation, rows, width, itemsize):
@@ -348,8 +343,8 @@ def forward_flops_per_element(activation, order):
               'polyrelu': 3 * r,  # relu, r-1 powers, r weights, r adds (the bias included)
               'polynorm': 6 * r - 1,  # r-1 powers; per power square, row-sum add, scale by rsqrt; r weights, r adds
               }
-    if activation.endswith('_glu'):
-        return counts[activation[:-len('_glu')]] + 1
+    if activation in GATED and activation != 'swiglu':
+        return counts[activation.removesuffix('_glu')] + 1
     return counts[activation]
 
 
@@ -359,7 +354,7 @@ def flops_per_token(activation, n_embd, hidden, order):
     The activation: its forward count per element times the width, times the same 3, i.e. backward taken as
     twice the forward, a rough count that cannot move a share this small."""
     width = act_width(activation, hidden)
-    n_matrices = 3 if gated(activation) else 2
+    n_matrices = 3 if activation in GATED else 2
     matmul = 6 * n_matrices * n_embd * width
     act = 3 * forward_flops_per_element(activation, order) * width
     return matmul, act
@@ -371,7 +366,7 @@ def flops_per_token(activation, n_embd, hidden, order):
 
 def poly(activation):
     """The PolyCom activation inside: 'polynorm' for 'polynorm' and 'polynorm_glu', None for the baselines."""
-    base = activation[:-len('_glu')] if activation.endswith('_glu') else activation
+    base = activation.removesuffix('_glu')
     return base if base in ('polynorm', 'polyrelu') else None
 
 
@@ -425,38 +420,30 @@ def poly_coefficients(order):
     return torch.arange(1, order + 1, dtype=torch.float32) / order, torch.tensor([0.1])
 
 
-def swiglu(gate, up):  # as in model.FFN: silu(gate(x)) * up(x)
-    return F.silu(gate) * up
-
-
-def glu(act, gate, up):  # a gated PolyCom: act(gate(x)) * up(x)
+def glu(act, gate, up):  # a gated FFN's activation, as in model.FFN: act(gate(x)) * up(x)
     return act(gate) * up
 
 
 def build(activation, impl, order, device):
     """(forward, params): forward(*inputs) -> y computes the activation the way `impl` does."""
-    if activation == 'swiglu':
-        forward, params = swiglu, []
-    else:
-        base = poly(activation) or activation
-        cfg = GPTConfig(activation=base, poly_order=order, act_checkpointing=impl == 'ckpt', act_impl='plain')
-        act = make_activation(cfg).to(device)
-        params = list(act.parameters())
-        if params:
-            weight, bias = poly_coefficients(order)
-            with torch.no_grad():
-                act.weight.copy_(weight)
-                act.bias.copy_(bias)
-        forward = act
-        if impl == 'fused' and base == 'polynorm':  # the kernels are called directly, whatever act_impl='auto' picks
-            forward = partial(kernels.poly_norm_fused, weight=act.weight, bias=act.bias, eps=act.eps)
-        elif impl == 'fused':
-            forward = partial(kernels.poly_relu_fused, weight=act.weight, bias=act.bias)
-        elif impl == 'liger':
-            forward = liger_poly_norm(act)
-            params = list(forward.parameters())
-        if gated(activation):
-            forward = partial(glu, forward)
+    cfg = GPTConfig(activation=activation, poly_order=order, act_checkpointing=impl == 'ckpt', act_impl='plain')
+    act = make_activation(cfg).to(device)
+    params = list(act.parameters())
+    if params:
+        weight, bias = poly_coefficients(order)
+        with torch.no_grad():
+            act.weight.copy_(weight)
+            act.bias.copy_(bias)
+    forward = act
+    if impl == 'fused' and poly(activation) == 'polynorm':  # the kernels called directly, whatever 'auto' picks
+        forward = partial(kernels.poly_norm_fused, weight=act.weight, bias=act.bias, eps=act.eps)
+    elif impl == 'fused':
+        forward = partial(kernels.poly_relu_fused, weight=act.weight, bias=act.bias)
+    elif impl == 'liger':
+        forward = liger_poly_norm(act)
+        params = list(forward.parameters())
+    if activation in GATED:
+        forward = partial(glu, forward)
     if impl == 'compile':
         # static widths, as in a model, and a dynamic row count (make_buffers marks it): one graph per activation
         # and width, whatever the row counts; dynamic=False stops dynamo from making the width dynamic too when
@@ -533,8 +520,8 @@ def bench_ffn(activation, act_impl, rows, hidden, args, device):
     ffn = FFN(cfg).to(device)  # float32 weights, matmuls in args.dtype under autocast: as in training
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     width = act_width(activation, hidden)
-    act = swiglu if ffn.act is None else partial(glu, ffn.act) if gated(activation) else ffn.act
-    act_params = list(ffn.act.parameters()) if ffn.act is not None else []
+    act = partial(glu, ffn.act) if activation in GATED else ffn.act
+    act_params = list(ffn.act.parameters())
 
     def timed(forward, params, k, shape):
         buffers = make_buffers(k, shape, dtype, device)
@@ -906,7 +893,7 @@ def table(columns, rows):
 
 
 def shape_text(r):
-    return f"{r['rows']} x {r['width']}" + (' (x2)' if gated(r['activation']) else '')
+    return f"{r['rows']} x {r['width']}" + (' (x2)' if r['activation'] in GATED else '')
 
 
 def impl_text(r):

@@ -15,7 +15,7 @@ from torch._dynamo.utils import counters
 import bench
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-ROWS, WIDTHS = 32, (64, 96)  # SwiGLU runs swiglu_width: 40 and 64
+ROWS, WIDTHS = 16, (64, 96)  # gated activations run swiglu_width: 40 and 64
 
 
 @pytest.fixture(scope='module')
@@ -43,7 +43,7 @@ def expected_rows():
     rows = []
     for width in WIDTHS:
         for act in bench.ACTIVATIONS:
-            shape = f'{ROWS} x {bench.act_width(act, width)}' + (' (x2)' if bench.gated(act) else '')
+            shape = f'{ROWS} x {bench.act_width(act, width)}' + (' (x2)' if act in bench.GATED else '')
             rows.append((act, 'eager', shape))
             if bench.poly(act):
                 rows.append((act, 'ckpt', shape))
@@ -71,7 +71,7 @@ def test_json_holds_sane_figures_and_the_environment(cpu_run):
     report = json.load(open(f'{out}.json'))
     env = report['environment']
     assert env['device'].startswith('CPU') and env['torch'] == torch.__version__ and env['cpu_threads'] == 1
-    assert '--rows 32' in env['command'] and env['date']
+    assert f'--rows {ROWS}' in env['command'] and env['date']
     assert report['activations']['copy_GBps'] > 0
     rows = report['activations']['activations']
     assert len(rows) == len(expected_rows())
@@ -98,7 +98,7 @@ def test_bytes_moved_by_hand():
 def test_bytes_column_matches_the_shape(cpu_run):
     report, _ = cpu_run
     for r in report['activations']['activations']:
-        k = 2 if r['activation'] == 'swiglu' else 1
+        k = 2 if r['activation'] in bench.GATED else 1
         assert r['fwd_bytes'] == (k + 1) * ROWS * r['width'] * 4  # float32
         assert r['fwd_bwd_bytes'] == (3 * k + 2) * ROWS * r['width'] * 4
 
@@ -172,7 +172,7 @@ def write_tiny_configs(folder):
 def test_model_suite_dense_and_moe(tmp_path):
     dense, moe = write_tiny_configs(tmp_path)
     activations = ['relu', 'swiglu', 'polynorm']
-    common = ['--device', 'cpu', '--no-compile', '--steps', '1', '--activations', *activations]
+    common = ['--device', 'cpu', '--no-compile', '--steps', '1', '--activations', *activations, '--act_impls', 'plain']
 
     report = bench.main([*common, '--model', str(dense), '--n_layer', '1', '--out', str(tmp_path / 'dense')])
     runs = report['model']['runs']
@@ -195,19 +195,19 @@ def test_model_suite_quick_start_compares_act_impls(tmp_path):
     settings = bench.quick_start_settings()  # train.py's defaults, from `python train.py --help`
     assert settings['vocab_size'] == 256 and settings['micro_batch_size'] > 0
     report = bench.main(['--device', 'cpu', '--model', 'quickstart', '--n_layer', '1', '--batch_size', '2',
-                         '--steps', '1', '--activations', 'relu2', 'polynorm', '--act_impls', 'plain', 'auto',
+                         '--steps', '1', '--activations', 'relu2', 'polynorm', '--act_impls', 'plain', 'compiled',
                          '--out', str(tmp_path / 'quick')])
     runs = report['model']['runs']
     # ReLU^2 has no PolyCom implementation to choose: one row
     assert [(r['activation'], r['act_impl']) for r in runs] == [('relu2', None), ('polynorm', 'plain'),
-                                                                ('polynorm', 'auto')]
+                                                                ('polynorm', 'compiled')]
     for r in runs:
         assert 'error' not in r, r
         assert (r['n_embd'], r['block_size'], r['vocab_size'], r['n_layer']) == (
             settings['n_embd'], settings['block_size'], 256, 1)
         assert len(r['round_ms']) == bench.ROUNDS and r['step_ms'] == sorted(r['round_ms'])[1]
     table = table_rows(open(tmp_path / 'quick.md').read())
-    assert [row[:2] for row in table] == [['relu2', '-'], ['polynorm', 'plain'], ['polynorm', 'auto']]
+    assert [row[:2] for row in table] == [['relu2', '-'], ['polynorm', 'plain'], ['polynorm', 'compiled']]
     assert table[0][4] == '1.00x'  # the ratio column: each step against the first activation's
 
 
@@ -216,11 +216,13 @@ def test_fused_kernels_in_the_triton_interpreter(tmp_path):
     out = tmp_path / 'fused'
     env = {**os.environ, 'TRITON_INTERPRET': '1'}  # read when kernels.py defines its kernels: a fresh process
     done = subprocess.run([sys.executable, 'bench.py', '--device', 'cpu', '--rows', '8', '--widths', '32',
-                           '--activations', 'polyrelu', 'polynorm', '--impls', 'eager', 'fused', '--repeats', '1',
-                           '--ffn_embd', '16', '--out', str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+                           '--activations', 'polyrelu', 'polynorm', 'polynorm_glu', '--impls', 'eager', 'fused',
+                           '--repeats', '1',
+                           '--ffn_embd', '16', '--act_impls', 'plain', '--out', str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = {(r['activation'], r['impl']): r for r in json.load(open(f'{out}.json'))['activations']['activations']}
-    for activation in ('polyrelu', 'polynorm'):
+    for activation in ('polyrelu', 'polynorm', 'polynorm_glu'):
         fused, eager = rows[activation, 'fused'], rows[activation, 'eager']
         assert 'error' not in fused, fused
         assert fused['diff_vs_eager'] <= 1e-4
