@@ -4,7 +4,7 @@ Dynamics of Large Language Models" (Zhuo et al., ICLR 2025), dense or with a Mix
 
 Read it top to bottom:
   1. GPTConfig                      every knob of the model
-  2. PolyNorm, PolyReLU             the paper's contribution, and the baseline activations
+  2. PolyNorm, PolyReLU             the paper's contribution, the baselines, and how PolyCom runs fast
   3. FFN                            up -> activation -> down, parameter-matched across activations
   4. MoE                            OLMoE-style dropless top-k routing, a readable loop and a grouped-GEMM path
   5. Attention, Block, GPT          the transformer around them
@@ -13,6 +13,7 @@ Read it top to bottom:
 """
 
 import math
+import os
 import shutil
 import sys
 from dataclasses import dataclass, fields
@@ -98,12 +99,27 @@ def swiglu_width(hidden):
 # -----------------------------------------------------------------------------
 # 2. Activations
 #
-# PolyCom composes a polynomial with another function. With learnable a_0..a_r (here bias, weight[0..r-1]):
-#   PolyReLU(x) = sum_{i=1..r} a_i * ReLU(x)^i    + a_0
-#   PolyNorm(x) = sum_{i=1..r} a_i * norm(x^i)    + a_0,   norm(u) = u / RMS(u) over the hidden dimension
-# weight[i-1] goes with the i-th power. The math runs in float32 whatever the input dtype: in bf16, x^3 loses
-# most of its mantissa and the mean of x^6 overflows for |x| of a few hundred. The gated forms (polynorm_glu,
-# polyrelu_glu) put them on the gate branch of a SwiGLU-style FFN in place of SiLU (section 3).
+# PolyCom composes a polynomial of order r with another function, with learnable coefficients a_0..a_r:
+#
+#   PolyReLU(x) = sum_{i=1..r} a_i * ReLU(x)^i  + a_0
+#   PolyNorm(x) = sum_{i=1..r} a_i * norm(x^i)  + a_0,     norm(u) = u / RMS(u) over the hidden dimension
+#
+# In the code a_i is weight[i-1] and a_0 is bias, initialized to 1/r and 0. The math runs in float32 whatever
+# the input dtype: in bf16, x^3 loses most of its mantissa and the mean of x^6 overflows for |x| of a few
+# hundred. The gated forms (polynorm_glu, polyrelu_glu) put them on the gate branch of a SwiGLU-style FFN in
+# place of SiLU (section 3).
+
+
+def poly_norm(x, weight, bias, eps):
+    xf = at_least_float32(x)
+    y = bias + sum(a * rms_norm(xf ** i, eps) for i, a in enumerate(weight, start=1))
+    return y.to(x.dtype)
+
+
+def poly_relu(x, weight, bias):
+    r = F.relu(at_least_float32(x))
+    y = bias + sum(a * r ** i for i, a in enumerate(weight, start=1))
+    return y.to(x.dtype)
 
 
 def rms_norm(u, eps):
@@ -115,82 +131,9 @@ def at_least_float32(x):
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def poly_norm(x, weight, bias, eps):  # weight (r,), bias (1,); per row of x: (r, N, 1), (N, 1)
-    xf = at_least_float32(x)
-    y, power = bias, xf
-    for w in weight:  # y = bias + w_1 norm(x) + w_2 norm(x^2) + ... + w_r norm(x^r)
-        y = y + w * rms_norm(power, eps)
-        power = power * xf
-    return y.to(x.dtype)
-
-
-def poly_relu(x, weight, bias):
-    r = F.relu(at_least_float32(x))
-    y, power = bias, r
-    for w in weight:  # y = bias + w_1 relu(x) + w_2 relu(x)^2 + ... + w_r relu(x)^r
-        y = y + w * power
-        power = power * r
-    return y.to(x.dtype)
-
-
-# How PolyCom runs is decided per call from the input's device, not when the model is built: a model is often
-# built on one device (or on 'meta') and moved, and the answer is a few comparisons (inside a compiled model,
-# made once while tracing). The math above stays the one definition; the fast paths compute the same thing.
-
-
-@cache
-def have_cpu_compiler():
-    """Whether inductor finds its C++ compiler (torch.compile on the CPU needs one); checked once per process."""
-    from torch._inductor import config
-    return any(cxx and shutil.which(cxx) for cxx in config.cpp.cxx)
-
-
-@cache
-def compiled(fn):
-    """fn compiled by inductor, once per process on first use. dynamic=True: one compile serves every number
-    of rows; x comes as rows (N, H), so the dense FFN and the MoE's experts share it."""
-    fn_compiled = torch.compile(fn, dynamic=True)
-    return lambda x, *args: fn_compiled(x.reshape(-1, x.shape[-1]), *args).view(x.shape)
-
-
-def polycom_impl(impl, x, weight):
-    """The act_impl that runs for input x. 'auto': the Triton kernels (kernels.py) on CUDA when they import
-    and r is 2 to 4, else on the CPU inductor's compile of the plain function when a C++ compiler is found,
-    else the plain code. Inside a model that is itself compiled, 'compiled' runs as plain code: the outer
-    compile fuses it anyway."""
-    if impl == 'auto':
-        if x.is_cuda:
-            # the kernels take one set of 2 to 4 coefficients, not per-row ones
-            impl = 'triton' if poly_norm_fused is not None and weight.dim() == 1 and 2 <= len(weight) <= 4 else 'plain'
-        elif x.device.type == 'cpu' and not torch.compiler.is_compiling() and have_cpu_compiler():
-            impl = 'compiled'
-        else:
-            impl = 'plain'
-    if impl == 'compiled' and torch.compiler.is_compiling():
-        return 'plain'
-    if impl == 'triton' and poly_norm_fused is None:
-        raise RuntimeError("act_impl='triton' needs Triton (pip install triton); use act_impl='auto' or 'plain'")
-    if impl == 'compiled' and x.device.type == 'cpu' and not have_cpu_compiler():
-        raise RuntimeError("act_impl='compiled' needs a C++ compiler on the CPU (g++); use act_impl='auto' or 'plain'")
-    return impl
-
-
-def run_polycom(fn, fused, impl, checkpointing, x, *args):
-    """fn(x, *args) (poly_norm or poly_relu) the way `impl` says, with or without recomputation in backward."""
-    impl = polycom_impl(impl, x, args[0])
-    if impl == 'triton':
-        return fused(x, *args)  # saves only x for backward, like checkpointing
-    if impl == 'compiled':
-        fn = compiled(fn)
-    if checkpointing and torch.is_grad_enabled():
-        # keep only x for backward and recompute the r powers (and norms) there: the memory of a ReLU
-        return checkpoint(fn, x, *args, use_reentrant=False)
-    return fn(x, *args)
-
-
 class PolyCom(nn.Module):
-    """The learnable coefficients of PolyNorm and PolyReLU: a_1..a_r (weight) at 1/r, a_0 (bias) at 0. With
-    experts=E (an MoE layer's per-expert coefficients), one set per expert: weight (E, r), bias (E, 1)."""
+    """The learnable coefficients of PolyNorm and PolyReLU: weight (r,) = a_1..a_r at 1/r, bias (1,) = a_0 at 0.
+    With experts=E (an MoE layer's per-expert coefficients), one set per expert: weight (E, r), bias (E, 1)."""
 
     def __init__(self, order, checkpointing, impl, experts):
         super().__init__()
@@ -206,8 +149,8 @@ class PolyCom(nn.Module):
 
     def coefficients(self, expert):
         """The weight and bias for x's rows: the shared ones, one expert's (expert an int), or each row's own
-        expert's (expert a tensor of N ids, one per row): then (r, N, 1) and (N, 1), so that the formula's
-        `for w in weight` scales each row by its own coefficient."""
+        expert's (expert a tensor of N ids, one per row of x): then (r, N, 1) and (N, 1), so that in the
+        formula each a_i scales each row by that row's own coefficient."""
         if expert is None:
             return self.weight, self.bias
         if isinstance(expert, int):
@@ -220,7 +163,7 @@ class PolyNorm(PolyCom):
         super().__init__(order, checkpointing, impl, experts)
         self.eps = eps
 
-    def forward(self, x, expert=None):  # x (..., H); expert: see coefficients
+    def forward(self, x, expert=None):  # (..., H) -> (..., H); expert: see coefficients
         weight, bias = self.coefficients(expert)
         return run_polycom(poly_norm, poly_norm_fused, self.impl, self.checkpointing, x, weight, bias, self.eps)
 
@@ -241,14 +184,69 @@ class ReLU2(nn.Module):
 
 def make_activation(cfg, experts=0):
     """The activation of the FFN: applied to up(x), or for the gated forms to gate(x) before the product
-    with up(x). The gated PolyCom forms are the plain ones on the gate branch. experts: per-expert
-    coefficients for that many experts (PolyCom only)."""
-    poly = cfg.activation.removesuffix('_glu')
+    with up(x). experts: per-expert coefficients for that many experts (PolyCom only)."""
+    poly = cfg.activation.removesuffix('_glu')  # the gated PolyCom forms are the plain ones on the gate branch
     if poly == 'polynorm':
         return PolyNorm(cfg.poly_order, checkpointing=cfg.act_checkpointing, impl=cfg.act_impl, experts=experts)
     if poly == 'polyrelu':
         return PolyReLU(cfg.poly_order, checkpointing=cfg.act_checkpointing, impl=cfg.act_impl, experts=experts)
     return {'relu2': ReLU2, 'gelu': nn.GELU, 'relu': nn.ReLU, 'swiglu': nn.SiLU}[cfg.activation]()
+
+
+# How PolyCom runs (act_impl). The functions above are the one definition; the fast paths compute the same
+# thing. The choice is made at each call from the input's device, not when the model is built: a model is
+# often built on one device (or on 'meta') and moved, and the choice is a few comparisons (inside a compiled
+# model, made once while tracing).
+
+
+def run_polycom(fn, fused, impl, checkpointing, x, *args):
+    """fn(x, *args) (poly_norm or poly_relu) the way `impl` says, with or without recomputation in backward."""
+    impl = polycom_impl(impl, x, args[0])
+    if impl == 'triton':
+        return fused(x, *args)  # saves only x for backward, like checkpointing
+    if impl == 'compiled':
+        fn = compiled(fn)
+    if checkpointing and torch.is_grad_enabled():
+        # keep only x for backward and recompute the r powers (and norms) there: the memory of a ReLU
+        return checkpoint(fn, x, *args, use_reentrant=False)
+    return fn(x, *args)
+
+
+def polycom_impl(impl, x, weight):
+    """The act_impl that runs for input x. 'auto': the Triton kernels (kernels.py) on CUDA when they import
+    and take these coefficients (one set of 2 to 4), else on the CPU inductor's compile of the plain function
+    when a C++ compiler is found, else the plain code. Inside a model that is itself compiled, 'compiled'
+    runs as plain code: the outer compile fuses it anyway."""
+    if impl == 'auto':
+        if x.is_cuda:
+            kernels_apply = poly_norm_fused is not None and weight.dim() == 1 and 2 <= len(weight) <= 4
+            impl = 'triton' if kernels_apply else 'plain'
+        elif x.device.type == 'cpu' and not torch.compiler.is_compiling() and have_cpu_compiler():
+            impl = 'compiled'
+        else:
+            impl = 'plain'
+    if impl == 'compiled' and torch.compiler.is_compiling():
+        return 'plain'
+    if impl == 'triton' and poly_norm_fused is None:
+        raise RuntimeError("act_impl='triton' needs Triton (pip install triton); use act_impl='auto' or 'plain'")
+    if impl == 'compiled' and x.device.type == 'cpu' and not have_cpu_compiler():
+        raise RuntimeError("act_impl='compiled' needs a C++ compiler on the CPU (g++); use act_impl='auto' or 'plain'")
+    return impl
+
+
+@cache
+def have_cpu_compiler():
+    """Whether inductor finds its C++ compiler (torch.compile on the CPU needs one); checked once per process."""
+    from torch._inductor import config
+    return any(cxx and shutil.which(cxx) for cxx in config.cpp.cxx)
+
+
+@cache
+def compiled(fn):
+    """fn compiled by inductor, once per process on first use. dynamic=True: one compile serves every number
+    of rows; x comes as rows (N, H), so the dense FFN and the MoE's experts share it."""
+    fn_compiled = torch.compile(fn, dynamic=True)
+    return lambda x, *args: fn_compiled(x.reshape(-1, x.shape[-1]), *args).view(x.shape)
 
 
 # -----------------------------------------------------------------------------
@@ -281,7 +279,7 @@ class FFN(nn.Module):
 # A router scores every token against E experts; softmax over all E in float32, keep the top k (the k
 # probabilities are NOT renormalized) and sum the chosen experts' outputs weighted by them. Dropless: every
 # token reaches its k experts however unbalanced the routing. Two auxiliary losses keep the router healthy:
-#   load balancing  E * sum_e f_e * P_e      f_e: share of the T*k assignments sent to e, P_e: mean prob of e
+#   load balancing  E * sum_e f_e * P_e      f_e: share of the N*k assignments sent to e, P_e: mean prob of e
 #   router z-loss   mean_t logsumexp(logits_t)^2                       keeps the router logits small
 
 
@@ -310,22 +308,22 @@ class MoE(nn.Module):
 
     def forward(self, x):  # (B, T, C) -> (B, T, C), {'lb': ..., 'z': ...}
         B, T, C = x.shape
-        x = x.view(B * T, C)
-        logits = self.router(x).float()  # (N, E), N = B*T tokens
-        probs = logits.softmax(dim=-1)
+        x = x.view(B * T, C)  # (N, C), N = B*T tokens: routing treats each token on its own
+        logits = self.router(x).float()  # (N, E) in float32: bf16 rounding would flip close routing choices
+        probs = logits.softmax(dim=-1)  # (N, E)
         weights, experts = probs.topk(self.top_k, dim=-1)  # (N, k) each, not renormalized
 
         flat = experts.flatten()  # (N*k,) every routing assignment
-        counts = torch.zeros(self.n_experts, dtype=torch.int32, device=x.device)  # assignments per expert, (E,)
+        counts = torch.zeros(self.n_experts, dtype=torch.int32, device=x.device)  # (E,) assignments per expert
         counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))  # bincount, but a fixed shape
-        f = counts.float() / flat.numel()  # share of the N*k assignments per expert
-        aux = {'lb': self.n_experts * (f * probs.mean(dim=0)).sum(),
-               'z': torch.logsumexp(logits, dim=-1).square().mean()}
+        f = counts.float() / flat.numel()  # (E,) share of the N*k assignments per expert
+        aux = {'lb': self.n_experts * (f * probs.mean(dim=0)).sum(),  # scalar
+               'z': torch.logsumexp(logits, dim=-1).square().mean()}  # scalar
 
         if self.use_grouped(x):
-            y = self.experts_grouped(x, weights, experts, counts)
+            y = self.experts_grouped(x, weights, experts, counts)  # (N, C)
         else:
-            y = self.experts_loop(x, weights, experts)
+            y = self.experts_loop(x, weights, experts)  # (N, C)
         return y.view(B, T, C), aux
 
     def use_grouped(self, x):
@@ -350,32 +348,35 @@ class MoE(nn.Module):
 
     def experts_loop(self, x, weights, experts):
         """The readable reference: for each expert, gather its tokens, run its FFN, scatter back weighted."""
-        y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # (N, C)
+        y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # (N, C), summed in float32
         for e in range(self.n_experts):
-            token, slot = torch.where(experts == e)  # which tokens chose e, and as their how-many-th choice
+            token, slot = torch.where(experts == e)  # (n_e,) each: the tokens that chose e, and as which choice
             if token.numel() == 0:
                 continue
-            w_gate = self.w_gate[e] if self.w_gate is not None else None
-            out = self.expert_ffn(x[token], e, w_gate, self.w_up[e], self.w_down[e], torch.matmul)
-            y.index_add_(0, token, out.float() * weights[token, slot, None])
+            w_gate = self.w_gate[e] if self.w_gate is not None else None  # (C, H)
+            out = self.expert_ffn(x[token], e, w_gate, self.w_up[e], self.w_down[e], torch.matmul)  # (n_e, C)
+            y.index_add_(0, token, out.float() * weights[token, slot, None])  # (n_e, C) into (N, C)
         return y.to(x.dtype)
 
     def experts_grouped(self, x, weights, experts, counts):
         """The fast path: sort the N*k assignments by expert and run every expert in one grouped GEMM
-        (counts: assignments per expert, from forward). No step needs the routing on the host, so it compiles to one graph and never syncs the GPU."""
+        (counts: assignments per expert, from forward). No step needs the routing on the host, so it compiles
+        to one graph and never syncs the GPU."""
         N, k = experts.shape
-        flat = experts.flatten()  # (N*k,)
+        flat = experts.flatten()  # (N*k,) the expert of each assignment, token-major
         order = flat.argsort(stable=True)  # (N*k,) assignments grouped by expert
-        offsets = counts.cumsum(0, dtype=torch.int32)  # end row of each expert's group; empty groups are fine
+        offsets = counts.cumsum(0, dtype=torch.int32)  # (E,) end row of each expert's group; empty groups are fine
         dt = compute_dtype(x)
-        h = x[order // k].to(dt)  # (N*k, C): the token behind each sorted assignment
+        h = x.to(dt)[order // k]  # (N*k, C) the token behind each sorted assignment; cast once, before the k copies
 
-        def mm(a, b):
+        def mm(a, b):  # (rows, in) @ per-expert (E, in, out) -> (rows, out)
             return torch._grouped_mm(a.to(dt), b.to(dt), offs=offsets)
 
-        out = self.expert_ffn(h, flat[order], self.w_gate, self.w_up, self.w_down, mm)  # (N*k, C), sorted order
-        out = torch.empty_like(out).index_copy_(0, order, out).view(N, k, -1)  # back to (token, slot)
-        return (out.float() * weights[..., None]).sum(dim=1).to(x.dtype)
+        out = self.expert_ffn(h, flat[order], self.w_gate, self.w_up, self.w_down, mm)  # (N*k, C), sorted
+        out = torch.empty_like(out).index_copy_(0, order, out).view(N, k, -1)  # (N, k, C) back to (token, slot)
+        # the k outputs weighted and summed as one batched matmul in the compute dtype: no (N, k, C) float32 copy
+        y = torch.bmm(weights.to(dt).unsqueeze(1), out)  # (N, 1, k) @ (N, k, C) -> (N, 1, C)
+        return y.view(N, -1).to(x.dtype)
 
 
 # -----------------------------------------------------------------------------
@@ -403,21 +404,22 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps) if cfg.qk_norm else None
 
-    def forward(self, x, cos, sin, cache=None, pos=0):  # (B, T, C) -> (B, T, C)
+    def forward(self, x, cos, sin, cache=None, pos=0):  # (B, T, C) -> (B, T, C); cos, sin (T, hs/2)
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
+        if self.q_norm is not None:  # over all heads at once, as OLMoE
+            q, k = self.q_norm(q), self.k_norm(k)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, nh, T, hs)
         if cache is not None:  # generation: append this step's keys and values, attend to all so far
             if pos > 0 and T > 1:
                 raise ValueError("the KV cache takes a prompt at pos 0, then one token at a time")
-            cache['k'][:B, :, pos:pos + T] = k
+            cache['k'][:B, :, pos:pos + T] = k  # (B, nh, T, hs) into (B_max, nh, block_size, hs)
             cache['v'][:B, :, pos:pos + T] = v
-            k, v = cache['k'][:B, :, :pos + T], cache['v'][:B, :, :pos + T]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)  # flash attention on GPU
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+            k, v = cache['k'][:B, :, :pos + T], cache['v'][:B, :, :pos + T]  # (B, nh, pos+T, hs) each
+        # causal within the new tokens; a single new token may see every cached one, so no mask then
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)  # (B, nh, T, hs); flash attention on GPU
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # heads side by side again: (B, T, C)
 
 
 class Block(nn.Module):
@@ -561,12 +563,15 @@ class GPT(nn.Module):
             idx = torch.cat([idx, sample_token(logits[:, -1, :].float(), temperature, top_k)], dim=1)
         return idx
 
-    def new_cache(self, batch_size):
+    def new_cache(self, batch_size, dtype=None):
+        """Keys and values for every layer, (B, nh, block_size, hs) each, in the dtype attention runs in (by
+        default autocast's when it is on, else the weights'), so that no decoding step recasts the cache."""
         cfg = self.config
         p = self.lm_head.weight
+        dtype = dtype or compute_dtype(p)
         shape = (batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
-        return [{'k': torch.zeros(shape, dtype=p.dtype, device=p.device),
-                 'v': torch.zeros(shape, dtype=p.dtype, device=p.device)} for _ in range(cfg.n_layer)]
+        return [{'k': torch.zeros(shape, dtype=dtype, device=p.device),
+                 'v': torch.zeros(shape, dtype=dtype, device=p.device)} for _ in range(cfg.n_layer)]
 
 
 def sample_token(logits, temperature, top_k):  # (B, V) -> (B, 1)
@@ -584,12 +589,22 @@ def sample_token(logits, temperature, top_k):  # (B, V) -> (B, 1)
 
 
 def read_config(path):
-    """Run a config file (plain Python assignments) and return what it assigned, as a dict. A config may
-    build on another with exec(open(...).read()), using __file__ to find it."""
+    """Run a config file (plain Python assignments) and return what it assigned, as a dict. A config builds
+    on another by calling inherit('other.py') (a file in its own folder) before its own assignments, which
+    then override the other file's values."""
     namespace = {'__file__': path}
+
+    def inherit(name):
+        base = os.path.join(os.path.dirname(path), name)
+        if not os.path.isfile(base):
+            raise FileNotFoundError(f"{path}: inherit({name!r}) found no config file {base}")
+        namespace.update(read_config(base))
+
+    namespace['inherit'] = inherit
     with open(path) as f:
         exec(f.read(), namespace)
-    return {k: v for k, v in namespace.items() if not k.startswith('_') and not isinstance(v, type(sys))}
+    return {k: v for k, v in namespace.items()
+            if not k.startswith('_') and k != 'inherit' and not isinstance(v, type(sys))}
 
 
 def config_from_file(path, **overrides):

@@ -291,6 +291,52 @@ def test_init_scales_residual_projections():
     assert abs(m.blocks[0].attn.proj.weight.std().item() - 0.02 / 4) < 5e-4
 
 
+@pytest.mark.parametrize('kw', [dict(activation='polynorm'),
+                                dict(activation='polynorm_glu', n_experts=4, top_k=2, poly_per_expert=True, qk_norm=True),
+                                dict(activation='polyrelu', n_experts=4, top_k=2, tie_embeddings=True)],
+                         ids=['dense', 'moe-per-expert', 'moe-tied'])
+def test_meta_build_then_init_weights_equals_a_direct_build(kw):
+    """FSDP's way: shapes on the meta device, to_empty() where the model runs, then init_weights()."""
+    torch.manual_seed(0)
+    direct = GPT(tiny(**kw))
+    torch.manual_seed(0)
+    with torch.device('meta'):
+        late = GPT(tiny(**kw))
+    late.to_empty(device='cpu')
+    late.init_weights()
+    a, b = dict(direct.named_parameters()), dict(late.named_parameters())
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    for (name, x), (_, y) in zip(direct.named_buffers(), late.named_buffers()):
+        assert torch.equal(x, y), name  # the RoPE tables
+    if direct.config.tie_embeddings:
+        assert late.lm_head.weight is late.wte.weight
+    # and init_weights really sets each value: garbage in every tensor first, the same model after
+    with torch.no_grad():
+        for t in [*late.parameters(), *late.buffers()]:
+            t.fill_(float('nan'))
+    torch.manual_seed(0)
+    late.init_weights()
+    for name, p in late.named_parameters():
+        assert torch.equal(p, a[name]), name
+    assert all(torch.isfinite(t).all() for t in late.buffers())
+
+
+def test_new_cache_is_in_the_dtype_attention_runs_in():
+    m = GPT(tiny()).eval()
+    assert m.new_cache(2)[0]['k'].dtype == torch.float32
+    assert m.new_cache(2, dtype=torch.float16)[0]['v'].dtype == torch.float16
+    prompt = torch.randint(0, 64, (2, 5))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        cache = m.new_cache(2)
+        assert cache[0]['k'].dtype == torch.bfloat16
+        logits, _ = m(prompt, cache=cache)
+        m(prompt[:, -1:], cache=cache, pos=5)
+        assert cache[0]['k'].dtype == torch.bfloat16 and cache[0]['k'][:, :, :6].abs().sum() > 0
+        assert m.generate(prompt, 4, temperature=0).shape == (2, 9)
+
+
 def test_tied_embeddings():
     m = GPT(tiny(tie_embeddings=True))
     assert m.lm_head.weight is m.wte.weight
@@ -401,6 +447,29 @@ def test_per_expert_coefficients_start_like_the_shared_ones_and_do_not_decay():
     assert n['polycom'] == 2 * 4 * 4  # 2 layers x 4 experts x (r + 1)
 
 
+@pytest.mark.parametrize('activation', ['polynorm', 'swiglu'])
+def test_moe_paths_agree_in_bf16(activation):
+    """Under bf16 autocast the grouped path gathers and combines in bf16; it must stay within bf16's rounding
+    of the loop, which accumulates in float32."""
+    torch.manual_seed(0)
+    moe = MoE(tiny(n_experts=4, top_k=2, activation=activation))
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 12, 32)
+    outs, grads = {}, {}
+    for impl in ('loop', 'grouped'):
+        moe.impl = impl
+        moe.zero_grad()
+        xi = x.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            y, _ = moe(xi)
+        (y.float() * torch.linspace(-1, 1, 32)).sum().backward()
+        outs[impl], grads[impl] = y.float(), [xi.grad] + [p.grad for p in moe.parameters()]
+    torch.testing.assert_close(outs['grouped'], outs['loop'], rtol=2e-2, atol=2e-2)
+    for a, b in zip(grads['grouped'], grads['loop']):
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-2 * b.abs().max().item())
+
+
 def test_moe_auto_picks_grouped_where_it_applies():
     assert MoE(tiny(n_experts=4, top_k=2)).use_grouped(torch.zeros(1))
     assert not MoE(tiny(n_experts=4, top_k=2, n_embd=30, n_head=3, moe_ffn_hidden=45)).use_grouped(torch.zeros(1))
@@ -507,6 +576,17 @@ def test_per_expert_variant_of_the_gated_moe_config():
     assert n['non_embedding'] == expected_non_embedding(cfg)
     assert n['polycom'] == 16 * 64 * 4
     assert 'per expert' in model.summary(cfg)
+
+
+def test_configs_inherit_from_their_own_folder(tmp_path):
+    (tmp_path / 'base').mkdir()
+    (tmp_path / 'base' / 'root.py').write_text("n_layer = 2\nn_embd = 64\nlearning_rate = 1e-3\n")
+    (tmp_path / 'base' / 'mid.py').write_text("inherit('root.py')\nn_embd = 128\n")  # relative to base/
+    (tmp_path / 'top.py').write_text("inherit('base/mid.py')\nlearning_rate = 3e-4\n")
+    assert model.read_config(str(tmp_path / 'top.py')) == {'n_layer': 2, 'n_embd': 128, 'learning_rate': 3e-4}
+    (tmp_path / 'bad.py').write_text("inherit('missing.py')\n")
+    with pytest.raises(FileNotFoundError, match="inherit\\('missing.py'\\)"):
+        model.read_config(str(tmp_path / 'bad.py'))
 
 
 def test_paper_config_files_exist():

@@ -2,7 +2,7 @@
 # SwiGLU experts (same parameters). One PolyNorm per MoE layer, shared by its experts, as the paper's MoE;
 # --poly_per_expert=True gives each expert its own coefficients instead, as Motif's large MoE does
 # (64 x 4 per layer instead of 4: a negligible number of parameters, and no weight decay on them).
-exec(open(__file__.replace('moe_1b7b_polynorm_glu.py', 'moe_1b7b.py')).read())
+inherit('moe_1b7b.py')
 out_dir = 'out/moe_1b7b_polynorm_glu'
 activation = 'polynorm_glu'
 poly_per_expert = False
