@@ -164,7 +164,7 @@ def write_tiny_configs(folder):
     dense.write_text("n_layer = 2\nn_head = 2\nn_embd = 64\nblock_size = 16\nvocab_size = 128\n"
                      "ffn_hidden = 128\nmicro_batch_size = 2\n")
     moe = folder / 'tiny_moe.py'
-    moe.write_text("exec(open(__file__.replace('tiny_moe.py', 'tiny_dense.py')).read())\n"
+    moe.write_text("inherit('tiny_dense.py')\n"
                    "n_experts = 4\ntop_k = 2\nmoe_ffn_hidden = 64\nqk_norm = True\n")
     return dense, moe
 
