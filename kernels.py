@@ -13,10 +13,11 @@ redo the cheap arithmetic in the backward, so memory stays at the level of a pla
     y = poly_relu_fused(x, weight, bias)        # both autograd-aware: gradients for x, weight and bias
 
 Tensors may be float32, bfloat16 or float16 (float32 parameters, or bfloat16 ones under FSDP mixed precision);
-all math runs in float32, y has x's dtype and each gradient its tensor's dtype. The forward and backward are custom ops in the `polycom` namespace,
-so `torch.compile(model, fullgraph=True)` traces through them without a graph break. Weight and bias gradients
-are summed without atomics (per-program partial sums, then a torch sum), so they are deterministic.
-Inputs of any layout are accepted: a non-contiguous x is copied to a contiguous one first.
+all math runs in float32, y has x's dtype and each gradient its tensor's dtype. The forward and backward are
+custom ops in the `polycom` namespace, so `torch.compile(model, fullgraph=True)` traces through them without a
+graph break. Weight and bias gradients are summed without atomics (per-program partial sums, then a torch sum), so
+they are deterministic. Inputs of any layout are accepted: a non-contiguous x is copied to a contiguous one first.
+A PolyNorm row is one program: held in registers up to MAX_BLOCK columns, swept in tiles beyond (norm_tiles).
 
 Importing this module raises ImportError when Triton is missing. The kernels need CUDA tensors, or CPU tensors
 when TRITON_INTERPRET=1 is set before this module is imported (Triton reads it when a kernel is defined). That is
