@@ -53,7 +53,7 @@ from functools import partial
 
 import torch
 
-from common import cpu_name, peak_flops
+from common import cpu_name, model_config, peak_flops
 from data.shards import atomic_write
 from model import ACT_IMPLS, ACTIVATIONS, FFN, GATED, GPT, GPTConfig, make_activation, read_config, swiglu_width
 
@@ -585,9 +585,11 @@ def activation_rows(args, device, copy_GBps, runnable):
                     key = (activation, impl, width)
                     if key not in built:
                         built[key] = guarded(label, build, activation, impl, args.order, device)
-                    row = built[key] if isinstance(built[key], dict) else guarded(
-                        label, bench_activation, activation, rows, width, built[key], reference, buffers, args,
-                        device, copy_GBps)
+                    if isinstance(built[key], dict):  # the build failed: its error is the row
+                        row = built[key]
+                    else:
+                        row = guarded(label, bench_activation, activation, rows, width, built[key], reference,
+                                      buffers, args, device, copy_GBps)
                     row = {'activation': activation, 'impl': impl, 'rows': rows, 'hidden': hidden, 'width': width,
                            **row}
                     results.append(row)
@@ -605,7 +607,7 @@ def ffn_rows(args, device):
     for hidden in args.widths:
         for activation in args.activations:
             for act_impl in args.act_impls if poly(activation) else args.act_impls[:1]:
-                label = f"FFN {activation} {act_impl} {rows}x{hidden}"
+                label = f"FFN {activation}{f' {act_impl}' if poly(activation) else ''} {rows}x{hidden}"
                 row = {'activation': activation, 'act_impl': act_impl if poly(activation) else None, 'rows': rows,
                        'hidden': hidden, **guarded(label, bench_ffn, activation, act_impl, rows, hidden, args, device)}
                 results.append(row)
@@ -632,7 +634,7 @@ def quick_start_settings():
     done = subprocess.run([sys.executable, os.path.join(HERE, 'train.py'), '--help'], capture_output=True, text=True,
                           timeout=300)
     settings = {}
-    for line in done.stdout.splitlines():
+    for line in done.stdout.partition('keys and their defaults:')[2].splitlines():  # '  key = repr(value)'
         key, eq, value = line.strip().partition(' = ')
         if eq and key.isidentifier():
             settings[key] = ast.literal_eval(value)
@@ -703,11 +705,9 @@ def run_model(args, device):
         settings = quick_start_settings()
     else:
         settings = read_config(args.model)
-    names = {f for f in GPTConfig.__dataclass_fields__}
-    base = {k: v for k, v in settings.items() if k in names}
-    base.update({k: getattr(args, k) for k in ('n_layer', 'block_size') if getattr(args, k) is not None})
+    settings.update({k: getattr(args, k) for k in ('n_layer', 'block_size') if getattr(args, k) is not None})
     batch_size = args.batch_size or settings.get('micro_batch_size', 1)
-    moe = base.get('n_experts', 0) > 0
+    moe = settings.get('n_experts', 0) > 0
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
     rows, steps = [], {}
     # every compiled variant is one more entry in the compile cache of GPT.forward's code; dynamo's default limit
@@ -715,7 +715,12 @@ def run_model(args, device):
     with torch._dynamo.config.patch(recompile_limit=max(8, 2 * len(model_variants(args, moe)))):
         for activation, act_impl, moe_impl, mode in model_variants(args, moe):
             extra = {'moe_impl': moe_impl} if moe_impl else {}
-            cfg = GPTConfig(**{**base, 'activation': activation, 'act_impl': act_impl, **extra})
+            if not poly(activation):  # per-expert coefficients exist for PolyCom only: the baselines run without
+                extra['poly_per_expert'] = False
+            try:
+                cfg = model_config({**settings, 'activation': activation, 'act_impl': act_impl, **extra})
+            except ValueError as e:  # GPTConfig's checks, e.g. act_impl='triton' with poly_per_expert
+                raise SystemExit(f"--model {args.model}: {e}") from None
             label = ' '.join([activation, *([act_impl] if poly(activation) else []), *([moe_impl] if moe_impl else []),
                               f"({mode})"])
             row = {'activation': activation, 'act_impl': act_impl if poly(activation) else None, 'moe_impl': moe_impl,
