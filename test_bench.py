@@ -297,14 +297,15 @@ def test_sass_report_refuses_the_interpreter(capsys):
 
 
 def test_liger_poly_norm_matches_eager(tmp_path):
-    if bench.liger_poly_norm_class() is None:
-        pytest.skip("liger_kernel is not installed")
+    liger, reason = bench.liger_poly_norm_class()
+    if liger is None:
+        pytest.skip(reason)
     if not torch.cuda.is_available():
         pytest.skip("Liger's kernels need CUDA (they do not run in Triton's CPU interpreter)")
     report = bench.main(['--device', 'cuda', '--rows', '64', '--widths', '256', '--activations', 'polynorm',
                          '--impls', 'eager', 'liger', '--repeats', '2', '--out', str(tmp_path / 'liger')])
-    liger = [r for r in report['activations']['activations'] if r['impl'] == 'liger']
-    assert len(liger) == 1 and 'error' not in liger[0], liger
+    rows = [r for r in report['activations']['activations'] if r['impl'] == 'liger']
+    assert len(rows) == 1 and 'error' not in rows[0], rows
 
 
 @pytest.mark.parametrize('argv, message', [
