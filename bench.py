@@ -89,7 +89,7 @@ GROUPS = 5  # CUDA: the timed calls of one figure run in this many groups, each 
 MAX_BUFFERS = 64  # rotation cap: tiny shapes sit in cache whatever we do
 CPU_CACHE_BYTES = 32 * 2**20  # a typical last-level cache; CUDA devices report theirs
 COMPILE_BACKEND = 'inductor'  # torch.compile's backend for the compile rows (the tests count graphs with 'eager')
-QUICK_START = 'quickstart'  # --model quickstart: train.py's own default model
+QUICK_START = 'quickstart'  # --model quickstart: train.py's quick-start model
 
 # -----------------------------------------------------------------------------
 # 1. Command line
@@ -111,7 +111,7 @@ def parse_args(argv):
     p.add_argument('--out', help="prefix of the .md and .json written (default out/bench, out/bench_<config> or "
                                  "out/bench_sass)")
     p.add_argument('--quick', action='store_true', help="the goals' shape and activations, fewer repeats or steps")
-    p.add_argument('--model', help=f"a config file, or {QUICK_START} for train.py's default model: time whole "
+    p.add_argument('--model', help=f"a config file, or {QUICK_START} for train.py's quick-start model: time whole "
                                    "training steps instead of the activations alone")
     p.add_argument('--act_impls', nargs='+', choices=ACT_IMPLS,
                    help="PolyCom's implementations to time in the FFN-share table and in --model runs, each a row "
@@ -629,20 +629,25 @@ def run_activations(args, device):
 
 
 def quick_start_settings():
-    """train.py's defaults, the quick start's model and micro batch, as `python train.py --help` lists them (a
-    script asks another through a subprocess, never an import, so there is one place for these numbers)."""
-    done = subprocess.run([sys.executable, os.path.join(HERE, 'train.py'), '--help'], capture_output=True, text=True,
-                          timeout=300)
-    settings = {}
-    for line in done.stdout.partition('keys and their defaults:')[2].splitlines():  # '  key = repr(value)'
-        key, eq, value = line.strip().partition(' = ')
-        if eq and key.isidentifier():
-            settings[key] = ast.literal_eval(value)
-    if done.returncode or 'n_layer' not in settings:
-        raise SystemExit(f"--model {QUICK_START}: could not read the defaults from `python train.py --help` "
-                         f"(exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    """The quick start's model and micro batch: train.py's QUICK_START_MODEL and TRAINING['micro_batch_size'],
+    read from its source (plain dict(...) literals) rather than imported, since a script never imports another;
+    GPTConfig's defaults fill the other keys. The numbers stay in one place."""
+    path = os.path.join(HERE, 'train.py')
+    found = {}
+    try:
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            name = getattr(node.targets[0], 'id', None) if isinstance(node, ast.Assign) else None
+            if name in ('QUICK_START_MODEL', 'TRAINING'):
+                found[name] = {k.arg: k.value for k in node.value.keywords}
+        settings = {k: ast.literal_eval(v) for k, v in found['QUICK_START_MODEL'].items()}
+        settings['micro_batch_size'] = ast.literal_eval(found['TRAINING']['micro_batch_size'])
+    except (OSError, SyntaxError, ValueError, KeyError, AttributeError) as e:
+        raise SystemExit(f"--model {QUICK_START}: could not read QUICK_START_MODEL and TRAINING's micro_batch_size "
+                         f"from {path} ({type(e).__name__}: {e}); give a config file instead") from None
     # None means the data's vocabulary; the quick start's corpus (stdlib) is UTF-8 bytes
-    settings['vocab_size'] = settings['vocab_size'] or 256
+    settings['vocab_size'] = settings.get('vocab_size') or 256
     return settings
 
 

@@ -192,7 +192,7 @@ def test_model_suite_dense_and_moe(tmp_path):
 
 
 def test_model_suite_quick_start_compares_act_impls(tmp_path):
-    settings = bench.quick_start_settings()  # train.py's defaults, from `python train.py --help`
+    settings = bench.quick_start_settings()  # train.py's quick start, read from its source
     assert settings['vocab_size'] == 256 and settings['micro_batch_size'] > 0
     report = bench.main(['--device', 'cpu', '--model', 'quickstart', '--n_layer', '1', '--batch_size', '2',
                          '--steps', '1', '--activations', 'relu2', 'polynorm', '--act_impls', 'plain', 'compiled',
@@ -209,6 +209,13 @@ def test_model_suite_quick_start_compares_act_impls(tmp_path):
     table = table_rows(open(tmp_path / 'quick.md').read())
     assert [row[:2] for row in table] == [['relu2', '-'], ['polynorm', 'plain'], ['polynorm', 'compiled']]
     assert table[0][4] == '1.00x'  # the ratio column: each step against the first activation's
+
+
+def test_quick_start_without_its_settings_says_so(tmp_path, monkeypatch):
+    (tmp_path / 'train.py').write_text("TRAINING = dict(micro_batch_size=16)\n")  # no QUICK_START_MODEL
+    monkeypatch.setattr(bench, 'HERE', str(tmp_path))
+    with pytest.raises(SystemExit, match="could not read QUICK_START_MODEL"):
+        bench.quick_start_settings()
 
 
 def test_fused_kernels_in_the_triton_interpreter(tmp_path):
