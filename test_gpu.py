@@ -223,6 +223,8 @@ def test_ci_gpu_runs_every_stage_and_fails_when_one_fails(tmp_path):
     logs = {p.name for p in out.iterdir()}
     assert {'versions.log', 'tests.log', 'bench_quick.log', 'bench_dense_1b.log', 'bench_moe.log',
             'train_dense.log', 'train_moe.log'} <= logs
-    assert 'ran: train.py config/moe_tiny.py --dataset=stdlib --max_steps=30' in (out / 'train_moe.log').read_text()
+    assert f'ran: data/stdlib/prepare.py --out_dir={out}/data_stdlib' in (out / 'train_dense.log').read_text()
+    assert f'ran: train.py config/moe_tiny.py --dataset=stdlib --data_dir={out}/data_stdlib --max_steps=30' in (
+        out / 'train_moe.log').read_text()
     assert '--compile=True --dtype=bfloat16' in (out / 'train_dense.log').read_text()
     assert f'--out {out}/bench_dense_1b' in (out / 'bench_dense_1b.log').read_text()
