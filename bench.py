@@ -36,7 +36,6 @@ On a CPU the defaults shrink to small shapes in float32, and every table says th
 
 import argparse
 import ast
-import functools
 import itertools
 import json
 import math
@@ -49,7 +48,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from functools import partial
+from functools import cache, partial
 
 import torch
 
@@ -235,7 +234,7 @@ def timed_group(run, group, device, sleep_ms):
     return start.elapsed_time(end) / len(group), host_ms, ahead
 
 
-@functools.cache  # one calibration per device and process
+@cache  # one calibration per device and process
 def sleep_cycles_per_ms(device):
     """GPU clock cycles of torch.cuda._sleep per millisecond, measured."""
     cycles = 10**7
