@@ -2,51 +2,66 @@
 What do PolyNorm and PolyReLU cost? This file times them next to ReLU, GELU, ReLU^2 and SwiGLU.
 
     python bench.py                     every activation and implementation at the paper's FFN shapes, in bf16
-    python bench.py --quick             one shape and fewer repeats: a quick look
+    python bench.py --quick             the shape and activations the speed goals name: a look in about 2 minutes
     python bench.py --model config/dense_1b.py --n_layer 4      whole training steps, one per activation
+    python bench.py --model quickstart --act_impls plain compiled      the quick start's model, each PolyCom path
+    python bench.py --sass-report       registers, spills and occupancy of the PolyNorm kernels on sm_90 (no GPU)
 
 The activation suite reports, for each (activation, implementation, shape):
-  - forward and forward+backward time: the median of --repeats timed runs after a warm-up (CUDA events on a GPU,
-    time.perf_counter on a CPU). The inputs rotate over enough buffers to exceed 4x the GPU's L2 cache, so every
-    run reads them from memory, as an FFN activation does in training.
+  - forward and forward+backward time per call. CUDA: calls run back to back in groups, each group between one
+    pair of CUDA events and queued behind a short device sleep, so that the GPU's work is timed and not the host's
+    (see cuda_ms_per_call); the median over the groups. CPU: the median of single calls timed with
+    time.perf_counter. The inputs rotate over enough buffers to exceed 4x the GPU's L2 cache, so every run reads
+    them from memory, as an FFN activation does in training.
   - effective bandwidth: the bytes the activation cannot avoid moving (forward: read x, write y; backward: read
-    x and dy, write dx; SwiGLU reads two inputs) over the time, as a share of a y.copy_(x) measured in the same run.
+    x and dy, write dx; gated activations read two inputs) over the time, as a share of a y.copy_(x) measured in
+    the same run.
   - saved for backward: the bytes of the tensors autograd keeps between forward and backward, counted with
     saved_tensors_hooks (exact and the same on any device: the activation memory a model pays per layer).
   - peak extra (CUDA only): the most memory one forward+backward allocates, saved tensors and temporaries together.
-Implementations: eager (the plain PyTorch code of model.py), ckpt (PolyCom with activation checkpointing, as
-model.py trains it), compile (torch.compile of the plain code), fused (the Triton kernels of kernels.py, on CUDA),
-liger (Liger-Kernel's PolyNorm, when liger_kernel is installed). Each is checked against eager before it is timed.
-Then the activation's share of one whole FFN (up projection, activation, down projection, forward+backward) is
-set next to its share of the FFN's FLOPs, counted from the formulas (see flops_per_token below).
+Implementations: eager (the plain PyTorch code of model.py), ckpt (PolyCom with activation checkpointing), compile
+(torch.compile of the plain code), fused (the Triton kernels of kernels.py), liger (Liger-Kernel's PolyNorm, when
+liger_kernel imports). Each is checked against eager before it is timed. Then the activation's share of one whole
+FFN (up projection, activation, down projection, forward+backward) is set next to its share of the FFN's FLOPs,
+counted from the formulas (see flops_per_token below).
 
 The model suite (--model) times forward+backward+AdamW steps of a config with each activation at matched
-parameters (only `activation` changes), and for MoE configs the grouped-GEMM experts against the reference loop.
+parameters (only `activation` changes), for each --act_impls choice of PolyCom's implementation, and for MoE
+configs the grouped-GEMM experts against the reference loop. The variants are built first and then timed in
+interleaved rounds, so that a noisy machine slows them alike.
 
 Both write <out>.md (the table, ready for the README) and <out>.json (every raw figure and the environment).
 On a CPU the defaults shrink to small shapes in float32, and every table says that its figures are CPU figures.
 """
 
 import argparse
+import ast
+import itertools
 import json
 import math
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
-from functools import partial
+from functools import cache, partial
 
 import torch
-import torch.nn.functional as F
 
-import model
-from common import cpu_name, peak_flops
+from common import cpu_name, model_config, peak_flops
 from data.shards import atomic_write
-from model import FFN, GPT, GPTConfig, make_activation, swiglu_width
+from model import ACT_IMPLS, ACTIVATIONS, FFN, GATED, GPT, GPTConfig, make_activation, read_config, swiglu_width
 
-ACTIVATIONS = ('relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm')
+try:  # the fused Triton kernels; without Triton their rows say why they did not run
+    import kernels
+except ImportError:
+    kernels = None
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 IMPLS = ('eager', 'ckpt', 'compile', 'fused', 'liger')
 DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': torch.float32}
 
@@ -58,15 +73,22 @@ DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': torch
 # stalls every op that waits for it, which turned medians of 0.1 ms into 10 ms here.
 DEFAULTS = {
     'cuda': dict(rows=[8192, 16384], widths=[4096, 8256, 16384], repeats=50, dtype='bfloat16', ffn_embd=2048,
-                 impls=list(IMPLS), steps=10, threads=torch.get_num_threads()),
+                 activations=list(ACTIVATIONS), impls=list(IMPLS), steps=10, threads=torch.get_num_threads()),
     'cpu': dict(rows=[256], widths=[512, 1024], repeats=20, dtype='float32', ffn_embd=512,
-                impls=['eager', 'ckpt', 'fused', 'liger'], steps=3, threads=1),
+                activations=list(ACTIVATIONS), impls=['eager', 'ckpt', 'fused', 'liger'], steps=3, threads=1),
 }
-QUICK = {'cuda': dict(rows=[16384], widths=[8256], repeats=20, steps=5),
+# --quick on a GPU: the shape the speed goals name (the dense 1B FFN's 8256 at 16384 tokens) and the activations
+# they compare, so that every goal is answered in about 2 minutes; on a CPU, one small shape
+QUICK = {'cuda': dict(rows=[16384], widths=[8256], repeats=25, steps=5,
+                      activations=[a for a in ACTIVATIONS if a in ('relu2', 'swiglu', 'polynorm', 'polynorm_glu')]),
          'cpu': dict(rows=[64], widths=[256], repeats=5, steps=2)}
 WARMUP = 3  # untimed runs before timing: they compile, autotune and fill the caching allocator
+ROUNDS = 3  # the model suite times its variants in this many interleaved rounds
+GROUPS = 5  # CUDA: the timed calls of one figure run in this many groups, each between one pair of events
 MAX_BUFFERS = 64  # rotation cap: tiny shapes sit in cache whatever we do
 CPU_CACHE_BYTES = 32 * 2**20  # a typical last-level cache; CUDA devices report theirs
+COMPILE_BACKEND = 'inductor'  # torch.compile's backend for the compile rows (the tests count graphs with 'eager')
+QUICK_START = 'quickstart'  # --model quickstart: train.py's quick-start model
 
 # -----------------------------------------------------------------------------
 # 1. Command line
@@ -77,23 +99,31 @@ def parse_args(argv):
     p.add_argument('--device', choices=['cuda', 'cpu'], default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--rows', type=int, nargs='+', help="tokens per call (the rows of the FFN activation)")
     p.add_argument('--widths', type=int, nargs='+',
-                   help="FFN hidden sizes, as ffn_hidden in a config; SwiGLU runs 2/3 of each, on two inputs")
-    p.add_argument('--activations', nargs='+', default=list(ACTIVATIONS), help=f"any of {', '.join(ACTIVATIONS)}")
+                   help="FFN hidden sizes, as ffn_hidden in a config; gated activations run 2/3 of each on two inputs")
+    p.add_argument('--activations', nargs='+', help=f"any of {', '.join(ACTIVATIONS)} (default: all)")
     p.add_argument('--impls', nargs='+', help=f"any of {', '.join(IMPLS)}")
     p.add_argument('--order', type=int, default=3, help="the PolyCom order r")
     p.add_argument('--dtype', choices=list(DTYPES), help="bfloat16 on a GPU, float32 on a CPU by default")
-    p.add_argument('--repeats', type=int, help="timed runs per figure (the median is reported)")
+    p.add_argument('--repeats', type=int, help="timed calls per figure")
     p.add_argument('--threads', type=int, help="CPU threads for torch (1 on a CPU run, so timings stay steady)")
     p.add_argument('--ffn_embd', type=int, help="n_embd of the FFN whose share the activation is (2048 on a GPU)")
-    p.add_argument('--out', help="prefix of the .md and .json written (default out/bench or out/bench_<config>)")
-    p.add_argument('--quick', action='store_true', help="one shape, fewer repeats or steps")
-    p.add_argument('--model', help="a config file: time whole training steps instead of the activations alone")
+    p.add_argument('--out', help="prefix of the .md and .json written (default out/bench, out/bench_<config> or "
+                                 "out/bench_sass)")
+    p.add_argument('--quick', action='store_true', help="the goals' shape and activations, fewer repeats or steps")
+    p.add_argument('--model', help=f"a config file, or {QUICK_START} for train.py's quick-start model: time whole "
+                                   "training steps instead of the activations alone")
+    p.add_argument('--act_impls', nargs='+', choices=ACT_IMPLS,
+                   help="PolyCom's implementations to time in the FFN-share table and in --model runs, each a row "
+                        "(default: auto)")
     p.add_argument('--n_layer', type=int, help="with --model: keep this many layers, so a big model runs fast")
     p.add_argument('--batch_size', type=int, help="with --model: sequences per step (the config's micro_batch_size)")
     p.add_argument('--block_size', type=int, help="with --model: tokens per sequence (the config's block_size)")
-    p.add_argument('--steps', type=int, help="with --model: timed training steps")
+    p.add_argument('--steps', type=int, help="with --model: timed training steps per round")
     p.add_argument('--compile', action=argparse.BooleanOptionalAction,
                    help="with --model: torch.compile the model (default: on CUDA only)")
+    p.add_argument('--sass-report', dest='sass_report', action='store_true',
+                   help="compile the PolyNorm kernels for sm_90 (no GPU needed) and report registers, spills and "
+                        "occupancy")
     args = p.parse_args(argv)
     check_args(p, args)
     return args
@@ -101,7 +131,7 @@ def parse_args(argv):
 
 def check_args(p, args):
     """Fill the device's defaults and reject what cannot run, saying how to fix it (p.error exits)."""
-    if args.device == 'cuda' and not torch.cuda.is_available():
+    if args.device == 'cuda' and not torch.cuda.is_available() and not args.sass_report:
         p.error("--device cuda, but this torch sees no CUDA device; run with --device cpu")
     defaults = {**DEFAULTS[args.device], **(QUICK[args.device] if args.quick else {})}
     for name, value in defaults.items():
@@ -120,14 +150,18 @@ def check_args(p, args):
             p.error(f"--{name}: {', '.join(wrong)} not known; choose from {', '.join(allowed)}")
     if not 1 <= args.order <= 8:
         p.error(f"--order must be between 1 and 8, got {args.order}")
-    if args.model is not None and not os.path.isfile(args.model):
-        p.error(f"--model {args.model}: no such file; give a config file such as config/dense_1b.py")
+    if args.model not in (None, QUICK_START) and not os.path.isfile(args.model):
+        p.error(f"--model {args.model}: no such file; give a config file such as config/dense_1b.py, "
+                f"or {QUICK_START}")
     if args.model is None and any(getattr(args, n) is not None for n in ('n_layer', 'batch_size', 'block_size')):
         p.error("--n_layer, --batch_size and --block_size go with --model config/<name>.py")
+    if args.sass_report and args.model:
+        p.error("--sass-report compiles the kernels alone; leave out --model")
+    args.act_impls = args.act_impls or ['auto']
     if args.compile is None:
         args.compile = args.device == 'cuda'
     if args.out is None:
-        stem = os.path.splitext(os.path.basename(args.model))[0] if args.model else None
+        stem = 'sass' if args.sass_report else os.path.splitext(os.path.basename(args.model))[0] if args.model else None
         args.out = os.path.join('out', f'bench_{stem}' if stem else 'bench')
 
 
@@ -135,28 +169,82 @@ def check_args(p, args):
 # 2. Timing and memory
 
 
-def measure(run, n_buffers, repeats, device):
-    """Median milliseconds of run(i) over `repeats` calls after WARMUP untimed ones, i cycling over the buffers."""
-    for i in range(WARMUP):
+def measure(run, n_buffers, repeats, device, warmup=WARMUP, host_ahead=True):
+    """Milliseconds per call of run(i), i cycling over the buffers, after `warmup` untimed calls. CPU: the median
+    of `repeats` calls, each timed alone. CUDA: see cuda_ms_per_call; host_ahead=False times the calls back to
+    back as they come, the steady state of a training loop whose host runs ahead of the GPU by itself."""
+    for i in range(warmup):
         run(i % n_buffers)
-    calls = [(WARMUP + i) % n_buffers for i in range(repeats)]
+    calls = [(warmup + i) % n_buffers for i in range(repeats)]
     if device.type == 'cuda':
-        # events time the GPU's own work; the host only queues it, so host timers would measure the queueing
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in calls]
-        torch.cuda.synchronize(device)
-        for i, (start, end) in zip(calls, events):
-            start.record()
-            run(i)
-            end.record()
-        torch.cuda.synchronize(device)
-        times = [start.elapsed_time(end) for start, end in events]
-    else:
-        times = []
-        for i in calls:
-            t0 = time.perf_counter()
-            run(i)
-            times.append(1e3 * (time.perf_counter() - t0))
+        return cuda_ms_per_call(run, calls, device, host_ahead)
+    times = []
+    for i in calls:
+        t0 = time.perf_counter()
+        run(i)
+        times.append(1e3 * (time.perf_counter() - t0))
     return statistics.median(times)
+
+
+def cuda_ms_per_call(run, calls, device, host_ahead):
+    """GPU milliseconds per call: the median over GROUPS groups of back-to-back calls, each group between one pair
+    of CUDA events. A custom op with autograd costs the host about 0.1 ms per call before its kernel launches, more
+    than a small kernel's GPU time, so events around each call, or around calls the GPU runs as soon as they come,
+    would time the host. So each group is queued behind a device sleep long enough for the host to queue the whole
+    group first; the GPU then runs it back to back. If the sleep ends before the last call is queued (the host was
+    slower than its last group said, or the launch queue filled), the group is not counted, and the next one is
+    smaller and sleeps longer. (CUDA graphs were the other way: every implementation would have to be capturable,
+    torch.compile's, checkpointing's and Liger's included, with its buffers static.)"""
+    if not host_ahead:
+        ms, _, _ = timed_group(run, calls, device, 0.0)
+        return ms
+    size = max(1, len(calls) // GROUPS)
+    cycle = itertools.cycle(calls)
+    sleep_ms, figures = 1.0, []
+    for _ in range(4 * GROUPS):
+        group = [next(cycle) for _ in range(size)]
+        ms, host_ms, ahead = timed_group(run, group, device, sleep_ms)
+        if ahead:
+            figures.append(ms)
+            if len(figures) == GROUPS:
+                return statistics.median(figures)
+        elif size > 1:
+            size //= 2
+        sleep_ms = 2 * host_ms / len(group) * size + 0.1  # twice what the host took to queue as many calls
+    raise RuntimeError("the host could not queue the calls ahead of the GPU (does the function synchronize?); "
+                       "its time would be the host's, so it is not reported")
+
+
+def timed_group(run, group, device, sleep_ms):
+    """(GPU ms per call of run over the group, host ms to queue it, whether the host queued it all before the
+    device sleep ended)."""
+    start, end, slept = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+    torch.cuda.synchronize(device)
+    if sleep_ms:
+        torch.cuda._sleep(int(sleep_ms * sleep_cycles_per_ms(device)))
+        slept.record()
+    start.record()
+    t0 = time.perf_counter()
+    for i in group:
+        run(i)
+    host_ms = 1e3 * (time.perf_counter() - t0)
+    end.record()
+    ahead = not sleep_ms or not slept.query()  # still sleeping: the GPU has not begun the group
+    torch.cuda.synchronize(device)
+    return start.elapsed_time(end) / len(group), host_ms, ahead
+
+
+@cache  # one calibration per device and process
+def sleep_cycles_per_ms(device):
+    """GPU clock cycles of torch.cuda._sleep per millisecond, measured."""
+    cycles = 10**7
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(cycles)  # the first sleep loads the kernel
+    start.record()
+    torch.cuda._sleep(cycles)
+    end.record()
+    torch.cuda.synchronize(device)
+    return cycles / start.elapsed_time(end)
 
 
 def saved_bytes(forward, inputs, params):
@@ -204,11 +292,19 @@ def copy_bandwidth(dtype, repeats, device):
 
 
 def make_buffers(n_inputs, shape, dtype, device):
-    """Sets of (inputs, dy), enough that cycling through them moves 4x the cache, so none is read from cache."""
+    """Sets of (inputs, dy), enough that cycling through them moves 4x the cache, so none is read from cache.
+    The inputs' row count is marked dynamic: a compiled implementation then serves every row count with one graph
+    per width."""
     set_bytes = (n_inputs + 1) * math.prod(shape) * dtype.itemsize
     n = min(MAX_BUFFERS, max(2, math.ceil(4 * cache_bytes(device) / set_bytes)))
-    return [([torch.randn(shape, dtype=dtype, device=device, requires_grad=True) for _ in range(n_inputs)],
-             torch.randn(shape, dtype=dtype, device=device)) for _ in range(n)]
+    buffers = []
+    for _ in range(n):
+        inputs = [torch.randn(shape, dtype=dtype, device=device, requires_grad=True) for _ in range(n_inputs)]
+        for x in inputs:
+            if shape[0] > 1:  # dynamo specializes sizes 0 and 1 whatever it is told
+                torch._dynamo.mark_dynamic(x, 0)
+        buffers.append((inputs, torch.randn(shape, dtype=dtype, device=device)))
+    return buffers
 
 
 # -----------------------------------------------------------------------------
@@ -216,12 +312,13 @@ def make_buffers(n_inputs, shape, dtype, device):
 
 
 def act_width(activation, hidden):
-    """The width the activation runs at: SwiGLU takes 2/3 of the FFN hidden size (model.py's parameter match)."""
-    return swiglu_width(hidden) if activation == 'swiglu' else hidden
+    """The width the activation runs at: gated ones, act(gate) * up, take 2/3 of the FFN hidden size (model.py's
+    parameter match)."""
+    return swiglu_width(hidden) if activation in GATED else hidden
 
 
 def n_inputs(activation):
-    return 2 if activation == 'swiglu' else 1  # SwiGLU multiplies silu(gate) by up
+    return 2 if activation in GATED else 1
 
 
 def bytes_moved(activation, rows, width, itemsize):
@@ -236,24 +333,27 @@ def bytes_moved(activation, rows, width, itemsize):
 def forward_flops_per_element(activation, order):
     """Arithmetic operations per element of the activation's input in the forward, counted from the formulas of
     model.py; a max, multiply, add, divide, exp, erf or rsqrt counts one. Per-row work (PolyNorm's r rsqrt) is
-    left out: it is 1/width of the rest."""
+    left out: it is 1/width of the rest. A gated activation adds one multiply by up."""
     r = order
-    return {'relu': 1,  # max(x, 0)
-            'gelu': 5,  # x / sqrt(2), erf, + 1, * x, * 0.5
-            'relu2': 2,  # max, square
-            'swiglu': 5,  # silu(g) * u = g / (1 + exp(-g)) * u: negate, exp, add, divide, multiply
-            'polyrelu': 3 * r,  # relu, r-1 powers, r weights, r adds (the bias included)
-            'polynorm': 6 * r - 1,  # r-1 powers; per power square, row-sum add, scale by rsqrt; r weights, r adds
-            }[activation]
+    counts = {'relu': 1,  # max(x, 0)
+              'gelu': 5,  # x / sqrt(2), erf, + 1, * x, * 0.5
+              'relu2': 2,  # max, square
+              'swiglu': 5,  # silu(g) * u = g / (1 + exp(-g)) * u: negate, exp, add, divide, multiply
+              'polyrelu': 3 * r,  # relu, r-1 powers, r weights, r adds (the bias included)
+              'polynorm': 6 * r - 1,  # r-1 powers; per power square, row-sum add, scale by rsqrt; r weights, r adds
+              }
+    if activation in GATED and activation != 'swiglu':
+        return counts[activation.removesuffix('_glu')] + 1
+    return counts[activation]
 
 
 def flops_per_token(activation, n_embd, hidden, order):
     """Training FLOPs per token of one FFN, (matmuls, activation). Matmuls: 2 per multiply-add, times 3 for
-    forward+backward, over the FFN's weights (2 matrices of n_embd x hidden, or SwiGLU's 3 of 2/3 the width).
+    forward+backward, over the FFN's weights (2 matrices of n_embd x hidden, or a gated FFN's 3 of 2/3 the width).
     The activation: its forward count per element times the width, times the same 3, i.e. backward taken as
     twice the forward, a rough count that cannot move a share this small."""
     width = act_width(activation, hidden)
-    n_matrices = 3 if activation == 'swiglu' else 2
+    n_matrices = 3 if activation in GATED else 2
     matmul = 6 * n_matrices * n_embd * width
     act = 3 * forward_flops_per_element(activation, order) * width
     return matmul, act
@@ -263,39 +363,49 @@ def flops_per_token(activation, n_embd, hidden, order):
 # 4. The implementations under test
 
 
-def swiglu(gate, up):  # as in model.FFN: silu(gate(x)) * up(x)
-    return F.silu(gate) * up
+def poly(activation):
+    """The PolyCom activation inside: 'polynorm' for 'polynorm' and 'polynorm_glu', None for the baselines."""
+    base = activation.removesuffix('_glu')
+    return base if base in ('polynorm', 'polyrelu') else None
 
 
 def applies(activation, impl):
     """Whether the implementation exists for the activation at all (no table row otherwise)."""
-    poly = activation in ('polyrelu', 'polynorm')
-    return {'eager': True, 'compile': True, 'ckpt': poly, 'fused': poly, 'liger': activation == 'polynorm'}[impl]
+    is_poly = poly(activation) is not None
+    return {'eager': True, 'compile': True, 'ckpt': is_poly, 'fused': is_poly,
+            'liger': activation == 'polynorm'}[impl]
 
 
 def triton_runs_on(device):
-    # Triton kernels need CUDA tensors, or its CPU interpreter (TRITON_INTERPRET=1, for tests: slow, not timing)
-    return device.type == 'cuda' or os.environ.get('TRITON_INTERPRET') == '1'
+    """Whether kernels.py's kernels run here: CUDA tensors, or the CPU through Triton's interpreter (for tests:
+    slow, not timing), which kernels.py takes when TRITON_INTERPRET=1 was set before it was imported."""
+    return kernels is not None and (device.type == 'cuda' or kernels.INTERPRETED)
 
 
 def liger_poly_norm_class():
+    """(Liger-Kernel's PolyNorm class, None), or (None, why it cannot be had)."""
     try:  # the module itself, not liger_kernel.transformers, whose __init__ may pull in `transformers`
         from liger_kernel.transformers.poly_norm import LigerPolyNorm
-        return LigerPolyNorm
-    except ImportError:
-        return None
+    except ModuleNotFoundError as e:
+        if (e.name or '').startswith('liger_kernel'):
+            return None, "liger_kernel is not installed (pip install liger-kernel)"
+        return None, f"liger_kernel failed to import: {type(e).__name__}: {e}"
+    except Exception as e:  # noqa: BLE001 -- e.g. built for another Triton: reported, and the suite goes on
+        return None, f"liger_kernel failed to import: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return LigerPolyNorm, None
 
 
 def unavailable(activation, impl, order, device):
     """Why an implementation that applies cannot run here, or None when it can."""
     if impl == 'fused':
-        if model.poly_norm_fused is None:
+        if kernels is None:
             return "kernels.py did not import (it needs Triton: pip install triton)"
         if not triton_runs_on(device):
-            return "the Triton kernels need a CUDA device"
+            return "the Triton kernels need a CUDA device (or TRITON_INTERPRET=1, for tests)"
     if impl == 'liger':
-        if liger_poly_norm_class() is None:
-            return "liger_kernel is not installed (pip install liger-kernel)"
+        liger, reason = liger_poly_norm_class()
+        if liger is None:
+            return reason
         if device.type != 'cuda':
             return "Liger's kernels need a CUDA device (they do not run in Triton's CPU interpreter)"
         if order != 3:
@@ -309,38 +419,42 @@ def poly_coefficients(order):
     return torch.arange(1, order + 1, dtype=torch.float32) / order, torch.tensor([0.1])
 
 
+def glu(act, gate, up):  # a gated FFN's activation, as in model.FFN: act(gate(x)) * up(x)
+    return act(gate) * up
+
+
 def build(activation, impl, order, device):
     """(forward, params): forward(*inputs) -> y computes the activation the way `impl` does."""
-    if activation == 'swiglu':
-        forward, params = swiglu, []
-    else:
-        cfg = GPTConfig(activation=activation, poly_order=order, act_checkpointing=impl == 'ckpt', act_impl='plain')
-        act = make_activation(cfg).to(device)
-        params = list(act.parameters())
-        if params:
-            weight, bias = poly_coefficients(order)
-            with torch.no_grad():
-                act.weight.copy_(weight)
-                act.bias.copy_(bias)
-        forward = act
-        # the kernels are called directly: PolyNorm and PolyReLU pick them for CUDA tensors only
-        if impl == 'fused' and activation == 'polynorm':
-            forward = partial(model.poly_norm_fused, weight=act.weight, bias=act.bias, eps=act.eps)
-        elif impl == 'fused':
-            forward = partial(model.poly_relu_fused, weight=act.weight, bias=act.bias)
-        elif impl == 'liger':
-            forward = liger_poly_norm(act)
-            params = list(forward.parameters())
+    cfg = GPTConfig(activation=activation, poly_order=order, act_checkpointing=impl == 'ckpt', act_impl='plain')
+    act = make_activation(cfg).to(device)
+    params = list(act.parameters())
+    if params:
+        weight, bias = poly_coefficients(order)
+        with torch.no_grad():
+            act.weight.copy_(weight)
+            act.bias.copy_(bias)
+    forward = act
+    if impl == 'fused' and poly(activation) == 'polynorm':  # the kernels called directly, whatever 'auto' picks
+        forward = partial(kernels.poly_norm_fused, weight=act.weight, bias=act.bias, eps=act.eps)
+    elif impl == 'fused':
+        forward = partial(kernels.poly_relu_fused, weight=act.weight, bias=act.bias)
+    elif impl == 'liger':
+        forward = liger_poly_norm(act)
+        params = list(forward.parameters())
+    if activation in GATED:
+        forward = partial(glu, forward)
     if impl == 'compile':
-        torch._dynamo.reset()  # a fresh cache per shape: past the recompile limit, dynamo falls back to eager
-        forward = torch.compile(forward)
+        # static widths, as in a model, and a dynamic row count (make_buffers marks it): one graph per activation
+        # and width, whatever the row counts; dynamic=False stops dynamo from making the width dynamic too when
+        # the same code meets a second width
+        forward = torch.compile(forward, dynamic=False, backend=COMPILE_BACKEND)
     return forward, params
 
 
 def liger_poly_norm(act):
     """Liger's PolyNorm holding the same coefficients as `act`, a model.PolyNorm."""
     # in_place=False: Liger writes dx into dy otherwise, and the timed runs reuse each dy buffer
-    liger = liger_poly_norm_class()(eps=act.eps, in_place=False).to(act.weight.device)
+    liger = liger_poly_norm_class()[0](eps=act.eps, in_place=False).to(act.weight.device)
     with torch.no_grad():
         liger.weight.copy_(act.weight.flip(0))  # Liger's weight[0] goes with x**3, model.py's with x
         liger.bias.copy_(act.bias.view_as(liger.bias))  # a scalar there, shape (1,) here
@@ -365,11 +479,10 @@ def diff_from_eager(forward, reference, inputs, dy):
 # 5. The activation suite
 
 
-def bench_activation(activation, impl, rows, hidden, reference, buffers, args, device, copy_GBps):
-    """Time, bandwidth and memory of one implementation at one shape (a table row)."""
+def bench_activation(activation, rows, width, built, reference, buffers, args, device, copy_GBps):
+    """Time, bandwidth and memory of one implementation, built = (forward, params), at one shape (a table row)."""
     dtype = DTYPES[args.dtype]
-    width = act_width(activation, hidden)
-    forward, params = build(activation, impl, args.order, device)
+    forward, params = built
     row = dict(n_inputs=n_inputs(activation), dtype=args.dtype, buffers=len(buffers), repeats=args.repeats)
     inputs, dy = buffers[0]
     row['diff_vs_eager'] = diff_from_eager(forward, reference, inputs, dy)
@@ -397,17 +510,17 @@ def bench_activation(activation, impl, rows, hidden, reference, buffers, args, d
     return row
 
 
-def bench_ffn(activation, rows, hidden, args, device):
-    """The activation's share of one FFN's forward+backward, with the activation as model.py runs it by default
-    (its fused kernel on CUDA when kernels.py imports, else checkpointed PolyCom), next to its share of FLOPs."""
+def bench_ffn(activation, act_impl, rows, hidden, args, device):
+    """The activation's share of one FFN's forward+backward, with the activation as model.py runs it with
+    act_impl, next to its share of the FLOPs."""
     dtype = DTYPES[args.dtype]
     cfg = GPTConfig(n_embd=args.ffn_embd, n_head=1, ffn_hidden=hidden, activation=activation,
-                    poly_order=args.order)
+                    poly_order=args.order, act_impl=act_impl)
     ffn = FFN(cfg).to(device)  # float32 weights, matmuls in args.dtype under autocast: as in training
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     width = act_width(activation, hidden)
-    act = swiglu if ffn.act is None else ffn.act
-    act_params = list(ffn.act.parameters()) if ffn.act is not None else []
+    act = partial(glu, ffn.act) if activation in GATED else ffn.act
+    act_params = list(ffn.act.parameters())
 
     def timed(forward, params, k, shape):
         buffers = make_buffers(k, shape, dtype, device)
@@ -441,11 +554,9 @@ def guarded(label, fn, *args):
             torch.cuda.empty_cache()
 
 
-def run_activations(args, device):
-    dtype = DTYPES[args.dtype]
-    copy_GBps = copy_bandwidth(dtype, args.repeats, device)
-    log(f"copy bandwidth: {copy_GBps:.0f} GB/s")
-    runnable, notes = {}, []  # activation -> the implementations to time; notes: those that cannot run here
+def runnable_impls(args, device):
+    """activation -> the implementations to time here, and a note for each one that applies but cannot run."""
+    runnable, notes = {}, []
     for activation in args.activations:
         runnable[activation] = []
         for impl in [i for i in args.impls if applies(activation, i)]:
@@ -454,48 +565,111 @@ def run_activations(args, device):
                 notes.append(f"{activation} {impl}: not run, {reason}")
             else:
                 runnable[activation].append(impl)
-    results = []
+    return runnable, notes
+
+
+def activation_rows(args, device, copy_GBps, runnable):
+    """The first table's rows. Each implementation is built once per activation and width and serves every row
+    count, so torch.compile makes one graph per activation and width, not one per shape."""
+    dtype = DTYPES[args.dtype]
+    built, results = {}, []
     for rows in args.rows:
         for hidden in args.widths:
             for activation in [a for a in args.activations if runnable[a]]:
-                shape = (rows, act_width(activation, hidden))
-                buffers = make_buffers(n_inputs(activation), shape, dtype, device)
+                width = act_width(activation, hidden)
+                buffers = make_buffers(n_inputs(activation), (rows, width), dtype, device)
                 reference, _ = build(activation, 'eager', args.order, device)
                 for impl in runnable[activation]:
-                    label = f"{activation} {impl} {rows}x{shape[1]}"
-                    row = guarded(label, bench_activation, activation, impl, rows, hidden, reference, buffers,
-                                  args, device, copy_GBps)
-                    row = {'activation': activation, 'impl': impl, 'rows': rows, 'hidden': hidden,
-                           'width': shape[1], **row}
+                    label = f"{activation} {impl} {rows}x{width}"
+                    key = (activation, impl, width)
+                    if key not in built:
+                        built[key] = guarded(label, build, activation, impl, args.order, device)
+                    if isinstance(built[key], dict):  # the build failed: its error is the row
+                        row = built[key]
+                    else:
+                        row = guarded(label, bench_activation, activation, rows, width, built[key], reference,
+                                      buffers, args, device, copy_GBps)
+                    row = {'activation': activation, 'impl': impl, 'rows': rows, 'hidden': hidden, 'width': width,
+                           **row}
                     results.append(row)
                     log(f"  {label}: " + (row.get('error') or
                                           f"fwd {row['fwd_ms']:.3f} ms, fwd+bwd {row['fwd_bwd_ms']:.3f} ms, "
                                           f"saved {fmt_bytes(row['saved_bytes'])}"))
                 del buffers
-    ffn = []
+    return results
+
+
+def ffn_rows(args, device):
+    """The second table's rows: the activation's share of its FFN, per act_impl where PolyCom has a choice."""
+    results = []
     rows = max(args.rows)  # the share hardly depends on the token count: one row count is enough
     for hidden in args.widths:
         for activation in args.activations:
-            label = f"FFN {activation} {rows}x{hidden}"
-            row = {'activation': activation, 'rows': rows, 'hidden': hidden,
-                   **guarded(label, bench_ffn, activation, rows, hidden, args, device)}
-            ffn.append(row)
-            log(f"  {label}: " + (row.get('error') or
-                                  f"FFN {row['ffn_ms']:.3f} ms, activation {100 * row['time_share']:.1f} %"))
-    return {'copy_GBps': copy_GBps, 'activations': results, 'ffn': ffn, 'notes': notes}
+            for act_impl in args.act_impls if poly(activation) else args.act_impls[:1]:
+                label = f"FFN {activation}{f' {act_impl}' if poly(activation) else ''} {rows}x{hidden}"
+                row = {'activation': activation, 'act_impl': act_impl if poly(activation) else None, 'rows': rows,
+                       'hidden': hidden, **guarded(label, bench_ffn, activation, act_impl, rows, hidden, args, device)}
+                results.append(row)
+                log(f"  {label}: " + (row.get('error') or
+                                      f"FFN {row['ffn_ms']:.3f} ms, activation {100 * row['time_share']:.1f} %"))
+    return results
+
+
+def run_activations(args, device):
+    copy_GBps = copy_bandwidth(DTYPES[args.dtype], args.repeats, device)
+    log(f"copy bandwidth: {copy_GBps:.0f} GB/s")
+    runnable, notes = runnable_impls(args, device)
+    results = activation_rows(args, device, copy_GBps, runnable)
+    return {'copy_GBps': copy_GBps, 'activations': results, 'ffn': ffn_rows(args, device), 'notes': notes}
 
 
 # -----------------------------------------------------------------------------
 # 6. The model suite: whole training steps
 
 
-def bench_training(cfg, batch_size, compile_mode, args, device):
-    """Step time, throughput, MFU and peak memory of forward + backward + AdamW step on random tokens."""
+def quick_start_settings():
+    """The quick start's model and micro batch: train.py's QUICK_START_MODEL and TRAINING['micro_batch_size'],
+    read from its source (plain dict(...) literals) rather than imported, since a script never imports another;
+    GPTConfig's defaults fill the other keys. The numbers stay in one place."""
+    path = os.path.join(HERE, 'train.py')
+    found = {}
+    try:
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            name = getattr(node.targets[0], 'id', None) if isinstance(node, ast.Assign) else None
+            if name in ('QUICK_START_MODEL', 'TRAINING'):
+                found[name] = {k.arg: k.value for k in node.value.keywords}
+        settings = {k: ast.literal_eval(v) for k, v in found['QUICK_START_MODEL'].items()}
+        settings['micro_batch_size'] = ast.literal_eval(found['TRAINING']['micro_batch_size'])
+    except (OSError, SyntaxError, ValueError, KeyError, AttributeError) as e:
+        raise SystemExit(f"--model {QUICK_START}: could not read QUICK_START_MODEL and TRAINING's micro_batch_size "
+                         f"from {path} ({type(e).__name__}: {e}); give a config file instead") from None
+    # None means the data's vocabulary; the quick start's corpus (stdlib) is UTF-8 bytes
+    settings['vocab_size'] = settings.get('vocab_size') or 256
+    return settings
+
+
+def model_variants(args, moe):
+    """(activation, act_impl, moe_impl, compile mode) of every row, in table order."""
+    if moe:
+        # the grouped path is one graph (fullgraph); the loop's data-dependent shapes break the graph at every
+        # expert and recompile as the token counts change, so it runs eager, next to an eager grouped run
+        paths = ([('grouped', 'compiled, fullgraph'), ('grouped', 'eager')] if args.compile else
+                 [('grouped', 'eager')]) + [('loop', 'eager')]
+    else:
+        paths = [(None, 'compiled' if args.compile else 'eager')]  # as train.py compiles
+    return [(activation, act_impl, moe_impl, mode) for activation in args.activations
+            for act_impl in (args.act_impls if poly(activation) else args.act_impls[:1])
+            for moe_impl, mode in paths]
+
+
+def build_step(cfg, batch_size, compile_mode, args, device):
+    """A function that runs one forward + backward + AdamW step on a fixed random batch, and the model."""
     dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
     gpt = GPT(cfg).to(device)
     optimizer = torch.optim.AdamW(gpt.optim_groups(0.1), lr=1e-4, betas=(0.9, 0.95), fused=device.type == 'cuda')
-    torch._dynamo.reset()  # one GPT code object serves every variant: start each from an empty compile cache
     step_model = gpt
     if compile_mode != 'eager':
         step_model = torch.compile(gpt, fullgraph=compile_mode == 'compiled, fullgraph')
@@ -510,49 +684,172 @@ def bench_training(cfg, batch_size, compile_mode, args, device):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    if device.type == 'cuda':
+    return step, gpt
+
+
+def warm_up(cfg, batch_size, compile_mode, args, device):
+    """Build a variant and run its warm-up steps (they compile); returns (step, row figures). Its peak memory is
+    what it adds at its highest to what earlier variants hold."""
+    before = torch.cuda.memory_allocated(device) if device.type == 'cuda' else None
+    if before is not None:
         torch.cuda.reset_peak_memory_stats(device)
-    ms = measure(step, 1, args.steps, device)
+    step, gpt = build_step(cfg, batch_size, compile_mode, args, device)
+    for _ in range(WARMUP):
+        step(0)
     n = gpt.num_params()
-    tokens_per_s = batch_size * cfg.block_size / (ms / 1e3)
-    flops = gpt.flops_per_token(cfg.block_size)
-    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
-    return dict(step_ms=ms, tokens_per_s=tokens_per_s, flops_per_token=flops,
-                mfu=flops * tokens_per_s / peak if peak else None,
-                peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else None,
-                params_total=n['total'], params_active=n['active'])
+    peak = torch.cuda.max_memory_allocated(device) - before if before is not None else None
+    return step, dict(flops_per_token=gpt.flops_per_token(cfg.block_size), peak_memory_bytes=peak,
+                      params_total=n['total'], params_active=n['active'])
 
 
 def run_model(args, device):
-    config = model.read_config(args.model)
-    overrides = {k: getattr(args, k) for k in ('n_layer', 'block_size') if getattr(args, k) is not None}
-    batch_size = args.batch_size or config.get('micro_batch_size', 1)
-    moe = config.get('n_experts', 0) > 0
-    if moe:
-        # the grouped path is one graph (fullgraph); the loop's data-dependent shapes break the graph at every
-        # expert and recompile as the token counts change, so it runs eager, next to an eager grouped run
-        variants = ([('grouped', 'compiled, fullgraph'), ('grouped', 'eager')] if args.compile else
-                    [('grouped', 'eager')]) + [('loop', 'eager')]
+    """Every variant built and warmed first, then timed in ROUNDS interleaved rounds of args.steps steps each;
+    a variant's figure is the median of its rounds."""
+    if args.model == QUICK_START:
+        settings = quick_start_settings()
     else:
-        variants = [(None, 'compiled' if args.compile else 'eager')]  # as train.py compiles
-    results = []
-    for activation in args.activations:
-        for moe_impl, compile_mode in variants:
+        settings = read_config(args.model)
+    settings.update({k: getattr(args, k) for k in ('n_layer', 'block_size') if getattr(args, k) is not None})
+    batch_size = args.batch_size or settings.get('micro_batch_size', 1)
+    moe = settings.get('n_experts', 0) > 0
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
+    rows, steps = [], {}
+    # every compiled variant is one more entry in the compile cache of GPT.forward's code; dynamo's default limit
+    # (8) would send later variants back to eager
+    with torch._dynamo.config.patch(recompile_limit=max(8, 2 * len(model_variants(args, moe)))):
+        for activation, act_impl, moe_impl, mode in model_variants(args, moe):
             extra = {'moe_impl': moe_impl} if moe_impl else {}
-            cfg = model.config_from_file(args.model, **overrides, activation=activation, **extra)
-            label = f"{activation}" + (f" {moe_impl}" if moe_impl else '') + f" ({compile_mode})"
-            row = {'activation': activation, 'moe_impl': moe_impl, 'compile': compile_mode,
-                   'n_layer': cfg.n_layer, 'n_embd': cfg.n_embd, 'block_size': cfg.block_size,
-                   'batch_size': batch_size, 'dtype': args.dtype, 'steps': args.steps,
-                   **guarded(label, bench_training, cfg, batch_size, compile_mode, args, device)}
-            results.append(row)
-            log(f"  {label}: " + (row.get('error') or
-                                  f"{row['step_ms']:.1f} ms/step, {row['tokens_per_s']:.0f} tokens/s"))
-    return {'config': args.model, 'moe': moe, 'runs': results}
+            if not poly(activation):  # per-expert coefficients exist for PolyCom only: the baselines run without
+                extra['poly_per_expert'] = False
+            try:
+                cfg = model_config({**settings, 'activation': activation, 'act_impl': act_impl, **extra})
+            except ValueError as e:  # GPTConfig's checks, e.g. act_impl='triton' with poly_per_expert
+                raise SystemExit(f"--model {args.model}: {e}") from None
+            label = ' '.join([activation, *([act_impl] if poly(activation) else []), *([moe_impl] if moe_impl else []),
+                              f"({mode})"])
+            row = {'activation': activation, 'act_impl': act_impl if poly(activation) else None, 'moe_impl': moe_impl,
+                   'compile': mode, 'n_layer': cfg.n_layer, 'n_embd': cfg.n_embd, 'block_size': cfg.block_size,
+                   'vocab_size': cfg.vocab_size, 'batch_size': batch_size, 'dtype': args.dtype, 'steps': args.steps,
+                   'label': label}
+            built = guarded(label, warm_up, cfg, batch_size, mode, args, device)
+            if isinstance(built, dict):  # the error of a variant that did not build or warm up
+                row.update(built)
+            else:
+                steps[label], figures = built
+                row.update(figures)
+                log(f"  {label}: built and warmed up")
+            rows.append(row)
+        for _ in range(ROUNDS):
+            for row in rows:
+                if row['label'] in steps:
+                    ms = guarded(row['label'], measure, steps[row['label']], 1, args.steps, device, 0, False)
+                    if isinstance(ms, dict):
+                        steps.pop(row['label'])
+                        row.update(ms)
+                    else:
+                        row.setdefault('round_ms', []).append(ms)
+    for row in rows:
+        if 'error' in row:
+            continue
+        row['step_ms'] = statistics.median(row['round_ms'])
+        row['tokens_per_s'] = batch_size * row['block_size'] / (row['step_ms'] / 1e3)
+        row['mfu'] = row['flops_per_token'] * row['tokens_per_s'] / peak if peak else None
+        log(f"  {row['label']}: {row['step_ms']:.1f} ms/step, {row['tokens_per_s']:.0f} tokens/s")
+    return {'config': args.model, 'moe': moe, 'runs': rows}
 
 
 # -----------------------------------------------------------------------------
-# 7. The report
+# 7. Registers and occupancy of the PolyNorm kernels on sm_90, without a GPU
+
+SASS_WIDTHS = (4096, 8256, 16384, 65536)  # the paper's FFN widths, and a wide one
+SASS_WARPS = (4, 8, 16, 32)
+# sm_90 (H100, H200): per SM 65536 registers, allocated per warp in units of 256; at most 64 warps and 32
+# programs; 228 KiB of shared memory, of which each program also reserves 1 KiB
+SM90 = dict(registers=65536, register_unit=256, warps=64, programs=32, shared=228 * 1024, reserved_shared=1024)
+
+
+def kernel_signature(kernel, io_type):
+    """ASTSource's signature for a kernels.py kernel: x, y, dy and dx in io_type, other pointers float32."""
+    signature = {}
+    for name in kernel.arg_names:
+        if name.isupper():
+            signature[name] = 'constexpr'
+        elif name in ('x_ptr', 'y_ptr', 'dy_ptr', 'dx_ptr'):
+            signature[name] = '*' + io_type
+        elif name.endswith('_ptr'):
+            signature[name] = '*fp32'
+        else:
+            signature[name] = 'fp32' if name == 'eps' else 'i32'
+    return signature
+
+
+def sass_usage(kernel, constants, num_warps):
+    """Registers and spills per thread, and shared memory per program, of a kernel compiled for sm_90 in bf16:
+    Triton compiles it for that target without a GPU, then the same ptxas that Triton calls reports on its PTX."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.compiler import ASTSource
+    source = ASTSource(fn=kernel, signature=kernel_signature(kernel, 'bf16'), constexprs=constants)
+    compiled = triton.compile(source, target=GPUTarget('cuda', 90, 32), options={'num_warps': num_warps})
+    with tempfile.TemporaryDirectory() as folder:
+        ptx = os.path.join(folder, 'kernel.ptx')
+        with open(ptx, 'w') as f:
+            f.write(compiled.asm['ptx'])
+        done = subprocess.run([get_ptxas(90).path, '-v', '--regAllocOptLevel=2', '--gpu-name=sm_90a', ptx,
+                               '-o', os.path.join(folder, 'kernel.cubin')], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"ptxas failed: {done.stderr.strip()[-500:]}")
+    registers = int(re.search(r'Used (\d+) registers', done.stderr).group(1))
+    spills = sum(int(n) for n in re.findall(r'(\d+) bytes spill (?:stores|loads)', done.stderr))
+    return dict(registers=registers, spill_bytes=spills, shared_bytes=compiled.metadata.shared)
+
+
+def occupancy(registers, shared_bytes, num_warps):
+    """Warps resident per SM on sm_90, over its 64: the fewest that registers, shared memory and the program and
+    warp limits allow, for one-program-per-row kernels."""
+    per_warp = math.ceil(registers * 32 / SM90['register_unit']) * SM90['register_unit']
+    programs = min(SM90['registers'] // per_warp // num_warps, SM90['warps'] // num_warps, SM90['programs'],
+                   SM90['shared'] // (shared_bytes + SM90['reserved_shared']))
+    return programs * num_warps / SM90['warps']
+
+
+def sass_report(args):
+    """Every (width, tiling, kernel, warps) compiled for sm_90: the kernels' own tiling of each width, and for wide
+    rows the tiling they would get from MAX_BLOCK-wide tiles, to show why they do not."""
+    if kernels is None:
+        raise SystemExit("--sass-report needs Triton (pip install triton)")
+    if kernels.INTERPRETED:
+        raise SystemExit("--sass-report compiles the kernels, which TRITON_INTERPRET=1 replaces with the "
+                         "interpreter; run it without TRITON_INTERPRET")
+    rows = []
+    for width in SASS_WIDTHS:
+        chosen = kernels.norm_tiles(width)
+        tilings = [chosen]
+        if not chosen['ONE_TILE']:
+            rest = width % kernels.MAX_BLOCK
+            tilings.append(dict(BLOCK=kernels.MAX_BLOCK, TAIL=1 << (rest - 1).bit_length() if rest else 0,
+                                ONE_TILE=False))
+        for tiles in tilings:
+            for name, kernel in (('forward', kernels._poly_norm_fwd_kernel),
+                                 ('backward', kernels._poly_norm_bwd_kernel)):
+                constants = dict(ORDER=args.order, R=1 << (args.order - 1).bit_length(),
+                                 **{k: v for k, v in tiles.items() if k != 'num_warps'})
+                for warps in SASS_WARPS:
+                    usage = sass_usage(kernel, constants, warps)
+                    row = dict(width=width, kernel=name, BLOCK=tiles['BLOCK'], TAIL=tiles['TAIL'],
+                               ONE_TILE=tiles['ONE_TILE'], num_warps=warps,
+                               used=tiles is chosen and warps == chosen['num_warps'], **usage,
+                               occupancy=occupancy(usage['registers'], usage['shared_bytes'], warps))
+                    rows.append(row)
+                    log(f"  {width} {name} BLOCK {row['BLOCK']} TAIL {row['TAIL']} warps {warps}: "
+                        f"{row['registers']} registers, {row['spill_bytes']} B spilled, "
+                        f"occupancy {100 * row['occupancy']:.0f} %")
+    return rows
+
+
+# -----------------------------------------------------------------------------
+# 8. The report
 
 
 def log(message):
@@ -578,11 +875,12 @@ def environment(device, argv):
         triton_version = triton.__version__
     except ImportError:
         triton_version = None
-    liger = liger_poly_norm_class()
+    _, liger_reason = liger_poly_norm_class()
     return {'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else f"CPU: {cpu_name()}",
             'cpu': cpu_name(), 'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__,
             'triton': triton_version, 'cuda': torch.version.cuda, 'python': platform.python_version(),
-            'liger_kernel': liger is not None, 'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+            'liger_kernel': liger_reason or 'imported',
+            'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
             'command': ' '.join(['python', 'bench.py', *(sys.argv[1:] if argv is None else argv)])}
 
 
@@ -604,21 +902,29 @@ def table(columns, rows):
 
 
 def shape_text(r):
-    return f"{r['rows']} x {r['width']}" + (' (x2)' if r['activation'] == 'swiglu' else '')
+    return f"{r['rows']} x {r['width']}" + (' (x2)' if r['activation'] in GATED else '')
+
+
+def impl_text(r):
+    # Liger's forward raises x to its powers in the input's dtype (model.py and kernels.py: in float32)
+    return f"liger (powers in {r['dtype']})" if r['impl'] == 'liger' and r['dtype'] != 'float32' else r['impl']
 
 
 def activations_markdown(report, args, device):
     env, act = report['environment'], report['activations']
     lines = header(f"Activation cost, {args.dtype}", env, device)
-    lines += [f"Copy bandwidth (the roofline): {fmt_GBps(act['copy_GBps'])} GB/s. Median of {args.repeats} runs; "
-              "GB/s counts the bytes that must move (inputs and y forward; inputs, dy and dx backward). "
-              "SwiGLU runs 2/3 of the width on two inputs (same parameters).", '']
+    timing = (f"GPU time per call: median of {GROUPS} groups of back-to-back calls, each between one pair of CUDA "
+              "events, queued behind a device sleep so that the host's per-call cost is not timed"
+              if device.type == 'cuda' else f"median of {args.repeats} calls")
+    lines += [f"Copy bandwidth (the roofline): {fmt_GBps(act['copy_GBps'])} GB/s. {timing}; {args.repeats} timed "
+              "calls per figure. GB/s counts the bytes that must move (inputs and y forward; inputs, dy and dx "
+              "backward). Gated activations run 2/3 of the width on two inputs (same parameters).", '']
     rows = []
     for r in act['activations']:
         if 'error' in r:
             rows.append([r['activation'], r['impl'], shape_text(r), f"failed: {r['error']}", *[''] * 5])
             continue
-        rows.append([r['activation'], r['impl'], shape_text(r), f"{r['fwd_ms']:.3f}", f"{r['fwd_bwd_ms']:.3f}",
+        rows.append([r['activation'], impl_text(r), shape_text(r), f"{r['fwd_ms']:.3f}", f"{r['fwd_bwd_ms']:.3f}",
                      f"{fmt_GBps(r['fwd_GBps'])} ({100 * r['fwd_roofline']:.0f} %)",
                      f"{fmt_GBps(r['fwd_bwd_GBps'])} ({100 * r['fwd_bwd_roofline']:.0f} %)",
                      f"{fmt_bytes(r['saved_bytes'])} ({r['saved_bytes'] / r['input_bytes']:.1f}x)",
@@ -627,19 +933,20 @@ def activations_markdown(report, args, device):
                     'fwd+bwd GB/s (roofline)', 'saved for bwd (x input)', 'peak extra'], rows)
     lines += [''] + [f"- {note}" for note in act['notes']] + ([''] if act['notes'] else [])
     lines += [f"#### Share of one FFN (n_embd {args.ffn_embd}, forward+backward)", '',
-              "The activation as model.py runs it by default (fused kernel on CUDA when available, else "
-              "checkpointed PolyCom), timed alone and inside up projection + activation + down projection. "
-              "FLOPs counted from the formulas: matmuls 6 x n_embd x width per matrix per token; the "
-              "activation 3 x its forward operations per element (see flops_per_token in bench.py).", '']
+              "The activation as model.py runs it with each act_impl, timed alone and inside up projection + "
+              "activation + down projection. FLOPs counted from the formulas: matmuls 6 x n_embd x width per "
+              "matrix per token; the activation 3 x its forward operations per element (see flops_per_token in "
+              "bench.py).", '']
     rows = []
     for r in act['ffn']:
+        head = [r['activation'], r['act_impl'] or '-', f"{r['rows']} x {r['hidden']}"]
         if 'error' in r:
-            rows.append([r['activation'], f"{r['rows']} x {r['hidden']}", f"failed: {r['error']}", '', '', ''])
+            rows.append([*head, f"failed: {r['error']}", '', '', ''])
             continue
-        rows.append([r['activation'], f"{r['rows']} x {r['hidden']}", f"{r['ffn_ms']:.3f}", f"{r['act_ms']:.3f}",
-                     f"{100 * r['time_share']:.1f} %", f"{100 * r['flops_share']:.2f} %"])
-    lines += table(['activation', 'tokens x FFN hidden', 'FFN ms', 'activation ms', 'time share', 'FLOPs share'],
-                   rows)
+        rows.append([*head, f"{r['ffn_ms']:.3f}", f"{r['act_ms']:.3f}", f"{100 * r['time_share']:.1f} %",
+                     f"{100 * r['flops_share']:.2f} %"])
+    lines += table(['activation', 'act_impl', 'tokens x FFN hidden', 'FFN ms', 'activation ms', 'time share',
+                    'FLOPs share'], rows)
     return '\n'.join(lines) + '\n'
 
 
@@ -649,23 +956,54 @@ def precision(dtype):
 
 def model_markdown(report, args, device):
     env, runs = report['environment'], report['model']['runs']
-    first = next((r for r in runs if 'error' not in r), runs[0])
+    moe = report['model']['moe']
+    first = runs[0]
     lines = header(f"Training steps, {args.model}", env, device)
-    lines += [f"{first['n_layer']} layers x {first['n_embd']}, batch {first['batch_size']} x {first['block_size']} "
-              f"tokens, {precision(args.dtype)}, AdamW; median of {args.steps} steps after {WARMUP} warm-up steps. "
-              "Only `activation` changes between rows (matched parameters). MFU: model.flops_per_token against "
-              "the device's dense BF16 peak.", '']
+    timing = ("back-to-back steps between one pair of CUDA events" if device.type == 'cuda' else
+              "the median step")
+    lines += [f"{first['n_layer']} layers x {first['n_embd']}, vocabulary {first['vocab_size']}, batch "
+              f"{first['batch_size']} x {first['block_size']} tokens, {precision(args.dtype)}, AdamW. Each variant "
+              f"is built and warmed up ({WARMUP} steps) first, then all are timed in {ROUNDS} interleaved rounds of "
+              f"{args.steps} steps ({timing}); step ms is the median round. Only `activation` (and `act_impl`, "
+              "PolyCom's implementation) changes between rows (matched parameters). MFU: model.flops_per_token "
+              "against the device's dense BF16 peak.", '']
+    baseline = {}  # the first activation's step time, per (act_impl, MoE path, compile mode), for the ratio column
+    for r in runs:
+        if 'error' not in r and r['activation'] == first['activation']:
+            baseline.setdefault((r['moe_impl'], r['compile']), r['step_ms'])
     rows = []
     for r in runs:
-        path = [r['moe_impl']] if report['model']['moe'] else []
+        head = [r['activation'], r['act_impl'] or '-', *([r['moe_impl']] if moe else []), r['compile']]
         if 'error' in r:
-            rows.append([r['activation'], *path, r['compile'], f"failed: {r['error']}", '', '', ''])
+            rows.append([*head, f"failed: {r['error']}", '', '', '', ''])
             continue
-        rows.append([r['activation'], *path, r['compile'], f"{r['step_ms']:.1f}", f"{r['tokens_per_s']:,.0f}",
-                     f"{100 * r['mfu']:.1f} %" if r['mfu'] is not None else 'n/a', fmt_bytes(r['peak_memory_bytes'])])
-    columns = ['activation', *(['MoE experts'] if report['model']['moe'] else []), 'run as', 'step ms', 'tokens/s',
-               'MFU', 'peak memory']
+        base = baseline.get((r['moe_impl'], r['compile']))
+        rows.append([*head, f"{r['step_ms']:.1f}", f"{r['step_ms'] / base:.2f}x" if base else 'n/a',
+                     f"{r['tokens_per_s']:,.0f}", f"{100 * r['mfu']:.1f} %" if r['mfu'] is not None else 'n/a',
+                     fmt_bytes(r['peak_memory_bytes'])])
+    columns = ['activation', 'act_impl', *(['MoE experts'] if moe else []), 'run as', 'step ms',
+               f"vs {first['activation']}", 'tokens/s', 'MFU', 'peak memory']
     lines += table(columns, rows)
+    return '\n'.join(lines) + '\n'
+
+
+def sass_markdown(report, args):
+    env = report['environment']
+    lines = [f"### PolyNorm kernels on sm_90 (H100/H200), order {args.order}, bf16", '',
+             f"Compiled without a GPU: triton {env['triton']}, `triton.compile(ASTSource(...), "
+             f"target=GPUTarget('cuda', 90, 32))`, then Triton's own ptxas -v. `{env['command']}`", '',
+             "Each cell: registers per thread / spilled bytes / occupancy (resident warps per SM out of 64, one "
+             "program per row). **Bold**: what kernels.py launches.", '']
+    cells = {}
+    for r in report['sass']:
+        text = f"{r['registers']} / {r['spill_bytes']} B / {100 * r['occupancy']:.0f} %"
+        cells.setdefault((r['width'], r['BLOCK'], r['TAIL'], r['ONE_TILE'], r['kernel']), {})[r['num_warps']] = (
+            f"**{text}**" if r['used'] else text)
+    rows = []
+    for (width, block, tail, one_tile, kernel), by_warps in cells.items():
+        tiles = 'one tile' if one_tile else f"{block}-wide tiles" + (f" + {tail}" if tail else '')
+        rows.append([str(width), tiles, kernel, *(by_warps[w] for w in SASS_WARPS)])
+    lines += table(['width', 'tiling', 'kernel', *(f"{w} warps" for w in SASS_WARPS)], rows)
     return '\n'.join(lines) + '\n'
 
 
@@ -675,21 +1013,28 @@ def model_markdown(report, args, device):
 def main(argv=None):
     """Run the suite that the arguments ask for, print and write its tables; returns the report (the JSON)."""
     args = parse_args(argv)
-    device = torch.device(args.device)
+    device = torch.device(args.device if not args.sass_report else 'cpu')
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
         report = {'environment': environment(device, argv), 'args': vars(args)}
-        if args.model:
+        if args.sass_report:
+            report['sass'] = sass_report(args)
+        elif args.model:
             report['model'] = run_model(args, device)
         else:
             report['activations'] = run_activations(args, device)
     finally:
         torch.set_num_threads(threads)  # main() may run inside another program, the tests for one
     report['seconds'] = time.perf_counter() - start
-    markdown = model_markdown(report, args, device) if args.model else activations_markdown(report, args, device)
+    if args.sass_report:
+        markdown = sass_markdown(report, args)
+    elif args.model:
+        markdown = model_markdown(report, args, device)
+    else:
+        markdown = activations_markdown(report, args, device)
     print('\n' + markdown)
     os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
     atomic_write(args.out + '.md', markdown.encode())

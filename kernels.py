@@ -13,10 +13,11 @@ redo the cheap arithmetic in the backward, so memory stays at the level of a pla
     y = poly_relu_fused(x, weight, bias)        # both autograd-aware: gradients for x, weight and bias
 
 Tensors may be float32, bfloat16 or float16 (float32 parameters, or bfloat16 ones under FSDP mixed precision);
-all math runs in float32, y has x's dtype and each gradient its tensor's dtype. The forward and backward are custom ops in the `polycom` namespace,
-so `torch.compile(model, fullgraph=True)` traces through them without a graph break. Weight and bias gradients
-are summed without atomics (per-program partial sums, then a torch sum), so they are deterministic.
-Inputs of any layout are accepted: a non-contiguous x is copied to a contiguous one first.
+all math runs in float32, y has x's dtype and each gradient its tensor's dtype. The forward and backward are
+custom ops in the `polycom` namespace, so `torch.compile(model, fullgraph=True)` traces through them without a
+graph break. Weight and bias gradients are summed without atomics (per-program partial sums, then a torch sum), so
+they are deterministic. Inputs of any layout are accepted: a non-contiguous x is copied to a contiguous one first.
+A PolyNorm row is one program: held in registers up to MAX_BLOCK columns, swept in tiles beyond (norm_tiles).
 
 Importing this module raises ImportError when Triton is missing. The kernels need CUDA tensors, or CPU tensors
 when TRITON_INTERPRET=1 is set before this module is imported (Triton reads it when a kernel is defined). That is
@@ -27,7 +28,11 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_BLOCK = 4096  # widest column tile of a PolyNorm row held in registers; wider rows are processed tile by tile
+# PolyNorm rows up to MAX_BLOCK wide are held in registers as one tile; wider rows are swept twice in WIDE_BLOCK-wide
+# tiles, narrower than MAX_BLOCK because the tiled backward holds more live values: on sm_90 it needs 76 registers
+# a thread in 4096-wide tiles (one 16-warp program per SM) and 48 in 2048-wide ones (five 8-warp programs)
+MAX_BLOCK = 4096
+WIDE_BLOCK = 2048
 RELU_BLOCK = 1024  # elements per program for PolyReLU, which needs no row statistics
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the kernels load; all math is float32
 
@@ -57,9 +62,30 @@ def _load_tile(row_ptr, start, n_cols, BLOCK: tl.constexpr):
     return tl.load(row_ptr + cols, mask=mask, other=0.0).to(tl.float32), cols, mask
 
 
+# A PolyNorm row that fits one tile is read once and reduced in registers. A wider row is swept twice, first for
+# its row sums, then to write the result (the second read mostly hits the cache), in BLOCK-wide tiles followed by
+# one TAIL-wide tile for the remaining n_cols % BLOCK columns. Triton's tiles have power-of-two widths, so a row
+# of 8256 (the dense 1B FFN) in 4096-wide tiles alone would end in a tile of 64 useful columns out of 4096; a
+# 64-wide tail does that work with no idle lanes.
 @triton.jit
-def _poly_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, rstd_ptr, n_cols, eps,
-                          ORDER: tl.constexpr, R: tl.constexpr, BLOCK: tl.constexpr, ONE_TILE: tl.constexpr):
+def _norm_sums(x_row, start, n_cols, ORDER: tl.constexpr, R: tl.constexpr, BLOCK: tl.constexpr):
+    """Sum of p_i**2 over one tile, for each power i: (R,)."""
+    x, _, _ = _load_tile(x_row, start, n_cols, BLOCK)
+    p, _ = _powers(x, ORDER, R, BLOCK)
+    return tl.sum(p * p, axis=1)
+
+
+@triton.jit
+def _norm_store(x_row, y_row, start, n_cols, scale, b, ORDER: tl.constexpr, R: tl.constexpr, BLOCK: tl.constexpr):
+    """y = sum_i scale_i * p_i + b over one tile, with scale = w * rstd (R,)."""
+    x, cols, mask = _load_tile(x_row, start, n_cols, BLOCK)
+    p, _ = _powers(x, ORDER, R, BLOCK)
+    tl.store(y_row + cols, tl.sum(scale[:, None] * p, axis=0) + b, mask=mask)
+
+
+@triton.jit
+def _poly_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, rstd_ptr, n_cols, eps, ORDER: tl.constexpr, R: tl.constexpr,
+                          BLOCK: tl.constexpr, TAIL: tl.constexpr, ONE_TILE: tl.constexpr):
     # one program per row; int64 offsets because rows * n_cols can pass 2**31
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * n_cols
@@ -70,25 +96,23 @@ def _poly_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, rstd_ptr, n_cols, eps,
     # a Python eps may arrive as float64 (e.g. under torch.compile); float64 math is several times slower
     eps = tl.cast(eps, tl.float32)
     if ONE_TILE:
-        # the whole row fits in registers: read x once, reduce, write y
         x, cols, mask = _load_tile(x_row, 0, n_cols, BLOCK)
         p, _ = _powers(x, ORDER, R, BLOCK)  # (R, BLOCK)
         rstd = tl.rsqrt(tl.sum(p * p, axis=1) / n_cols + eps)  # (R,)
         y = tl.sum((w * rstd)[:, None] * p, axis=0) + b  # (BLOCK,)
         tl.store(y_row + cols, y, mask=mask)
     else:
-        # a wide row: one sweep for the mean squares of the powers, a second (mostly from cache) to write y
+        n_body = n_cols - n_cols % BLOCK  # the columns the full tiles cover
         sum_sq = tl.zeros((R,), tl.float32)
-        for start in range(0, n_cols, BLOCK):
-            x, cols, mask = _load_tile(x_row, start, n_cols, BLOCK)
-            p, _ = _powers(x, ORDER, R, BLOCK)
-            sum_sq += tl.sum(p * p, axis=1)
+        for start in range(0, n_body, BLOCK):
+            sum_sq += _norm_sums(x_row, start, n_cols, ORDER, R, BLOCK)
+        if TAIL > 0:
+            sum_sq += _norm_sums(x_row, n_body, n_cols, ORDER, R, TAIL)
         rstd = tl.rsqrt(sum_sq / n_cols + eps)
-        for start in range(0, n_cols, BLOCK):
-            x, cols, mask = _load_tile(x_row, start, n_cols, BLOCK)
-            p, _ = _powers(x, ORDER, R, BLOCK)
-            y = tl.sum((w * rstd)[:, None] * p, axis=0) + b
-            tl.store(y_row + cols, y, mask=mask)
+        for start in range(0, n_body, BLOCK):
+            _norm_store(x_row, y_row, start, n_cols, w * rstd, b, ORDER, R, BLOCK)
+        if TAIL > 0:
+            _norm_store(x_row, y_row, n_body, n_cols, w * rstd, b, ORDER, R, TAIL)
     tl.store(rstd_ptr + row * ORDER + k, rstd, mask=k < ORDER)
 
 
@@ -103,8 +127,27 @@ def _poly_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, rstd_ptr, n_cols, eps,
 # So one sweep finds the row sums a_i and sum(dy), and a second writes dx; a row that fits one tile does both
 # from registers. dw and db go to this row's slot in a partial-sum buffer that torch sums afterwards.
 @triton.jit
-def _poly_norm_bwd_kernel(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, partial_ptr, n_cols,
-                          ORDER: tl.constexpr, R: tl.constexpr, BLOCK: tl.constexpr, ONE_TILE: tl.constexpr):
+def _norm_grad_sums(x_row, dy_row, start, n_cols, ORDER: tl.constexpr, R: tl.constexpr, BLOCK: tl.constexpr):
+    """a_i = sum(dy * p_i) (R,) and sum(dy) over one tile."""
+    x, _, _ = _load_tile(x_row, start, n_cols, BLOCK)
+    dy, _, _ = _load_tile(dy_row, start, n_cols, BLOCK)
+    p, _ = _powers(x, ORDER, R, BLOCK)
+    return tl.sum(dy[None, :] * p, axis=1), tl.sum(dy)
+
+
+@triton.jit
+def _norm_grad_store(x_row, dy_row, dx_row, start, n_cols, scale, c, ORDER: tl.constexpr, R: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    """dx = sum_i scale_i * (dy - p_i * c_i) * i x**(i-1) over one tile, with scale = w * rstd and c = rstd**2 a / H."""
+    x, cols, mask = _load_tile(x_row, start, n_cols, BLOCK)
+    dy, _, _ = _load_tile(dy_row, start, n_cols, BLOCK)
+    p, dp = _powers(x, ORDER, R, BLOCK)
+    tl.store(dx_row + cols, tl.sum(scale[:, None] * (dy[None, :] - p * c[:, None]) * dp, axis=0), mask=mask)
+
+
+@triton.jit
+def _poly_norm_bwd_kernel(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, partial_ptr, n_cols, ORDER: tl.constexpr,
+                          R: tl.constexpr, BLOCK: tl.constexpr, TAIL: tl.constexpr, ONE_TILE: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * n_cols
     dy_row = dy_ptr + row * n_cols
@@ -122,21 +165,22 @@ def _poly_norm_bwd_kernel(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, partial_ptr, n
         dx = tl.sum((w * rstd)[:, None] * (dy[None, :] - p * c[:, None]) * dp, axis=0)  # (BLOCK,)
         tl.store(dx_row + cols, dx, mask=mask)
     else:
+        n_body = n_cols - n_cols % BLOCK
         a = tl.zeros((R,), tl.float32)
         dy_sum = 0.0
-        for start in range(0, n_cols, BLOCK):
-            x, cols, mask = _load_tile(x_row, start, n_cols, BLOCK)
-            dy, cols, mask = _load_tile(dy_row, start, n_cols, BLOCK)
-            p, dp = _powers(x, ORDER, R, BLOCK)
-            a += tl.sum(dy[None, :] * p, axis=1)
-            dy_sum += tl.sum(dy)
+        for start in range(0, n_body, BLOCK):
+            a_tile, dy_tile = _norm_grad_sums(x_row, dy_row, start, n_cols, ORDER, R, BLOCK)
+            a += a_tile
+            dy_sum += dy_tile
+        if TAIL > 0:
+            a_tile, dy_tile = _norm_grad_sums(x_row, dy_row, n_body, n_cols, ORDER, R, TAIL)
+            a += a_tile
+            dy_sum += dy_tile
         c = rstd * rstd * a / n_cols
-        for start in range(0, n_cols, BLOCK):
-            x, cols, mask = _load_tile(x_row, start, n_cols, BLOCK)
-            dy, cols, mask = _load_tile(dy_row, start, n_cols, BLOCK)
-            p, dp = _powers(x, ORDER, R, BLOCK)
-            dx = tl.sum((w * rstd)[:, None] * (dy[None, :] - p * c[:, None]) * dp, axis=0)
-            tl.store(dx_row + cols, dx, mask=mask)
+        for start in range(0, n_body, BLOCK):
+            _norm_grad_store(x_row, dy_row, dx_row, start, n_cols, w * rstd, c, ORDER, R, BLOCK)
+        if TAIL > 0:
+            _norm_grad_store(x_row, dy_row, dx_row, n_body, n_cols, w * rstd, c, ORDER, R, TAIL)
     partial_row = partial_ptr + row * (ORDER + 1)  # this row's [dw_1 .. dw_r, db]
     tl.store(partial_row + k, rstd * a, mask=k < ORDER)
     tl.store(partial_row + ORDER, dy_sum)
@@ -184,10 +228,17 @@ def _as_rows(x):
     return x.reshape(-1, x.shape[-1]).contiguous()
 
 
-def _norm_tiles(n_cols):
-    """Column tile size, whether one tile covers the row, and warps to spread the tile over."""
-    block = min(triton.next_power_of_2(n_cols), MAX_BLOCK)
-    return block, n_cols <= block, max(4, min(16, block // 256))
+def norm_tiles(n_cols):
+    """The PolyNorm kernels' launch settings for rows of n_cols columns: the tile width BLOCK, the width TAIL of the
+    last tile of a row swept in tiles (0 when BLOCK divides the row), whether one tile holds the row, and the warps
+    per row. The register table in the README (bench.py --sass-report) is how these were chosen."""
+    if n_cols <= MAX_BLOCK:
+        block, tail = triton.next_power_of_2(n_cols), 0
+    else:
+        block, rest = WIDE_BLOCK, n_cols % WIDE_BLOCK
+        tail = triton.next_power_of_2(rest) if rest else 0
+    # 8 elements per thread, so that each thread loads 16 bytes of bf16 at a time
+    return dict(BLOCK=block, TAIL=tail, ONE_TILE=n_cols <= MAX_BLOCK, num_warps=max(4, min(16, block // 256)))
 
 
 def _split_partials(partial, order):
@@ -203,10 +254,9 @@ def _poly_norm_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     rstd = torch.empty(*x.shape[:-1], order, dtype=torch.float32, device=x.device)  # (..., r)
     if xr.shape[0] > 0:
-        block, one_tile, warps = _norm_tiles(n_cols)
         _poly_norm_fwd_kernel[(xr.shape[0],)](
             xr, weight.contiguous(), bias, y, rstd, n_cols, eps,
-            ORDER=order, R=triton.next_power_of_2(order), BLOCK=block, ONE_TILE=one_tile, num_warps=warps)
+            ORDER=order, R=triton.next_power_of_2(order), **norm_tiles(n_cols))
     return y, rstd
 
 
@@ -224,10 +274,9 @@ def _poly_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     partial = torch.empty(xr.shape[0], order + 1, dtype=torch.float32, device=x.device)  # (M, r+1)
     if xr.shape[0] > 0:
-        block, one_tile, warps = _norm_tiles(n_cols)
         _poly_norm_bwd_kernel[(xr.shape[0],)](
             dyr, xr, weight.contiguous(), rstd.contiguous(), dx, partial, n_cols,
-            ORDER=order, R=triton.next_power_of_2(order), BLOCK=block, ONE_TILE=one_tile, num_warps=warps)
+            ORDER=order, R=triton.next_power_of_2(order), **norm_tiles(n_cols))
     dw, db = _split_partials(partial, order)
     return dx, dw, db
 

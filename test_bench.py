@@ -1,6 +1,8 @@
 """Tests of bench.py on the CPU: the suites run end to end on tiny shapes, and the cost models, the memory
 counting and the timing loop are checked against values worked out by hand."""
 
+import ast
+import builtins
 import json
 import os
 import subprocess
@@ -8,11 +10,12 @@ import sys
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 import bench
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-ROWS, WIDTHS = 32, (64, 96)  # SwiGLU runs swiglu_width: 40 and 64
+ROWS, WIDTHS = 16, (64, 96)  # gated activations run swiglu_width: 40 and 64
 
 
 @pytest.fixture(scope='module')
@@ -22,7 +25,7 @@ def cpu_run(tmp_path_factory):
     threads = torch.get_num_threads()
     report = bench.main(['--device', 'cpu', '--rows', str(ROWS), '--widths', *map(str, WIDTHS),
                          '--impls', 'eager', 'ckpt', 'fused', 'liger', '--repeats', '2', '--ffn_embd', '64',
-                         '--out', str(out)])
+                         '--act_impls', 'plain', '--out', str(out)])
     assert torch.get_num_threads() == threads  # the CPU run's single thread does not leak into the caller
     return report, out
 
@@ -33,24 +36,34 @@ def table_rows(markdown):
     return [[cell.strip() for cell in row] for row in rows if row[0].strip() != 'activation']
 
 
+def expected_rows():
+    """(activation, impl, shape) of every row the fixture's run makes: the fused kernels only where they run here
+    (CUDA, or Triton's interpreter, which conftest.py turns on without CUDA unless TRITON_INTERPRET is set)."""
+    fused = bench.triton_runs_on(torch.device('cpu'))
+    rows = []
+    for width in WIDTHS:
+        for act in bench.ACTIVATIONS:
+            shape = f'{ROWS} x {bench.act_width(act, width)}' + (' (x2)' if act in bench.GATED else '')
+            rows.append((act, 'eager', shape))
+            if bench.poly(act):
+                rows.append((act, 'ckpt', shape))
+                if fused:
+                    rows.append((act, 'fused', shape))
+    return rows
+
+
 def test_activation_table_has_one_row_per_combination(cpu_run):
     report, out = cpu_run
     markdown = open(f'{out}.md').read()
     first_table = markdown.split('####')[0]
     got = sorted((r[0], r[1], r[2]) for r in table_rows(first_table))
-    expected = []
-    for width, swiglu in ((64, 40), (96, 64)):
-        for act in ('relu', 'gelu', 'relu2', 'polyrelu', 'polynorm'):
-            expected.append((act, 'eager', f'32 x {width}'))
-        expected.append(('swiglu', 'eager', f'32 x {swiglu} (x2)'))
-        for act in ('polyrelu', 'polynorm'):
-            expected.append((act, 'ckpt', f'32 x {width}'))
-            expected.append((act, 'fused', f'32 x {width}'))  # in Triton's interpreter (conftest.py)
-    assert got == sorted(expected)
+    assert got == sorted(expected_rows())
+    assert ('swiglu', 'eager', f'{ROWS} x 40 (x2)') in got  # 2/3 of 64, rounded to a multiple of 8
     assert 'CPU figures' in markdown
     # the implementations that exist but cannot run here are named with the reason, not silently dropped
     notes = '\n'.join(report['activations']['notes'])
     assert 'polynorm liger: not run' in notes
+    assert ('polynorm fused: not run' in notes) != bench.triton_runs_on(torch.device('cpu'))
 
 
 def test_json_holds_sane_figures_and_the_environment(cpu_run):
@@ -58,10 +71,10 @@ def test_json_holds_sane_figures_and_the_environment(cpu_run):
     report = json.load(open(f'{out}.json'))
     env = report['environment']
     assert env['device'].startswith('CPU') and env['torch'] == torch.__version__ and env['cpu_threads'] == 1
-    assert '--rows 32' in env['command'] and env['date']
+    assert f'--rows {ROWS}' in env['command'] and env['date']
     assert report['activations']['copy_GBps'] > 0
     rows = report['activations']['activations']
-    assert len(rows) == 2 * 10
+    assert len(rows) == len(expected_rows())
     for r in rows:
         assert 'error' not in r, r
         for key in ('fwd_ms', 'fwd_bwd_ms', 'fwd_GBps', 'fwd_bwd_GBps', 'saved_bytes'):
@@ -85,7 +98,7 @@ def test_bytes_moved_by_hand():
 def test_bytes_column_matches_the_shape(cpu_run):
     report, _ = cpu_run
     for r in report['activations']['activations']:
-        k = 2 if r['activation'] == 'swiglu' else 1
+        k = 2 if r['activation'] in bench.GATED else 1
         assert r['fwd_bytes'] == (k + 1) * ROWS * r['width'] * 4  # float32
         assert r['fwd_bwd_bytes'] == (3 * k + 2) * ROWS * r['width'] * 4
 
@@ -151,7 +164,7 @@ def write_tiny_configs(folder):
     dense.write_text("n_layer = 2\nn_head = 2\nn_embd = 64\nblock_size = 16\nvocab_size = 128\n"
                      "ffn_hidden = 128\nmicro_batch_size = 2\n")
     moe = folder / 'tiny_moe.py'
-    moe.write_text("exec(open(__file__.replace('tiny_moe.py', 'tiny_dense.py')).read())\n"
+    moe.write_text("inherit('tiny_dense.py')\n"
                    "n_experts = 4\ntop_k = 2\nmoe_ffn_hidden = 64\nqk_norm = True\n")
     return dense, moe
 
@@ -159,7 +172,7 @@ def write_tiny_configs(folder):
 def test_model_suite_dense_and_moe(tmp_path):
     dense, moe = write_tiny_configs(tmp_path)
     activations = ['relu', 'swiglu', 'polynorm']
-    common = ['--device', 'cpu', '--no-compile', '--steps', '1', '--activations', *activations]
+    common = ['--device', 'cpu', '--no-compile', '--steps', '1', '--activations', *activations, '--act_impls', 'plain']
 
     report = bench.main([*common, '--model', str(dense), '--n_layer', '1', '--out', str(tmp_path / 'dense')])
     runs = report['model']['runs']
@@ -178,31 +191,128 @@ def test_model_suite_dense_and_moe(tmp_path):
     assert 'MoE experts' in markdown and len(table_rows(markdown)) == 6
 
 
+def test_model_suite_quick_start_compares_act_impls(tmp_path):
+    settings = bench.quick_start_settings()  # train.py's quick start, read from its source
+    assert settings['vocab_size'] == 256 and settings['micro_batch_size'] > 0
+    report = bench.main(['--device', 'cpu', '--model', 'quickstart', '--n_layer', '1', '--batch_size', '2',
+                         '--steps', '1', '--activations', 'relu2', 'polynorm', '--act_impls', 'plain', 'compiled',
+                         '--out', str(tmp_path / 'quick')])
+    runs = report['model']['runs']
+    # ReLU^2 has no PolyCom implementation to choose: one row
+    assert [(r['activation'], r['act_impl']) for r in runs] == [('relu2', None), ('polynorm', 'plain'),
+                                                                ('polynorm', 'compiled')]
+    for r in runs:
+        assert 'error' not in r, r
+        assert (r['n_embd'], r['block_size'], r['vocab_size'], r['n_layer']) == (
+            settings['n_embd'], settings['block_size'], 256, 1)
+        assert len(r['round_ms']) == bench.ROUNDS and r['step_ms'] == sorted(r['round_ms'])[1]
+    table = table_rows(open(tmp_path / 'quick.md').read())
+    assert [row[:2] for row in table] == [['relu2', '-'], ['polynorm', 'plain'], ['polynorm', 'compiled']]
+    assert table[0][4] == '1.00x'  # the ratio column: each step against the first activation's
+
+
+def test_quick_start_without_its_settings_says_so(tmp_path, monkeypatch):
+    (tmp_path / 'train.py').write_text("TRAINING = dict(micro_batch_size=16)\n")  # no QUICK_START_MODEL
+    monkeypatch.setattr(bench, 'HERE', str(tmp_path))
+    with pytest.raises(SystemExit, match="could not read QUICK_START_MODEL"):
+        bench.quick_start_settings()
+
+
 def test_fused_kernels_in_the_triton_interpreter(tmp_path):
     pytest.importorskip('triton', reason="kernels.py needs Triton")
     out = tmp_path / 'fused'
     env = {**os.environ, 'TRITON_INTERPRET': '1'}  # read when kernels.py defines its kernels: a fresh process
     done = subprocess.run([sys.executable, 'bench.py', '--device', 'cpu', '--rows', '8', '--widths', '32',
-                           '--activations', 'polyrelu', 'polynorm', '--impls', 'eager', 'fused', '--repeats', '1',
-                           '--ffn_embd', '16', '--out', str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+                           '--activations', 'polyrelu', 'polynorm', 'polynorm_glu', '--impls', 'eager', 'fused',
+                           '--repeats', '1',
+                           '--ffn_embd', '16', '--act_impls', 'plain', '--out', str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = {(r['activation'], r['impl']): r for r in json.load(open(f'{out}.json'))['activations']['activations']}
-    for activation in ('polyrelu', 'polynorm'):
+    for activation in ('polyrelu', 'polynorm', 'polynorm_glu'):
         fused, eager = rows[activation, 'fused'], rows[activation, 'eager']
         assert 'error' not in fused, fused
         assert fused['diff_vs_eager'] <= 1e-4
         assert fused['saved_bytes'] < eager['saved_bytes']  # the kernels keep x (and PolyNorm's row statistics)
 
 
+def test_compiles_one_graph_per_activation_and_width(monkeypatch):
+    # every row count of a width reuses the activation's compiled graph: the full GPU suite compiles activations x
+    # widths graphs, not one per shape
+    monkeypatch.setattr(bench, 'COMPILE_BACKEND', 'eager')  # dynamo's graph capture, without inductor's build
+    args = bench.parse_args(['--device', 'cpu', '--rows', '8', '16', '24', '--widths', '32', '48', '--impls', 'compile',
+                             '--activations', 'relu2', 'polynorm', '--repeats', '1'])
+    cpu = torch.device('cpu')
+    runnable, _ = bench.runnable_impls(args, cpu)
+    torch._dynamo.reset()
+    before = counters['stats']['unique_graphs']
+    rows = bench.activation_rows(args, cpu, 1.0, runnable)
+    assert len(rows) == 3 * 2 * 2 and all('error' not in r for r in rows), rows
+    assert counters['stats']['unique_graphs'] - before == 2 * 2
+
+
+def test_liger_that_fails_to_import_is_reported_and_the_suite_goes_on(monkeypatch, tmp_path):
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):  # e.g. a liger_kernel built for another Triton
+        if name.startswith('liger_kernel'):
+            raise RuntimeError("built for another Triton")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, '__import__', failing_import)
+    assert bench.liger_poly_norm_class() == (None, "liger_kernel failed to import: RuntimeError: built for another "
+                                                   "Triton")
+    report = bench.main(['--device', 'cpu', '--rows', '8', '--widths', '16', '--activations', 'polynorm', '--impls',
+                         'eager', 'liger', '--repeats', '1', '--ffn_embd', '16', '--act_impls', 'plain',
+                         '--out', str(tmp_path / 'liger')])
+    assert "polynorm liger: not run, liger_kernel failed to import: RuntimeError" in report['activations']['notes'][0]
+    assert report['environment']['liger_kernel'].startswith("liger_kernel failed to import")
+    assert [r['impl'] for r in report['activations']['activations']] == ['eager']
+
+
+def test_liger_rows_say_their_powers_are_not_float32():
+    row = {'impl': 'liger', 'dtype': 'bfloat16'}
+    assert bench.impl_text(row) == 'liger (powers in bfloat16)'
+    assert bench.impl_text({**row, 'dtype': 'float32'}) == 'liger'
+    assert bench.impl_text({'impl': 'fused', 'dtype': 'bfloat16'}) == 'fused'
+
+
+def test_occupancy_by_hand():
+    assert bench.occupancy(54, 256, 16) == 0.5  # 56 registers a thread, 1792 a warp: 36 warps fit, 2 programs
+    assert bench.occupancy(32, 256, 32) == 1.0
+    assert bench.occupancy(72, 512, 4) == 28 / 64  # 2304 registers a warp: 28 warps, 7 programs of 4
+    assert bench.occupancy(16, 100 * 1024, 4) == 8 / 64  # shared memory: 2 programs of 101 KiB
+
+
+def test_kernels_compile_for_sm90_without_a_gpu():
+    pytest.importorskip('triton', reason="kernels.py needs Triton")
+    # a fresh process without the interpreter, which would replace the kernels Triton compiles
+    code = ("import bench, kernels; print(bench.sass_usage(kernels._poly_norm_bwd_kernel, "
+            "dict(ORDER=3, R=4, BLOCK=2048, TAIL=64, ONE_TILE=False), 8))")
+    done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env={**os.environ, 'TRITON_INTERPRET': '0'},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    usage = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert 0 < usage['registers'] <= 255 and usage['spill_bytes'] == 0 and usage['shared_bytes'] >= 0
+
+
+def test_sass_report_refuses_the_interpreter(capsys):
+    if bench.kernels is None or not bench.kernels.INTERPRETED:
+        pytest.skip("the kernels are compiled here (no interpreter): the refusal cannot show")
+    with pytest.raises(SystemExit, match="run it without TRITON_INTERPRET"):
+        bench.main(['--sass-report'])
+
+
 def test_liger_poly_norm_matches_eager(tmp_path):
-    if bench.liger_poly_norm_class() is None:
-        pytest.skip("liger_kernel is not installed")
+    liger, reason = bench.liger_poly_norm_class()
+    if liger is None:
+        pytest.skip(reason)
     if not torch.cuda.is_available():
         pytest.skip("Liger's kernels need CUDA (they do not run in Triton's CPU interpreter)")
     report = bench.main(['--device', 'cuda', '--rows', '64', '--widths', '256', '--activations', 'polynorm',
                          '--impls', 'eager', 'liger', '--repeats', '2', '--out', str(tmp_path / 'liger')])
-    liger = [r for r in report['activations']['activations'] if r['impl'] == 'liger']
-    assert len(liger) == 1 and 'error' not in liger[0], liger
+    rows = [r for r in report['activations']['activations'] if r['impl'] == 'liger']
+    assert len(rows) == 1 and 'error' not in rows[0], rows
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -212,6 +322,8 @@ def test_liger_poly_norm_matches_eager(tmp_path):
     (['--repeats', '0'], '--repeats must be a positive integer'),
     (['--model', 'no/such/config.py'], 'no such file'),
     (['--n_layer', '2'], 'go with --model'),
+    (['--act_impls', 'fast'], "invalid choice: 'fast'"),
+    (['--sass-report', '--model', 'quickstart'], 'leave out --model'),
 ])
 def test_bad_arguments_say_what_to_fix(argv, message, capsys):
     with pytest.raises(SystemExit):

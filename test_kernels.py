@@ -14,7 +14,9 @@ pytest.importorskip("triton", reason="Triton is not installed; kernels.py is opt
 import kernels  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-assert DEVICE == "cuda" or kernels.INTERPRETED, "run the tests through pytest from the repo root (conftest.py)"
+if DEVICE == "cpu" and not kernels.INTERPRETED:
+    pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: the kernels cannot run here (conftest.py sets it "
+                "when it is unset)", allow_module_level=True)
 
 EPS = 1e-6
 FUSED = {"norm": lambda x, w, b: kernels.poly_norm_fused(x, w, b, EPS), "relu": kernels.poly_relu_fused}
@@ -79,12 +81,38 @@ def test_matches_float64_reference(device, op, order, dtype, width):
     assert_matches_reference(op, torch.randn(4, width, device=device).to(dtype), order)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("width", [4097, 8256])
 @pytest.mark.parametrize("op", ["norm", "relu"])
-def test_wide_rows_are_processed_in_tiles(device, op, dtype):
+def test_wide_rows_are_processed_in_tiles(device, op, width):
+    # past MAX_BLOCK a PolyNorm row is swept in tiles; 4097 ends in a 1-wide tail, 8256 (the dense 1B) in a 64-wide one
     torch.manual_seed(0)
-    width = 2 * kernels.MAX_BLOCK + 100  # three column tiles, the last one partial
-    assert_matches_reference(op, torch.randn(2, width, device=device).to(dtype), order=3)
+    assert_matches_reference(op, torch.randn(2, width, device=device).to(torch.bfloat16), order=3)
+
+
+@pytest.mark.parametrize("width", [65, 100, 192])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("order", [2, 4])
+def test_tiled_norm_with_small_tiles(device, monkeypatch, order, dtype, width):
+    # rows over 64 swept in 32-wide tiles: full tiles only (192), or ending in a tail of 1 (65) or 4 (100) columns
+    monkeypatch.setattr(kernels, "MAX_BLOCK", 64)
+    monkeypatch.setattr(kernels, "WIDE_BLOCK", 32)
+    assert not kernels.norm_tiles(width)["ONE_TILE"]
+    torch.manual_seed(0)
+    assert_matches_reference("norm", torch.randn(3, width, device=device).to(dtype), order)
+
+
+def test_tiles_leave_little_padding():
+    for width in [*range(1, 3 * kernels.MAX_BLOCK, 61), 3072, 6144, 8256, 16384, 65536]:
+        t = kernels.norm_tiles(width)
+        assert t["ONE_TILE"] == (width <= kernels.MAX_BLOCK)
+        if t["ONE_TILE"]:
+            assert width <= t["BLOCK"] < 2 * width  # the next power of two
+        else:  # full tiles, then a tail that pads by less than it holds
+            assert t["BLOCK"] == kernels.WIDE_BLOCK
+            rest = width % t["BLOCK"]
+            assert (t["TAIL"] == 0) == (rest == 0) and rest <= t["TAIL"] < 2 * rest + (rest == 0)
+    assert kernels.norm_tiles(8256) == dict(BLOCK=2048, TAIL=64, ONE_TILE=False, num_warps=8)
+    assert kernels.norm_tiles(4096) == dict(BLOCK=4096, TAIL=0, ONE_TILE=True, num_warps=16)
 
 
 @pytest.mark.parametrize("layout", ["transposed", "strided"])
