@@ -105,8 +105,16 @@ def test_loss_falls_and_log_has_every_field(baseline):
     assert losses[24] < losses[1] - 1.5 and val_losses[24] < val_losses[8]
     with open(os.path.join(baseline, 'log.jsonl')) as f:
         first = json.loads(f.readline())
-    assert set(first) == {'step', 'tokens', 'loss', 'lm', 'lb', 'z', 'lr', 'grad_norm', 'tok_per_s', 'mfu', 'dt_ms'}
-    assert first['tokens'] == 128 and first['mfu'] is None  # no peak FLOPs known for a CPU
+    assert set(first) == {'step', 'tokens', 'loss', 'lm', 'lb', 'z', 'lr', 'grad_norm', 'tok_per_s', 'mfu', 'dt_ms',
+                          'train_time_s'}
+    assert first['tokens'] == 128 and first['dt_ms'] > 0
+    # the first step compiles and warms up: timed alone, left out of tokens/s, MFU and train_time_s
+    assert first['tok_per_s'] is None and first['mfu'] is None and first['train_time_s'] == 0
+    with open(os.path.join(baseline, 'log.jsonl')) as f:
+        records = [r for r in map(json.loads, f) if 'val_loss' not in r]
+    assert records[1]['tok_per_s'] > 0 and records[1]['mfu'] is None  # no peak FLOPs known for a CPU
+    times = [r['train_time_s'] for r in records]
+    assert all(0 < a < b for a, b in zip(times[1:], times[2:]))
     ckpt = torch.load(os.path.join(baseline, 'ckpt.pt'), weights_only=True)
     assert ckpt['step'] == 24 and ckpt['config']['vocab_size'] == 256 and ckpt['meta']['tokenizer'] == 'bytes'
 
@@ -114,7 +122,7 @@ def test_loss_falls_and_log_has_every_field(baseline):
 def test_moe_run_logs_its_auxiliary_losses_and_mfu(tmp_path, data_dir, capsys):
     run(tmp_path, data_dir, '--n_experts=4', '--top_k=2', '--moe_ffn_hidden=32', '--max_steps=2', '--peak_flops=1e12')
     with open(tmp_path / 'log.jsonl') as f:
-        record = json.loads(f.readline())
+        record = [json.loads(line) for line in f][1]  # step 2: step 1 is timed alone, without tokens/s or MFU
     assert record['lb'] > 0 and record['z'] > 0
     assert record['loss'] == pytest.approx(record['lm'] + record['lb'] + record['z'])
     model = common.load_checkpoint(str(tmp_path))['model']
@@ -154,6 +162,19 @@ def test_resume_drops_log_records_after_the_checkpoint(stopped, tmp_path, data_d
     run(out, data_dir, '--init_from=resume', f'--stop_step={STOP + 1}')
     losses, _ = read_log(out)
     assert sorted(losses) == list(range(1, STOP + 2)) and losses[STOP + 1] != 99.0
+
+
+def test_logged_loss_is_the_interval_mean_also_across_a_resume(baseline, tmp_path, data_dir):
+    per_step = read_log(baseline)[0]  # log_interval=1: every step's own loss
+    out = run(tmp_path, data_dir, '--log_interval=5', f'--stop_step={STOP}')  # stops inside the interval 11..15
+    run(out, data_dir, '--log_interval=5', '--init_from=resume')
+    losses = read_log(out)[0]
+    assert sorted(losses) == [1, 5, 10, STOP, 15, 20, 24]  # step 1, every 5th, and the stop and last steps
+    mean = lambda first, last: sum(per_step[s] for s in range(first, last + 1)) / (last - first + 1)
+    assert losses[1] == per_step[1] and losses[5] == pytest.approx(mean(1, 5), rel=1e-12)
+    assert losses[STOP] == pytest.approx(mean(11, STOP), rel=1e-12)
+    assert losses[15] == pytest.approx(mean(11, 15), rel=1e-12)  # steps 11 and 12 ran before the resume
+    assert losses[24] == pytest.approx(mean(21, 24), rel=1e-12)
 
 
 def test_two_process_ddp_matches_one_process(baseline, tmp_path, data_dir):

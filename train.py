@@ -318,20 +318,21 @@ def lr_at(step, cfg):
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
 
 
-def clip_gradients(raw, cfg):
-    """Clip the gradients' global norm to grad_clip (if set) and return that norm, before clipping."""
+def clip_gradients(params, cfg):
+    """Clip the gradients' global norm to grad_clip (if set) and return that norm, before clipping, as a tensor
+    on the device (no wait for the device here)."""
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float('inf')  # inf: measure only
-    norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), max_norm)
-    return (norm.full_tensor() if hasattr(norm, 'full_tensor') else norm).item()  # FSDP's norm is a DTensor
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    return norm.full_tensor() if hasattr(norm, 'full_tensor') else norm  # FSDP's norm is a DTensor
 
 
 # -----------------------------------------------------------------------------
 # 6. Checkpoints and logs (the format and the readers are in common.py)
 
 
-def save_checkpoint(cfg, raw, optimizer, progress, train_loader, meta, rank):
+def save_checkpoint(cfg, raw, optimizer, progress, interval, train_loader, meta, rank):
     path = checkpoint_path(cfg.out_dir, cfg.fsdp)
-    extra = {**progress, 'loader': train_loader.state_dict(), 'rng': rng_state(), 'config': vars(cfg), 'meta': meta}
+    extra = {**progress, 'interval': interval, 'loader': train_loader.state_dict(), 'rng': rng_state(), 'config': vars(cfg), 'meta': meta}
     if not cfg.fsdp:
         if rank == 0:
             atomic_save({'model': raw.state_dict(), 'optimizer': optimizer.state_dict(), **extra}, path)
@@ -369,7 +370,8 @@ def set_rng_state(state):
 
 
 def resume(cfg, raw, optimizer, train_loader):
-    """Restore the run saved in out_dir; returns its progress {'step', 'tokens'}."""
+    """Restore the run saved in out_dir; returns its progress {'step', 'tokens', 'train_time_s'} and its log
+    interval's running sums."""
     path = checkpoint_path(cfg.out_dir, cfg.fsdp)
     if not os.path.exists(path):
         other = checkpoint_path(cfg.out_dir, not cfg.fsdp)
@@ -390,7 +392,9 @@ def resume(cfg, raw, optimizer, train_loader):
         optimizer.load_state_dict(ckpt['optimizer'])
     train_loader.load_state_dict(ckpt['loader'])
     set_rng_state(ckpt['rng'])
-    return {'step': ckpt['step'], 'tokens': ckpt['tokens']}
+    # checkpoints from before train_time_s and interval were kept start them afresh
+    progress = {'step': ckpt['step'], 'tokens': ckpt['tokens'], 'train_time_s': ckpt.get('train_time_s', 0.0)}
+    return progress, ckpt.get('interval', new_interval())
 
 
 def check_same_model(saved, current, path):
@@ -409,6 +413,16 @@ def trim_log(path, step):
     with open(path) as f:
         kept = [line for line in f if line.endswith('\n') and json.loads(line)['step'] <= step]  # not a cut line
     atomic_write(path, ''.join(kept).encode())
+
+
+# the step numbers each log line averages over its interval (the steps since the last multiple of log_interval)
+MEANS = ('loss', 'lm', 'lb', 'z', 'grad_norm')
+
+
+def new_interval():
+    """The running sums of MEANS since the last log boundary: saved in checkpoints, so that a resumed run logs
+    the same means as an uninterrupted one."""
+    return {'steps': 0, 'sums': [0.0] * len(MEANS)}
 
 
 def append_log(path, record):
@@ -446,11 +460,11 @@ def evaluate(model, loader, cfg, device, grad_accum, world_size):
     return total.item() / (batches * world_size)
 
 
-def forward_backward(model, loader, cfg, device, grad_accum, world_size, stop):
-    """The gradients of one step, from grad_accum micro-steps; returns the step's losses, averaged over
-    micro-steps and processes, and 'stop': whether any process has been asked to stop."""
+def forward_backward(model, loader, cfg, device, grad_accum):
+    """The gradients of one step, from grad_accum micro-steps; returns this process's losses, averaged over its
+    micro-steps, as a tensor [loss, lm, lb, z] left on the device (reading it would wait for the device)."""
     ddp = isinstance(model, DDP)
-    stats = torch.zeros(5, device=device)  # loss, lm, lb, z, stop
+    losses_sum = torch.zeros(4, device=device)
     for micro in range(grad_accum):
         x, y = (t.to(device, non_blocking=True) for t in loader.next_batch())
         # DDP averages gradients over processes in backward; only the last micro-step needs it. FSDP
@@ -460,13 +474,20 @@ def forward_backward(model, loader, cfg, device, grad_accum, world_size, stop):
             with autocast(cfg, device):
                 _, losses = model(x, y)
             (losses['loss'] / grad_accum).backward()
-        stats[:4] += torch.stack([losses[k] for k in ('loss', 'lm', 'lb', 'z')]).detach() / grad_accum
-    stats[4] = float(stop.is_set())
-    if world_size > 1:  # one reduction tells every process the global losses and whether any was signalled
-        dist.all_reduce(stats)
-        stats /= world_size
-    loss, lm, lb, z, stop_votes = stats.tolist()
-    return {'loss': loss, 'lm': lm, 'lb': lb, 'z': z, 'stop': stop_votes > 0}
+        losses_sum += torch.stack([losses['loss'], losses['lm'], losses['lb'], losses['z']]).detach()
+    return losses_sum / grad_accum
+
+
+def step_stats(losses, norm, stop, world_size):
+    """The step's numbers on the host, in one device-to-host copy (the step's only wait for the device):
+    {'loss', 'lm', 'lb', 'z'} averaged over processes, 'grad_norm' and 'stop' (whether any process was asked
+    to stop). One all-reduce carries the losses and the stop vote."""
+    shared = torch.cat([losses, torch.tensor([float(stop.is_set())], device=losses.device)])
+    if world_size > 1:
+        dist.all_reduce(shared)
+        shared[:4] /= world_size
+    loss, lm, lb, z, stop_votes, grad_norm = torch.cat([shared, norm.view(1).to(shared)]).tolist()
+    return {'loss': loss, 'lm': lm, 'lb': lb, 'z': z, 'grad_norm': grad_norm}, stop_votes > 0
 
 
 def catch_stop_signals():
@@ -515,12 +536,15 @@ def train(cfg, rank, world_size, device, stop):
 
     raw, model = build_model(cfg, device, world_size)
     optimizer = make_optimizer(raw, cfg, device)
-    progress = {'step': 0, 'tokens': 0}  # steps done, tokens trained on
+    # steps done, tokens trained on, and seconds spent in training steps (not evaluating, saving, or the first
+    # step after each start, which compiles and warms up); all three go on across resumes
+    progress = {'step': 0, 'tokens': 0, 'train_time_s': 0.0}
+    interval = new_interval()
     log_path = os.path.join(cfg.out_dir, 'log.jsonl')
     if rank == 0:
         os.makedirs(cfg.out_dir, exist_ok=True)
     if cfg.init_from == 'resume':
-        progress = resume(cfg, raw, optimizer, train_loader)
+        progress, interval = resume(cfg, raw, optimizer, train_loader)
         say(f"resumed from {checkpoint_path(cfg.out_dir, cfg.fsdp)} at step {progress['step']}")
         if rank == 0:
             trim_log(log_path, progress['step'])
@@ -534,56 +558,69 @@ def train(cfg, rank, world_size, device, stop):
         say(f"nothing to do: the run is at step {progress['step']}, max_steps={cfg.max_steps}; raise max_steps "
             "to train on")
         return
-    say(f"training steps {progress['step'] + 1}..{end_step}; Ctrl-C saves a checkpoint and stops")
-    run_start, steps_run = time.time(), 0
-    interval_start, interval_steps = time.time(), 0
+    say(f"training steps {progress['step'] + 1}..{end_step}; Ctrl-C saves a checkpoint and stops\n"
+        "(loss and grad: means over the steps since the previous line; tok/s, MFU and ms: the same steps, less the "
+        f"first after each start, which is timed alone: it includes {'compilation and ' if cfg.compile else ''}warm-up)")
+    params = list(raw.parameters())
+    warm_up = True  # the first step of this process
+    timed_s, timed_steps = 0.0, 0  # steady steps since the last line
     while progress['step'] < end_step:
+        started = time.perf_counter()
         lr = lr_at(progress['step'], cfg)
         for group in optimizer.param_groups:
             group['lr'] = lr
-        losses = forward_backward(model, train_loader, cfg, device, grad_accum, world_size, stop)
-        stopping = losses.pop('stop')
-        losses['grad_norm'] = clip_gradients(raw, cfg)
+        losses = forward_backward(model, train_loader, cfg, device, grad_accum)
+        norm = clip_gradients(params, cfg)
+        stats, stopping = step_stats(losses, norm, stop, world_size)
         # checked before the update, so that the weights and the last checkpoint stay good; the parts
         # before their sum, to name the culprit
         for name in ('lm', 'lb', 'z', 'loss', 'grad_norm'):
-            value = losses[name]
-            if not math.isfinite(value):
+            if not math.isfinite(stats[name]):
                 raise SystemExit(
-                    f"step {progress['step'] + 1}: {name} is {value}; stopped before updating the weights. The last "
-                    f"checkpoint in {cfg.out_dir} is untouched: lower learning_rate or raise warmup_steps, then "
+                    f"step {progress['step'] + 1}: {name} is {stats[name]}; stopped before updating the weights. The "
+                    f"last checkpoint in {cfg.out_dir} is untouched: lower learning_rate or raise warmup_steps, then "
                     "resume with --init_from=resume")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - started
         progress['step'] += 1
         progress['tokens'] += cfg.tokens_per_step
-        step, steps_run, interval_steps = progress['step'], steps_run + 1, interval_steps + 1
+        step = progress['step']
+        if not warm_up:
+            progress['train_time_s'] += seconds
+            timed_s, timed_steps = timed_s + seconds, timed_steps + 1
+        interval['steps'] += 1
+        interval['sums'] = [total + stats[name] for total, name in zip(interval['sums'], MEANS)]
 
-        if step % cfg.log_interval == 0 or step == end_step:
-            if device.type == 'cuda':
-                torch.cuda.synchronize()  # the clock must see the GPU's work, not just its queue
-            dt = (time.time() - interval_start) / interval_steps
-            tok_per_s = cfg.tokens_per_step / dt
-            mfu = flops_per_token * tok_per_s / (peak * world_size) if peak else None
-            eta = (time.time() - run_start) / steps_run * (end_step - step)
-            aux = f" (lm {losses['lm']:.4f} lb {losses['lb']:.4f} z {losses['z']:.4f})" if cfg.n_experts else ''
-            say(f"step {step}/{cfg.max_steps} | loss {losses['loss']:.4f}{aux} | lr {lr:.2e} | "
-                f"grad {losses['grad_norm']:.3f} | {tok_per_s:,.0f} tok/s | "
-                f"MFU {f'{100 * mfu:.1f}%' if mfu else 'n/a'} | {1000 * dt:.0f} ms | ETA {format_duration(eta)}")
-            if rank == 0:
-                append_log(log_path, {**progress, **losses, 'lr': lr, 'tok_per_s': tok_per_s, 'mfu': mfu,
-                                      'dt_ms': 1000 * dt})
-            interval_start, interval_steps = time.time(), 0
-        pause = time.time()
+        boundary = step % cfg.log_interval == 0
+        if warm_up or boundary or step == end_step:
+            means = {name: total / interval['steps'] for total, name in zip(interval['sums'], MEANS)}
+            dt = timed_s / timed_steps if timed_steps else seconds
+            tok_per_s = cfg.tokens_per_step / dt if timed_steps else None
+            mfu = flops_per_token * tok_per_s / (peak * world_size) if peak and tok_per_s else None
+            aux = f" (lm {means['lm']:.4f} lb {means['lb']:.4f} z {means['z']:.4f})" if cfg.n_experts else ''
+            speed = (f"{tok_per_s:,.0f} tok/s | MFU {f'{100 * mfu:.1f}%' if mfu else 'n/a'} | {1000 * dt:.0f} ms | "
+                     f"ETA {format_duration(dt * (end_step - step))}" if timed_steps else
+                     f"{1000 * dt:.0f} ms (first step: includes {'compilation and ' if cfg.compile else ''}warm-up)")
+            say(f"step {step}/{cfg.max_steps} | loss {means['loss']:.4f}{aux} | lr {lr:.2e} | "
+                f"grad {means['grad_norm']:.3f} | {speed}")
+            if rank == 0 and (step == 1 or boundary or step == end_step):
+                append_log(log_path, {'step': step, 'tokens': progress['tokens'], **means, 'lr': lr,
+                                      'tok_per_s': tok_per_s, 'mfu': mfu, 'dt_ms': 1000 * dt,
+                                      'train_time_s': progress['train_time_s']})
+            timed_s, timed_steps = 0.0, 0
+        if boundary:
+            interval = new_interval()
+        warm_up = False
+
         if step % cfg.eval_interval == 0 or step == cfg.max_steps:
             val_loss = evaluate(model, val_loader, cfg, device, grad_accum, world_size)
             say(f"step {step}: val loss {val_loss:.4f}")
             if rank == 0:
-                append_log(log_path, {**progress, 'val_loss': val_loss})
+                append_log(log_path, {'step': step, 'tokens': progress['tokens'], 'val_loss': val_loss})
         if stopping or step % cfg.ckpt_interval == 0 or step == end_step:
-            save_checkpoint(cfg, raw, optimizer, progress, train_loader, meta, rank)
+            save_checkpoint(cfg, raw, optimizer, progress, interval, train_loader, meta, rank)
             say(f"saved {checkpoint_path(cfg.out_dir, cfg.fsdp)} at step {step}")
-        interval_start += time.time() - pause  # evaluating and saving are not training time
         if stopping:
             say(f"stopped by a signal at step {step}; continue with the same command and --init_from=resume")
             return
