@@ -19,7 +19,8 @@ from data import shards
 from data.fineweb import prepare as fineweb
 from data.shakespeare import prepare as shakespeare
 from data.shakespeare_char import prepare as shakespeare_char
-from data.shards import ShardLoader, get_tokenizer, read_meta, read_shard, write_dataset, write_shard
+from data.shards import (ShardError, ShardLoader, atomic_write, get_tokenizer, read_meta, read_shard, write_dataset,
+                         write_shard)
 from data.stdlib import prepare as stdlib
 from data.text import prepare as text
 
@@ -111,16 +112,40 @@ def test_corrupt_shard_errors_name_the_file(tmp_path, case, complaint):
         ShardLoader(str(tmp_path / "*.bin"), 2, 4)
 
 
-def test_token_beyond_vocab_names_the_file(tmp_path):
-    write_shard(str(tmp_path / "d_train_000000.bin"), np.arange(100))
+def test_token_beyond_vocab_names_the_shard_when_it_opens(tmp_path):
+    for i, top in enumerate((50, 100)):  # the second shard holds ids up to 99
+        write_shard(str(tmp_path / f"d_train_{i:06d}.bin"), np.arange(top))
     loader = ShardLoader(str(tmp_path / "d_train_*.bin"), 2, 4, vocab_size=100)
-    loader.next_batch()  # ids 0..99 all fit
+    for _ in range(20):
+        loader.next_batch()  # ids 0..99 all fit, in both shards
     loader = ShardLoader(str(tmp_path / "d_train_*.bin"), 2, 4, vocab_size=50)
-    loader.next_batch()  # the first window holds ids 0..8 only
-    with pytest.raises(ValueError, match="vocab_size is 50") as e:
+    for _ in range(5):
+        loader.next_batch()  # the first shard fits
+    with pytest.raises(ShardError, match=r"d_train_000001.bin holds token id 99, but its meta.json says "
+                                         r"vocab_size 50: .* re-prepare the dataset \(python data/") as e:
         for _ in range(10):
-            loader.next_batch()
-    assert "d_train_000000.bin" in str(e.value)
+            loader.next_batch()  # the second shard opens
+    assert "\n" not in str(e.value)
+    with pytest.raises(ShardError, match="d_train_000000.bin holds token id 49"):  # checked when opened first
+        ShardLoader(str(tmp_path / "d_train_*.bin"), 2, 4, vocab_size=40)
+
+
+def test_atomic_write_leaves_no_temp_and_prepare_clears_stale_ones(tmp_path, monkeypatch):
+    path = str(tmp_path / "a.bin")
+    atomic_write(path, b"old")
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    with pytest.raises(TypeError):  # fails mid-write: the old file stays, no temp is left
+        atomic_write(path, b"new", object())
+    assert open(path, "rb").read() == b"old" and os.listdir(tmp_path) == ["a.bin"]
+    atomic_write(path, b"new")
+    assert open(path, "rb").read() == b"new" and os.listdir(tmp_path) == ["a.bin"] and synced
+    # a write killed outright leaves its temp (fixed name): the next write_dataset in that folder clears it
+    meta = {"tokenizer": "bytes", "vocab_size": 256, "source": "test"}
+    for stale in ("d_train_000003.bin.tmp", "meta.json.tmp"):
+        (tmp_path / stale).write_bytes(b"half")
+    write_dataset(str(tmp_path), "d", np.arange(100) % 256, np.arange(50), meta)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
 # -----------------------------------------------------------------------------
@@ -330,6 +355,28 @@ def test_prepare_shakespeare_gpt2(tmp_path, gpt2):
     assert train.dtype == np.uint16 and len(train) + len(val) == 338_025
     _, decode = gpt2
     assert decode(train.tolist()) + decode(val.tolist()) == open(SHAKESPEARE, encoding="utf-8").read()
+
+
+def test_prepare_offline_says_in_one_line_how_to_go_on(tmp_path, monkeypatch):
+    # no network: the download is refused at once (nothing listens on port 9 here)
+    monkeypatch.setattr(shakespeare_char, "URL", "http://127.0.0.1:9/input.txt")
+    with pytest.raises(SystemExit) as e:
+        shakespeare_char.main(["--out_dir", str(tmp_path)])
+    message = str(e.value.code)
+    assert "could not download" in message and "--input FILE" in message and "\n" not in message
+    assert "resumes" not in message and not os.path.exists(tmp_path / "input.txt.part")  # nothing to resume
+
+    # no cached gpt2 encoding, and no network to fetch it
+    import tiktoken
+
+    def offline(name):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    with pytest.raises(SystemExit) as e:
+        shakespeare.main(["--input", __file__, "--out_dir", str(tmp_path)])
+    message = str(e.value.code)
+    assert "TIKTOKEN_CACHE_DIR" in message and "ConnectionError" in message and "\n" not in message
 
 
 def test_prepare_text(tmp_path, gpt2):

@@ -31,16 +31,23 @@ GPT2_EOT = 50256  # <|endoftext|>
 FIXED_VOCAB_SIZES = {"gpt2": GPT2_VOCAB_SIZE, "bytes": 256}
 
 
-def atomic_write(path, *chunks):
-    """Write the bytes-like chunks to a temp file beside path, then rename it onto path.
+class ShardError(ValueError):
+    """A shard or meta.json that cannot be trained on; the message names the file and what to do."""
 
-    A crash or Ctrl-C mid-write then leaves the old file (or none), never half a file.
+
+def atomic_write(path, *chunks):
+    """Write the bytes-like chunks to path + '.tmp', flush them to disk, then rename the temp onto path.
+
+    A crash or Ctrl-C mid-write then leaves the old file (or none), never half a file; the temp's name is
+    fixed, so a killed write leaves one file that the next write of path replaces.
     """
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it path
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -75,21 +82,21 @@ def shard_header(path):
     size = os.path.getsize(path)
     remedy = "re-create it with the data/<name>/prepare.py script that made it"
     if size < HEADER_BYTES:
-        raise ValueError(f"{path} is not a token shard: {size} bytes is less than the "
+        raise ShardError(f"{path} is not a token shard: {size} bytes is less than the "
                          f"{HEADER_BYTES}-byte header (truncated?); {remedy}")
     magic, version, ntok = (int(v) for v in np.fromfile(path, dtype="<i4", count=3))
     if magic not in FORMATS:
-        raise ValueError(f"{path} is not a token shard: magic number {magic}, expected {MAGIC_UINT16} (uint16) "
+        raise ShardError(f"{path} is not a token shard: magic number {magic}, expected {MAGIC_UINT16} (uint16) "
                          f"or {MAGIC_UINT32} (uint32); point the loader at files written by a prepare.py script")
     expected_version, dtype = FORMATS[magic]
     if version != expected_version:
-        raise ValueError(f"{path} has unsupported shard version {version} (magic {magic} is read as version "
+        raise ShardError(f"{path} has unsupported shard version {version} (magic {magic} is read as version "
                          f"{expected_version} only); {remedy}")
     if ntok <= 0:
-        raise ValueError(f"{path} holds no tokens (header count {ntok}); {remedy}")
+        raise ShardError(f"{path} holds no tokens (header count {ntok}); {remedy}")
     expected_size = HEADER_BYTES + ntok * dtype.itemsize
     if size != expected_size:
-        raise ValueError(f"{path} is truncated or corrupt: its header promises {ntok:,} tokens "
+        raise ShardError(f"{path} is truncated or corrupt: its header promises {ntok:,} tokens "
                          f"({expected_size:,} bytes) but the file has {size:,} bytes; {remedy}")
     return dtype, ntok
 
@@ -178,9 +185,11 @@ def get_tokenizer(meta):
             raise ImportError("gpt2 data needs tiktoken: pip install tiktoken") from None
         try:
             enc = tiktoken.get_encoding("gpt2")
-        except Exception as e:
-            raise RuntimeError("tiktoken could not load the gpt2 encoding: it downloads it once, then caches it; "
-                               "offline, set TIKTOKEN_CACHE_DIR to a folder that holds the cached files") from e
+        except Exception as e:  # offline: a connection error from deep inside tiktoken's download
+            raise RuntimeError(f"tiktoken could not load the gpt2 encoding ({type(e).__name__}): it downloads it once, "
+                               "then caches it; offline, set TIKTOKEN_CACHE_DIR to a folder that holds the cached "
+                               "files, or use data that needs no download (data/stdlib, data/shakespeare_char "
+                               "--input FILE)") from None
         # encode_ordinary: a literal "<|endoftext|>" in the text is plain text, never the eot id
         return enc.encode_ordinary, enc.decode
     if kind == "bytes":
@@ -254,6 +263,10 @@ def write_dataset(out_dir, name, train_tokens, val_tokens, meta, shard_tokens=10
     if type(shard_tokens) is not int or shard_tokens < 1:
         raise ValueError(f"shard_tokens must be a positive integer, got {shard_tokens!r}")
     os.makedirs(out_dir, exist_ok=True)
+    # temps of a write that was killed (atomic_write's fixed names); the files they were for are whole or absent
+    for stale in glob.glob(os.path.join(glob.escape(out_dir), f"{name}_*.bin.tmp")) + \
+            glob.glob(os.path.join(glob.escape(out_dir), "meta.json.tmp")):
+        os.remove(stale)
     paths = []
     for split, tokens in (("train", train_tokens), ("val", val_tokens)):
         tokens = np.asarray(tokens)
@@ -317,8 +330,8 @@ def download(url, path, chunk_bytes=1 << 20):
                           end="", file=sys.stderr, flush=True)
             print(file=sys.stderr)
     except requests.RequestException as e:
-        raise RuntimeError(f"could not download {url}: {e}\ncheck the address and your connection; "
-                           f"running the same command again resumes from {part}") from e
+        again = f"; running the same command again resumes from {part}" if os.path.exists(part) else ""
+        raise RuntimeError(f"could not download {url} ({type(e).__name__}){again}") from None
     if have < total:
         raise RuntimeError(f"the download of {url} stopped at {have:,} of {total:,} bytes; "
                            f"running the same command again resumes from {part}")
@@ -336,6 +349,8 @@ class ShardLoader:
     reads the B*T + 1 tokens starting at pos + r*B*T, so world_size ranks with batch B see exactly the rows
     that one rank with batch B*world_size would. A span that does not fit in the rest of a shard moves on to
     the next shard, and after the last shard the loader wraps around to the first (a new epoch).
+    vocab_size: the data's vocabulary (its meta.json's): each shard is checked once, when first opened, to
+    hold no id at or above it.
     """
 
     def __init__(self, pattern, batch_size, block_size, rank=0, world_size=1, vocab_size=None):
@@ -349,12 +364,13 @@ class ShardLoader:
             raise FileNotFoundError(f"no shards match {pattern!r}; {_prepare_hint(os.path.dirname(pattern))}")
         self.B, self.T = batch_size, block_size
         self.rank, self.world_size, self.vocab_size = rank, world_size, vocab_size
+        self.checked = set()  # the shards whose ids are known to fit vocab_size
         self.span = batch_size * block_size * world_size
         # check every header now, so that a bad shard fails at start-up rather than hours into training
         for path in self.files:
             _, ntok = shard_header(path)
             if ntok < self.span + 1:
-                raise ValueError(f"{path} holds {ntok:,} tokens, fewer than one step needs (batch_size {batch_size}"
+                raise ShardError(f"{path} holds {ntok:,} tokens, fewer than one step needs (batch_size {batch_size}"
                                  f" x block_size {block_size} x world_size {world_size} + 1 = {self.span + 1:,}); "
                                  "use a smaller batch_size/block_size or more data")
         self.reset()
@@ -366,6 +382,15 @@ class ShardLoader:
     def _seek(self, shard, pos):
         self.shard, self.pos = shard, pos
         self.tokens = read_shard(self.files[shard])
+        if self.vocab_size is not None and shard not in self.checked:
+            # once per shard: one pass over it (about 0.1 s for 100 M tokens), then no check per batch
+            top = int(self.tokens.max())
+            if top >= self.vocab_size:
+                name = os.path.basename(os.path.dirname(os.path.abspath(self.files[shard])))
+                raise ShardError(f"{self.files[shard]} holds token id {top}, but its meta.json says vocab_size "
+                                 f"{self.vocab_size}: the shard disagrees with its meta.json; re-prepare the dataset "
+                                 f"(python data/{name}/prepare.py)")
+            self.checked.add(shard)
 
     def next_batch(self):
         """This rank's next (x, y): int64 CPU tensors of shape (B, T), y being x shifted left by one token."""
@@ -374,11 +399,6 @@ class ShardLoader:
             self._seek((self.shard + 1) % len(self.files), 0)
         start = self.pos + self.rank * B * T
         buf = torch.from_numpy(self.tokens[start : start + B * T + 1].astype(np.int64))  # (B*T + 1,)
-        if self.vocab_size is not None and buf.max() >= self.vocab_size:
-            raise ValueError(f"{self.files[self.shard]} holds token id {buf.max().item()} (somewhere in tokens "
-                             f"{start:,}..{start + B * T:,}), but the model's vocab_size is {self.vocab_size}: the "
-                             "data was made for a bigger vocabulary; re-prepare it or raise vocab_size to at "
-                             "least its meta.json vocab_size")
         self.pos += self.span
         x = buf[:-1].view(B, T)  # (B, T)
         y = buf[1:].view(B, T)  # (B, T): the token that follows each one in x
@@ -391,6 +411,6 @@ class ShardLoader:
     def load_state_dict(self, state):
         shard, name = state["shard"], state["file"]
         if not shard < len(self.files) or os.path.basename(self.files[shard]) != name:
-            raise ValueError(f"the saved loader position is in shard {shard} ({name}), but the pattern now matches "
+            raise ShardError(f"the saved loader position is in shard {shard} ({name}), but the pattern now matches "
                              f"{len(self.files)} different files; resume with the same data the run started with")
         self._seek(shard, state["pos"])

@@ -27,7 +27,10 @@ def shard_names(num_train_shards):
 
 def fetch_shard(url, path):
     """Download one shard (unless complete already) and check its header against its size."""
-    download(url, path)
+    try:
+        download(url, path)
+    except RuntimeError as e:  # offline, or the address is gone: one line, and the .part (if any) is kept
+        raise SystemExit(str(e)) from None
     try:
         read_shard(path)
     except ValueError:

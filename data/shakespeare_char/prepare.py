@@ -18,9 +18,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
 
-def load_splits(input_path, out_dir):
+def load_splits(input_path, out_dir, script):
     """Tiny Shakespeare as (train_text, val_text), from input_path or else from a cached download."""
-    path = input_path or download(URL, os.path.join(out_dir, "input.txt"))
+    try:
+        path = input_path or download(URL, os.path.join(out_dir, "input.txt"))
+    except RuntimeError as e:  # offline, or the address is gone
+        raise SystemExit(f"{e}; with a local copy of the text, run: python {script} --input FILE") from None
     with open(path, encoding="utf-8") as f:
         text = f.read()
     n = int(0.9 * len(text))
@@ -38,7 +41,7 @@ def parse_args(argv, description):
 def main(argv=None):
     args = parse_args(argv, "Character-level Tiny Shakespeare.")
     out_dir = args.out_dir or HERE
-    train_text, val_text = load_splits(args.input, out_dir)
+    train_text, val_text = load_splits(args.input, out_dir, "data/shakespeare_char/prepare.py")
     chars = sorted(set(train_text + val_text))
     meta = {"tokenizer": "char", "vocab_size": len(chars), "chars": "".join(chars),
             "source": "Tiny Shakespeare, one token per character"}

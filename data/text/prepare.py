@@ -62,7 +62,10 @@ def main(argv=None):
     files = find_files(args.input)
     train_docs, val_docs = split_documents([read_text(path) for path in files], args.val_fraction)
     meta = gpt2_meta(f"{len(files)} text files from {' '.join(args.input)}")
-    encode, _ = get_tokenizer(meta)
+    try:
+        encode, _ = get_tokenizer(meta)
+    except (ImportError, RuntimeError) as e:
+        raise SystemExit(str(e)) from None
     train = encode_documents(train_docs, encode, meta["eot"], args.processes)
     val = encode_documents(val_docs, encode, meta["eot"], args.processes)
     paths = write_dataset(args.out_dir, "text", train, val, meta, args.shard_tokens)
