@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # processes run 1 micro-step each: the same 128 tokens per step, so the same losses.
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--ffn_hidden=64', '--block_size=32', '--micro_batch_size=2',
         '--tokens_per_step=128', '--learning_rate=1e-2', '--min_lr=1e-3', '--warmup_steps=5', '--max_steps=24',
-        '--log_interval=1', '--eval_interval=8', '--eval_steps=2', '--ckpt_interval=100', '--device=cpu']
+        '--log_interval=1', '--eval_interval=8', '--eval_steps=2', '--ckpt_interval=100', '--device=cpu', '--threads=1']
 STOP = 12  # where the interrupted runs stop
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}  # see one_thread
 
@@ -444,6 +444,16 @@ def test_a_run_too_big_for_memory_is_refused_before_allocating(tmp_path, data_di
 def test_gpu_settings_on_the_cpu_warn(tmp_path, data_dir, capsys):
     run(tmp_path, data_dir, '--dtype=bfloat16', '--max_steps=1')
     assert "warning: GPU settings on the CPU (dtype=bfloat16, compile=False)" in capsys.readouterr().out
+
+
+def test_threads_default_to_the_cores_other_work_leaves_idle(monkeypatch):
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3})
+    for load, threads in ((0.1, 4), (1.4, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(os, 'getloadavg', lambda: (load, 0.0, 0.0))
+        assert train.cpu_threads() == threads
+    monkeypatch.setenv('OMP_NUM_THREADS', '3')  # set by the user: torch's reading of it stands
+    assert train.cpu_threads() == torch.get_num_threads()
 
 
 def test_errors_under_torchrun_are_printed_once_without_tracebacks(tmp_path, data_dir):

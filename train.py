@@ -78,6 +78,7 @@ TRAINING = dict(
     dtype=None,  # None: 'bfloat16' on GPUs that have it, else 'float32'
     compile=None,  # torch.compile the model; None: on CUDA only (on the CPU it compiles longer than it saves)
     fsdp=False,  # shard parameters, gradients and optimizer state with FSDP2 (launch with torchrun)
+    threads=None,  # CPU threads per process; None: $OMP_NUM_THREADS if set, else the cores other work leaves idle
     seed=1337,  # the same seed gives the same initial weights and the same run
     peak_flops=None,  # the device's dense bf16 FLOP/s for MFU; None: looked up from the GPU's name
     # how often, in steps
@@ -124,11 +125,11 @@ QUICK_START_KEYS = documented_keys(os.path.abspath(__file__), 'QUICK_START_MODEL
 DEFAULTS = {**{key: default for key, (default, _) in MODEL_KEYS.items()}, **QUICK_START_MODEL, **TRAINING}
 # keys whose default is None take None or this type
 OPTIONAL = {'vocab_size': int, 'data_dir': str, 'stop_step': int, 'device': str, 'dtype': str,
-            'compile': bool, 'peak_flops': float}
+            'compile': bool, 'peak_flops': float, 'threads': int}
 FLOAT32_MAX = 3.4028234663852886e38
 CHOICES = {'init_from': ('scratch', 'resume'), 'device': (None, 'cpu', 'cuda'), 'dtype': (None, 'float32', 'bfloat16')}
 RANGES = [  # (keys, test, what the test asks); None passes (see OPTIONAL)
-    (('block_size', 'n_layer', 'n_head', 'n_embd', 'tokens_per_step', 'micro_batch_size', 'max_steps', 'stop_step',
+    (('block_size', 'n_layer', 'n_head', 'n_embd', 'threads', 'tokens_per_step', 'micro_batch_size', 'max_steps', 'stop_step',
       'eval_interval', 'eval_steps', 'log_interval', 'ckpt_interval', 'learning_rate', 'peak_flops'),
      lambda v: v > 0, "positive"),
     (('warmup_steps', 'min_lr', 'weight_decay', 'grad_clip'), lambda v: v >= 0, "zero or positive"),
@@ -247,10 +248,11 @@ from model import GPT, RUNTIME_KEYS, summary  # noqa: E402
 
 
 def resolve_settings(config, device, rank):
-    """(cfg, meta): the run's settings with device, dtype, compile, data_dir and vocab_size decided, and the
-    dataset's meta.json. device is the one start_processes chose (it needs it first)."""
+    """(cfg, meta): the run's settings with device, dtype, compile, threads, data_dir and vocab_size decided,
+    and the dataset's meta.json. device is the one start_processes chose (it needs it first)."""
     cfg = SimpleNamespace(**config)
     cfg.device = device.type
+    cfg.threads = config['threads'] or cpu_threads()
     bf16_ok = device.type == 'cpu' or torch.cuda.is_bf16_supported()
     cfg.dtype = config['dtype'] or ('bfloat16' if device.type == 'cuda' and bf16_ok else 'float32')
     if cfg.dtype == 'bfloat16' and not bf16_ok:
@@ -264,6 +266,17 @@ def resolve_settings(config, device, rank):
         raise SystemExit(f"vocab_size={cfg.vocab_size} is smaller than the data's {meta['vocab_size']} "
                          f"({cfg.data_dir}/meta.json); use --vocab_size={padded}, or None for automatic")
     return cfg, meta
+
+
+def cpu_threads():
+    """torch's threads: OMP_NUM_THREADS when set; else the cores that other work leaves idle (the 1-minute load
+    average, read before this run adds to it), at least 1. Threads beyond the idle cores fight the other work
+    for them: with a 2-core machine busy with other jobs, 2 threads made the quick start 4 to 10x slower than 1."""
+    if os.environ.get('OMP_NUM_THREADS'):
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    busy = round(os.getloadavg()[0]) if hasattr(os, 'getloadavg') else 0
+    return max(1, cores - busy)
 
 
 # -----------------------------------------------------------------------------
@@ -687,10 +700,12 @@ def catch_stop_signals():
 def main(argv=None):
     rank = int(os.environ.get('RANK', 0))  # torchrun's, known before the process group starts
     stop, previous_handlers = catch_stop_signals()
+    threads = torch.get_num_threads()
     try:
         config = get_config(sys.argv[1:] if argv is None else argv)
         rank, world_size, device = start_processes(config)
         cfg, meta = resolve_settings(config, device, rank)
+        torch.set_num_threads(cfg.threads)
         train(cfg, meta, rank, world_size, device, stop)
     except ShardError as e:  # a bad shard met mid-run, when the loader opens it
         raise SystemExit(str(e)) from None
@@ -699,6 +714,7 @@ def main(argv=None):
             raise SystemExit(1) from None  # every process stops; rank 0 says why, once
         raise
     finally:
+        torch.set_num_threads(threads)  # as it was, for a caller that runs main() in its own process
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
         if dist.is_initialized():
@@ -717,8 +733,8 @@ def train(cfg, meta, rank, world_size, device, stop):
     train_loader, val_loader = make_loaders(cfg, meta, rank, world_size)
     say("config:\n" + '\n'.join(f"  {key} = {value!r}" for key, value in vars(cfg).items()))
     say(summary(model_config(vars(cfg))))
-    say(f"{world_size} process(es) on {device.type}, {grad_accum} micro-step(s) of {cfg.micro_batch_size} x "
-        f"{cfg.block_size} tokens per process: {cfg.tokens_per_step:,} tokens per step")
+    say(f"{world_size} process(es) on {device.type}, {cfg.threads} CPU thread(s) each; {grad_accum} micro-step(s) "
+        f"of {cfg.micro_batch_size} x {cfg.block_size} tokens per process: {cfg.tokens_per_step:,} tokens per step")
     raw, model = build_model(cfg, device, world_size)
     optimizer = make_optimizer(raw, cfg)
 
