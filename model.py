@@ -4,7 +4,7 @@ Dynamics of Large Language Models" (Zhuo et al., ICLR 2025), dense or with a Mix
 
 Read it top to bottom:
   1. GPTConfig                      every knob of the model
-  2. PolyNorm, PolyReLU             the paper's contribution, and the baseline activations
+  2. PolyNorm, PolyReLU             the paper's contribution, the baselines, and how PolyCom runs fast
   3. FFN                            up -> activation -> down, parameter-matched across activations
   4. MoE                            OLMoE-style dropless top-k routing, a readable loop and a grouped-GEMM path
   5. Attention, Block, GPT          the transformer around them
@@ -13,15 +13,18 @@ Read it top to bottom:
 """
 
 import math
+import os
+import shutil
 import sys
 from dataclasses import dataclass, fields
+from functools import cache, partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-try:  # optional fused Triton kernels (kernels.py); used on CUDA only, the code below stays the definition
+try:  # optional fused Triton kernels (kernels.py) for CUDA; the code below stays the definition
     from kernels import poly_norm_fused, poly_relu_fused
 except ImportError:
     poly_norm_fused = poly_relu_fused = None
@@ -30,8 +33,9 @@ except ImportError:
 # 1. Config
 
 
-ACTIVATIONS = ('relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm')
-ACT_IMPLS = ('auto', 'plain', 'triton')
+ACTIVATIONS = ('relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm', 'polyrelu_glu', 'polynorm_glu')
+GATED = ('swiglu', 'polyrelu_glu', 'polynorm_glu')  # down(act(gate(x)) * up(x)) at 2/3 of the width
+ACT_IMPLS = ('auto', 'plain', 'compiled', 'triton')  # how PolyCom runs; see polycom_impl
 # how the model runs, not what it computes: a resumed run may change these
 RUNTIME_KEYS = ('act_checkpointing', 'act_impl', 'moe_impl')
 
@@ -45,14 +49,15 @@ class GPTConfig:
     n_embd: int = 384
     activation: str = 'polynorm'  # one of ACTIVATIONS
     poly_order: int = 3  # r, the degree of the polynomial in PolyReLU / PolyNorm
-    ffn_hidden: int = 1536  # FFN width for non-gated activations; SwiGLU uses 2/3 of it (same params)
+    ffn_hidden: int = 1536  # FFN width for non-gated activations; gated ones use 2/3 of it (same params)
     act_checkpointing: bool = True  # recompute PolyCom's powers in backward instead of storing them
-    act_impl: str = 'auto'  # how PolyCom runs: auto | plain | triton (kernels.py); auto: triton on CUDA when installed
+    act_impl: str = 'auto'  # how PolyCom runs, one of ACT_IMPLS: auto | plain | compiled | triton
     # Mixture of Experts (n_experts = 0 means a dense FFN in every block)
     n_experts: int = 0
     top_k: int = 8
     moe_ffn_hidden: int = 1536  # width of each expert (non-gated; SwiGLU uses 2/3 of it)
     moe_impl: str = 'auto'  # auto | grouped | loop
+    poly_per_expert: bool = False  # each expert its own PolyCom coefficients; False: one set per MoE layer
     lb_weight: float = 0.01  # load-balancing loss weight
     z_weight: float = 0.001  # router z-loss weight
     # transformer details
@@ -65,29 +70,56 @@ class GPTConfig:
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r} is not one of {ACTIVATIONS}")
+        if self.poly_order < 1:
+            raise ValueError(f"poly_order={self.poly_order} must be at least 1")
         if self.act_impl not in ACT_IMPLS:
             raise ValueError(f"act_impl={self.act_impl!r} is not one of {ACT_IMPLS}")
+        if self.act_impl == 'triton' and not 2 <= self.poly_order <= 4:
+            raise ValueError(f"act_impl='triton' handles poly_order 2 to 4, not {self.poly_order}; "
+                             f"act_impl='auto' runs other orders in PyTorch")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size")
         if self.n_experts and not 1 <= self.top_k <= self.n_experts:
             raise ValueError(f"top_k={self.top_k} must be between 1 and n_experts={self.n_experts}")
         if self.moe_impl not in ('auto', 'grouped', 'loop'):
             raise ValueError(f"moe_impl={self.moe_impl!r} is not one of 'auto', 'grouped', 'loop'")
+        if self.poly_per_expert and not (self.n_experts and self.activation.startswith('poly')):
+            raise ValueError(f"poly_per_expert=True needs MoE layers (n_experts > 0) and a PolyCom activation, "
+                             f"got n_experts={self.n_experts}, activation={self.activation!r}")
+        if self.poly_per_expert and self.act_impl == 'triton':
+            raise ValueError("act_impl='triton' takes one set of coefficients per layer, not poly_per_expert; "
+                             "use act_impl='auto'")
 
 
 def swiglu_width(hidden):
-    """SwiGLU has three matrices instead of two, so 2/3 of the width keeps the parameter count (x8 for GEMMs)."""
+    """A gated FFN has three matrices instead of two, so 2/3 of the width keeps the parameter count (x8 for GEMMs)."""
     return max(8, 8 * round(hidden * 2 / 3 / 8))
 
 
 # -----------------------------------------------------------------------------
 # 2. Activations
 #
-# PolyCom composes a polynomial with another function. With learnable a_0..a_r (here bias, weight[0..r-1]):
-#   PolyReLU(x) = sum_{i=1..r} a_i * ReLU(x)^i    + a_0
-#   PolyNorm(x) = sum_{i=1..r} a_i * norm(x^i)    + a_0,   norm(u) = u / RMS(u) over the hidden dimension
-# weight[i-1] goes with the i-th power. The math runs in float32 whatever the input dtype: in bf16, x^3
-# loses most of its mantissa and the mean of x^6 overflows for |x| of a few hundred.
+# PolyCom composes a polynomial of order r with another function, with learnable coefficients a_0..a_r:
+#
+#   PolyReLU(x) = sum_{i=1..r} a_i * ReLU(x)^i  + a_0
+#   PolyNorm(x) = sum_{i=1..r} a_i * norm(x^i)  + a_0,     norm(u) = u / RMS(u) over the hidden dimension
+#
+# In the code a_i is weight[i-1] and a_0 is bias, initialized to 1/r and 0. The math runs in float32 whatever
+# the input dtype: in bf16, x^3 loses most of its mantissa and the mean of x^6 overflows for |x| of a few
+# hundred. The gated forms (polynorm_glu, polyrelu_glu) put them on the gate branch of a SwiGLU-style FFN in
+# place of SiLU (section 3).
+
+
+def poly_norm(x, weight, bias, eps):
+    xf = at_least_float32(x)
+    y = bias + sum(a * rms_norm(xf ** i, eps) for i, a in enumerate(weight, start=1))
+    return y.to(x.dtype)
+
+
+def poly_relu(x, weight, bias):
+    r = F.relu(at_least_float32(x))
+    y = bias + sum(a * r ** i for i, a in enumerate(weight, start=1))
+    return y.to(x.dtype)
 
 
 def rms_norm(u, eps):
@@ -99,61 +131,50 @@ def at_least_float32(x):
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def poly_norm(x, weight, bias, eps):
-    xf = at_least_float32(x)
-    y, power = bias, xf
-    for w in weight:  # y = bias + w_1 norm(x) + w_2 norm(x^2) + ... + w_r norm(x^r)
-        y = y + w * rms_norm(power, eps)
-        power = power * xf
-    return y.to(x.dtype)
+class PolyCom(nn.Module):
+    """The learnable coefficients of PolyNorm and PolyReLU: weight (r,) = a_1..a_r at 1/r, bias (1,) = a_0 at 0.
+    With experts=E (an MoE layer's per-expert coefficients), one set per expert: weight (E, r), bias (E, 1)."""
 
-
-def poly_relu(x, weight, bias):
-    r = F.relu(at_least_float32(x))
-    y, power = bias, r
-    for w in weight:  # y = bias + w_1 relu(x) + w_2 relu(x)^2 + ... + w_r relu(x)^r
-        y = y + w * power
-        power = power * r
-    return y.to(x.dtype)
-
-
-def use_triton(impl, x):
-    if impl == 'triton':
-        if poly_norm_fused is None:
-            raise RuntimeError("act_impl='triton' needs Triton (pip install triton); use act_impl='auto' or 'plain'")
-        return True
-    return impl == 'auto' and x.is_cuda and poly_norm_fused is not None
-
-
-class PolyNorm(nn.Module):
-    def __init__(self, order=3, eps=1e-6, checkpointing=True, impl='auto'):
+    def __init__(self, order, checkpointing, impl, experts):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(order) / order)
-        self.bias = nn.Parameter(torch.zeros(1))
-        self.eps, self.checkpointing, self.impl = eps, checkpointing, impl
-
-    def forward(self, x):
-        if use_triton(self.impl, x):
-            return poly_norm_fused(x, self.weight, self.bias, self.eps)  # saves only x, like checkpointing
-        if self.checkpointing and torch.is_grad_enabled():
-            # keep only x for backward and recompute the r powers and norms there: memory of a ReLU
-            return checkpoint(poly_norm, x, self.weight, self.bias, self.eps, use_reentrant=False)
-        return poly_norm(x, self.weight, self.bias, self.eps)
-
-
-class PolyReLU(nn.Module):
-    def __init__(self, order=3, checkpointing=True, impl='auto'):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(order) / order)
-        self.bias = nn.Parameter(torch.zeros(1))
+        sets = (experts,) if experts else ()
+        self.weight = nn.Parameter(torch.empty(*sets, order))
+        self.bias = nn.Parameter(torch.empty(*sets, 1))
         self.checkpointing, self.impl = checkpointing, impl
+        self.reset_parameters()
 
-    def forward(self, x):
-        if use_triton(self.impl, x):
-            return poly_relu_fused(x, self.weight, self.bias)
-        if self.checkpointing and torch.is_grad_enabled():
-            return checkpoint(poly_relu, x, self.weight, self.bias, use_reentrant=False)
-        return poly_relu(x, self.weight, self.bias)
+    def reset_parameters(self):
+        nn.init.constant_(self.weight, 1 / self.weight.shape[-1])
+        nn.init.zeros_(self.bias)
+
+    def coefficients(self, expert):
+        """The weight and bias for x's rows: the shared ones, one expert's (expert an int), or each row's own
+        expert's (expert a tensor of N ids, one per row of x): then (r, N, 1) and (N, 1), so that in the
+        formula each a_i scales each row by that row's own coefficient."""
+        if expert is None:
+            return self.weight, self.bias
+        if isinstance(expert, int):
+            return self.weight[expert], self.bias[expert]
+        return self.weight[expert].t().unsqueeze(-1), self.bias[expert]
+
+
+class PolyNorm(PolyCom):
+    def __init__(self, order=3, eps=1e-6, checkpointing=True, impl='auto', experts=0):
+        super().__init__(order, checkpointing, impl, experts)
+        self.eps = eps
+
+    def forward(self, x, expert=None):  # (..., H) -> (..., H); expert: see coefficients
+        weight, bias = self.coefficients(expert)
+        return run_polycom(poly_norm, poly_norm_fused, self.impl, self.checkpointing, x, weight, bias, self.eps)
+
+
+class PolyReLU(PolyCom):
+    def __init__(self, order=3, checkpointing=True, impl='auto', experts=0):
+        super().__init__(order, checkpointing, impl, experts)
+
+    def forward(self, x, expert=None):
+        weight, bias = self.coefficients(expert)
+        return run_polycom(poly_relu, poly_relu_fused, self.impl, self.checkpointing, x, weight, bias)
 
 
 class ReLU2(nn.Module):
@@ -161,32 +182,85 @@ class ReLU2(nn.Module):
         return F.relu(x).square()
 
 
-def make_activation(cfg):
-    """The element-wise activation of a non-gated FFN (SwiGLU is gated and lives in the FFN itself)."""
-    if cfg.activation == 'polynorm':
-        return PolyNorm(cfg.poly_order, checkpointing=cfg.act_checkpointing, impl=cfg.act_impl)
-    if cfg.activation == 'polyrelu':
-        return PolyReLU(cfg.poly_order, checkpointing=cfg.act_checkpointing, impl=cfg.act_impl)
-    if cfg.activation == 'relu2':
-        return ReLU2()
-    if cfg.activation == 'gelu':
-        return nn.GELU()
-    if cfg.activation == 'relu':
-        return nn.ReLU()
-    return None  # swiglu
+def make_activation(cfg, experts=0):
+    """The activation of the FFN: applied to up(x), or for the gated forms to gate(x) before the product
+    with up(x). experts: per-expert coefficients for that many experts (PolyCom only)."""
+    poly = cfg.activation.removesuffix('_glu')  # the gated PolyCom forms are the plain ones on the gate branch
+    if poly == 'polynorm':
+        return PolyNorm(cfg.poly_order, checkpointing=cfg.act_checkpointing, impl=cfg.act_impl, experts=experts)
+    if poly == 'polyrelu':
+        return PolyReLU(cfg.poly_order, checkpointing=cfg.act_checkpointing, impl=cfg.act_impl, experts=experts)
+    return {'relu2': ReLU2, 'gelu': nn.GELU, 'relu': nn.ReLU, 'swiglu': nn.SiLU}[cfg.activation]()
+
+
+# How PolyCom runs (act_impl). The functions above are the one definition; the fast paths compute the same
+# thing. The choice is made at each call from the input's device, not when the model is built: a model is
+# often built on one device (or on 'meta') and moved, and the choice is a few comparisons (inside a compiled
+# model, made once while tracing).
+
+
+def run_polycom(fn, fused, impl, checkpointing, x, *args):
+    """fn(x, *args) (poly_norm or poly_relu) the way `impl` says, with or without recomputation in backward."""
+    impl = polycom_impl(impl, x, args[0])
+    if impl == 'triton':
+        return fused(x, *args)  # saves only x for backward, like checkpointing
+    if impl == 'compiled':
+        fn = compiled(fn)
+    if checkpointing and torch.is_grad_enabled():
+        # keep only x for backward and recompute the r powers (and norms) there: the memory of a ReLU
+        return checkpoint(fn, x, *args, use_reentrant=False)
+    return fn(x, *args)
+
+
+def polycom_impl(impl, x, weight):
+    """The act_impl that runs for input x. 'auto': the Triton kernels (kernels.py) on CUDA when they import
+    and take these coefficients (one set of 2 to 4), else on the CPU inductor's compile of the plain function
+    when a C++ compiler is found, else the plain code. Inside a model that is itself compiled, 'compiled'
+    runs as plain code: the outer compile fuses it anyway."""
+    if impl == 'auto':
+        if x.is_cuda:
+            kernels_apply = poly_norm_fused is not None and weight.dim() == 1 and 2 <= len(weight) <= 4
+            impl = 'triton' if kernels_apply else 'plain'
+        elif x.device.type == 'cpu' and not torch.compiler.is_compiling() and have_cpu_compiler():
+            impl = 'compiled'
+        else:
+            impl = 'plain'
+    if impl == 'compiled' and torch.compiler.is_compiling():
+        return 'plain'
+    if impl == 'triton' and poly_norm_fused is None:
+        raise RuntimeError("act_impl='triton' needs Triton (pip install triton); use act_impl='auto' or 'plain'")
+    if impl == 'compiled' and x.device.type == 'cpu' and not have_cpu_compiler():
+        raise RuntimeError("act_impl='compiled' needs a C++ compiler on the CPU (g++); use act_impl='auto' or 'plain'")
+    return impl
+
+
+@cache
+def have_cpu_compiler():
+    """Whether inductor finds its C++ compiler (torch.compile on the CPU needs one); checked once per process."""
+    from torch._inductor import config
+    return any(cxx and shutil.which(cxx) for cxx in config.cpp.cxx)
+
+
+@cache
+def compiled(fn):
+    """fn compiled by inductor, once per process on first use. dynamic=True: one compile serves every number
+    of rows; x comes as rows (N, H), so the dense FFN and the MoE's experts share it."""
+    fn_compiled = torch.compile(fn, dynamic=True)
+    return lambda x, *args: fn_compiled(x.reshape(-1, x.shape[-1]), *args).view(x.shape)
 
 
 # -----------------------------------------------------------------------------
 # 3. The feed-forward network
 #
 #   non-gated:  down(act(up(x)))               2 * n_embd * hidden parameters
-#   SwiGLU:     down(silu(gate(x)) * up(x))    3 * n_embd * (2/3 hidden): the same count
+#   gated:      down(act(gate(x)) * up(x))     3 * n_embd * (2/3 hidden): the same count
+#               act = SiLU for SwiGLU, PolyNorm or PolyReLU for polynorm_glu and polyrelu_glu
 
 
 class FFN(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        gated = cfg.activation == 'swiglu'
+        gated = cfg.activation in GATED
         hidden = swiglu_width(cfg.ffn_hidden) if gated else cfg.ffn_hidden
         self.gate = nn.Linear(cfg.n_embd, hidden, bias=False) if gated else None
         self.up = nn.Linear(cfg.n_embd, hidden, bias=False)
@@ -195,7 +269,7 @@ class FFN(nn.Module):
 
     def forward(self, x):  # (B, T, C) -> (B, T, C), {} (no auxiliary losses, as MoE has)
         if self.gate is not None:
-            return self.down(F.silu(self.gate(x)) * self.up(x)), {}
+            return self.down(self.act(self.gate(x)) * self.up(x)), {}
         return self.down(self.act(self.up(x))), {}
 
 
@@ -205,7 +279,7 @@ class FFN(nn.Module):
 # A router scores every token against E experts; softmax over all E in float32, keep the top k (the k
 # probabilities are NOT renormalized) and sum the chosen experts' outputs weighted by them. Dropless: every
 # token reaches its k experts however unbalanced the routing. Two auxiliary losses keep the router healthy:
-#   load balancing  E * sum_e f_e * P_e      f_e: share of the T*k assignments sent to e, P_e: mean prob of e
+#   load balancing  E * sum_e f_e * P_e      f_e: share of the N*k assignments sent to e, P_e: mean prob of e
 #   router z-loss   mean_t logsumexp(logits_t)^2                       keeps the router logits small
 
 
@@ -220,7 +294,7 @@ class MoE(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         E, C = cfg.n_experts, cfg.n_embd
-        gated = cfg.activation == 'swiglu'
+        gated = cfg.activation in GATED
         H = swiglu_width(cfg.moe_ffn_hidden) if gated else cfg.moe_ffn_hidden
         self.n_experts, self.top_k, self.impl = E, cfg.top_k, cfg.moe_impl
         self.router = nn.Linear(C, E, bias=False)
@@ -228,26 +302,28 @@ class MoE(nn.Module):
         self.w_gate = nn.Parameter(torch.empty(E, C, H)) if gated else None
         self.w_up = nn.Parameter(torch.empty(E, C, H))
         self.w_down = nn.Parameter(torch.empty(E, H, C))
-        self.act = make_activation(cfg)  # one activation module shared by all experts of this layer
+        # one activation module for the layer's experts; with poly_per_expert it holds each expert's coefficients
+        self.per_expert = cfg.poly_per_expert
+        self.act = make_activation(cfg, experts=E if cfg.poly_per_expert else 0)
 
     def forward(self, x):  # (B, T, C) -> (B, T, C), {'lb': ..., 'z': ...}
         B, T, C = x.shape
-        x = x.view(B * T, C)
-        logits = self.router(x).float()  # (N, E), N = B*T tokens
-        probs = logits.softmax(dim=-1)
+        x = x.view(B * T, C)  # (N, C), N = B*T tokens: routing treats each token on its own
+        logits = self.router(x).float()  # (N, E) in float32: bf16 rounding would flip close routing choices
+        probs = logits.softmax(dim=-1)  # (N, E)
         weights, experts = probs.topk(self.top_k, dim=-1)  # (N, k) each, not renormalized
 
         flat = experts.flatten()  # (N*k,) every routing assignment
-        counts = torch.zeros(self.n_experts, dtype=torch.int32, device=x.device)  # assignments per expert, (E,)
+        counts = torch.zeros(self.n_experts, dtype=torch.int32, device=x.device)  # (E,) assignments per expert
         counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))  # bincount, but a fixed shape
-        f = counts.float() / flat.numel()  # share of the N*k assignments per expert
-        aux = {'lb': self.n_experts * (f * probs.mean(dim=0)).sum(),
-               'z': torch.logsumexp(logits, dim=-1).square().mean()}
+        f = counts.float() / flat.numel()  # (E,) share of the N*k assignments per expert
+        aux = {'lb': self.n_experts * (f * probs.mean(dim=0)).sum(),  # scalar
+               'z': torch.logsumexp(logits, dim=-1).square().mean()}  # scalar
 
         if self.use_grouped(x):
-            y = self.experts_grouped(x, weights, experts, counts)
+            y = self.experts_grouped(x, weights, experts, counts)  # (N, C)
         else:
-            y = self.experts_loop(x, weights, experts)
+            y = self.experts_loop(x, weights, experts)  # (N, C)
         return y.view(B, T, C), aux
 
     def use_grouped(self, x):
@@ -262,39 +338,45 @@ class MoE(nn.Module):
             return bf16 and torch.cuda.get_device_capability(x.device) >= (9, 0)
         return bf16 or not torch.compiler.is_compiling()
 
-    def expert_ffn(self, h, w_gate, w_up, w_down, mm):
-        """One FFN applied with matmul `mm`, so that the loop and the grouped path share the math."""
+    def expert_ffn(self, h, expert, w_gate, w_up, w_down, mm):
+        """One FFN applied with matmul `mm`, so that the loop and the grouped path share the math. expert: whose
+        rows h holds (an int in the loop, an id per row in the grouped path), for per-expert coefficients."""
+        act = partial(self.act, expert=expert) if self.per_expert else self.act
         if w_gate is not None:
-            return mm(F.silu(mm(h, w_gate)) * mm(h, w_up), w_down)
-        return mm(self.act(mm(h, w_up)), w_down)
+            return mm(act(mm(h, w_gate)) * mm(h, w_up), w_down)
+        return mm(act(mm(h, w_up)), w_down)
 
     def experts_loop(self, x, weights, experts):
         """The readable reference: for each expert, gather its tokens, run its FFN, scatter back weighted."""
-        y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # (N, C)
+        y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # (N, C), summed in float32
         for e in range(self.n_experts):
-            token, slot = torch.where(experts == e)  # which tokens chose e, and as their how-many-th choice
+            token, slot = torch.where(experts == e)  # (n_e,) each: the tokens that chose e, and as which choice
             if token.numel() == 0:
                 continue
-            w_gate = self.w_gate[e] if self.w_gate is not None else None
-            out = self.expert_ffn(x[token], w_gate, self.w_up[e], self.w_down[e], torch.matmul)
-            y.index_add_(0, token, out.float() * weights[token, slot, None])
+            w_gate = self.w_gate[e] if self.w_gate is not None else None  # (C, H)
+            out = self.expert_ffn(x[token], e, w_gate, self.w_up[e], self.w_down[e], torch.matmul)  # (n_e, C)
+            y.index_add_(0, token, out.float() * weights[token, slot, None])  # (n_e, C) into (N, C)
         return y.to(x.dtype)
 
     def experts_grouped(self, x, weights, experts, counts):
         """The fast path: sort the N*k assignments by expert and run every expert in one grouped GEMM
-        (counts: assignments per expert, from forward). No step needs the routing on the host, so it compiles to one graph and never syncs the GPU."""
+        (counts: assignments per expert, from forward). No step needs the routing on the host, so it compiles
+        to one graph and never syncs the GPU."""
         N, k = experts.shape
-        order = experts.flatten().argsort(stable=True)  # (N*k,) assignments grouped by expert
-        offsets = counts.cumsum(0, dtype=torch.int32)  # end row of each expert's group; empty groups are fine
+        flat = experts.flatten()  # (N*k,) the expert of each assignment, token-major
+        order = flat.argsort(stable=True)  # (N*k,) assignments grouped by expert
+        offsets = counts.cumsum(0, dtype=torch.int32)  # (E,) end row of each expert's group; empty groups are fine
         dt = compute_dtype(x)
-        h = x[order // k].to(dt)  # (N*k, C): the token behind each sorted assignment
+        h = x.to(dt)[order // k]  # (N*k, C) the token behind each sorted assignment; cast once, before the k copies
 
-        def mm(a, b):
+        def mm(a, b):  # (rows, in) @ per-expert (E, in, out) -> (rows, out)
             return torch._grouped_mm(a.to(dt), b.to(dt), offs=offsets)
 
-        out = self.expert_ffn(h, self.w_gate, self.w_up, self.w_down, mm)  # (N*k, C), sorted order
-        out = torch.empty_like(out).index_copy_(0, order, out).view(N, k, -1)  # back to (token, slot)
-        return (out.float() * weights[..., None]).sum(dim=1).to(x.dtype)
+        out = self.expert_ffn(h, flat[order], self.w_gate, self.w_up, self.w_down, mm)  # (N*k, C), sorted
+        out = torch.empty_like(out).index_copy_(0, order, out).view(N, k, -1)  # (N, k, C) back to (token, slot)
+        # the k outputs weighted and summed as one batched matmul in the compute dtype: no (N, k, C) float32 copy
+        y = torch.bmm(weights.to(dt).unsqueeze(1), out)  # (N, 1, k) @ (N, k, C) -> (N, 1, C)
+        return y.view(N, -1).to(x.dtype)
 
 
 # -----------------------------------------------------------------------------
@@ -322,21 +404,22 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps) if cfg.qk_norm else None
 
-    def forward(self, x, cos, sin, cache=None, pos=0):  # (B, T, C) -> (B, T, C)
+    def forward(self, x, cos, sin, cache=None, pos=0):  # (B, T, C) -> (B, T, C); cos, sin (T, hs/2)
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
+        if self.q_norm is not None:  # over all heads at once, as OLMoE
+            q, k = self.q_norm(q), self.k_norm(k)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, nh, T, hs)
         if cache is not None:  # generation: append this step's keys and values, attend to all so far
             if pos > 0 and T > 1:
                 raise ValueError("the KV cache takes a prompt at pos 0, then one token at a time")
-            cache['k'][:B, :, pos:pos + T] = k
+            cache['k'][:B, :, pos:pos + T] = k  # (B, nh, T, hs) into (B_max, nh, block_size, hs)
             cache['v'][:B, :, pos:pos + T] = v
-            k, v = cache['k'][:B, :, :pos + T], cache['v'][:B, :, :pos + T]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)  # flash attention on GPU
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+            k, v = cache['k'][:B, :, :pos + T], cache['v'][:B, :, :pos + T]  # (B, nh, pos+T, hs) each
+        # causal within the new tokens; a single new token may see every cached one, so no mask then
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)  # (B, nh, T, hs); flash attention on GPU
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # heads side by side again: (B, T, C)
 
 
 class Block(nn.Module):
@@ -357,26 +440,42 @@ class GPT(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.config = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.norm_f = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.wte.weight
-        cos, sin = rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head, cfg.rope_theta)
-        self.register_buffer('rope_cos', cos, persistent=False)
-        self.register_buffer('rope_sin', sin, persistent=False)
+        device = torch.get_default_device()  # where the caller builds: the CPU, `with torch.device(...)`, or meta
+        with torch.device('meta'):  # shapes only; init_weights sets every value, so no value is drawn twice
+            self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+            self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+            self.norm_f = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+            self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+            if cfg.tie_embeddings:
+                self.lm_head.weight = self.wte.weight
+            half_head = cfg.n_embd // cfg.n_head // 2
+            self.register_buffer('rope_cos', torch.empty(cfg.block_size, half_head), persistent=False)
+            self.register_buffer('rope_sin', torch.empty(cfg.block_size, half_head), persistent=False)
+        self.to_empty(device=device)
         self.init_weights()
 
     def init_weights(self):
-        """Normal(0, init_std) everywhere; the projections that write into the residual stream get
-        init_std / sqrt(2 * n_layer), so the stream's variance does not grow with depth."""
+        """Every parameter and buffer from scratch, so that GPT(cfg) equals a model built on the meta device,
+        materialized with to_empty() (e.g. after FSDP sharded it) and then given init_weights(), seed for seed.
+        Matrices and embeddings: Normal(0, init_std), and init_std / sqrt(2 * n_layer) for the projections
+        that write into the residual stream, so the stream's variance does not grow with depth. Norms: 1.
+        PolyCom: 1/r and 0 (every expert's, with per-expert coefficients). The RoPE tables: recomputed."""
         std = self.config.init_std
+        if self.config.tie_embeddings:  # to_empty() from the meta device unties them
+            self.lm_head.weight = self.wte.weight
+        for m in self.modules():
+            if isinstance(m, (nn.RMSNorm, PolyCom)):
+                m.reset_parameters()
+        poly = {id(p) for m in self.modules() if isinstance(m, PolyCom) for p in m.parameters()}
         for name, p in self.named_parameters():
-            if p.dim() < 2:
-                continue  # norms keep their ones, PolyCom its (1/r, ..., 1/r) and zero bias
+            if p.dim() < 2 or id(p) in poly:
+                continue
             residual = name.endswith(('attn.proj.weight', 'ffn.down.weight', 'ffn.w_down'))
             nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer) if residual else std)
+        cos, sin = rope_tables(self.config.block_size, self.config.n_embd // self.config.n_head, self.config.rope_theta)
+        with torch.no_grad():
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
 
     def forward(self, idx, targets=None, cache=None, pos=0):
         """idx (B, T) token ids -> (logits, losses). With targets: logits (B, T, V) and the losses as scalar
@@ -407,10 +506,13 @@ class GPT(nn.Module):
         return logits, losses
 
     def optim_groups(self, weight_decay):
-        """AdamW parameter groups: matrices and embeddings decay; norms and PolyCom's scalars do not."""
+        """AdamW parameter groups: matrices and embeddings decay; norms and PolyCom's coefficients (per-expert
+        ones are matrices too) do not."""
+        poly = {id(p) for m in self.modules() if isinstance(m, PolyCom) for p in m.parameters()}
         params = [p for p in self.parameters() if p.requires_grad]
-        return [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
-                {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+        decay = [p for p in params if p.dim() >= 2 and id(p) not in poly]
+        return [{'params': decay, 'weight_decay': weight_decay},
+                {'params': [p for p in params if p.dim() < 2 or id(p) in poly], 'weight_decay': 0.0}]
 
     # -- sizes and FLOPs: what a user needs to plan a run ------------------------
 
@@ -423,9 +525,9 @@ class GPT(nn.Module):
         idle_experts = 0
         for m in self.modules():
             if isinstance(m, MoE):
-                experts = sum(p.numel() for p in (m.w_gate, m.w_up, m.w_down) if p is not None)
-                idle_experts += experts * (cfg.n_experts - cfg.top_k) // cfg.n_experts
-        poly = sum(p.numel() for m in self.modules() if isinstance(m, (PolyNorm, PolyReLU)) for p in m.parameters())
+                experts = [m.w_gate, m.w_up, m.w_down] + (list(m.act.parameters()) if m.per_expert else [])
+                idle_experts += sum(p.numel() for p in experts if p is not None) * (cfg.n_experts - cfg.top_k) // cfg.n_experts
+        poly = sum(p.numel() for m in self.modules() if isinstance(m, PolyCom) for p in m.parameters())
         return {'total': total, 'non_embedding': total - embedding, 'active': total - idle_experts, 'polycom': poly}
 
     def flops_per_token(self, seq_len=None):
@@ -461,12 +563,15 @@ class GPT(nn.Module):
             idx = torch.cat([idx, sample_token(logits[:, -1, :].float(), temperature, top_k)], dim=1)
         return idx
 
-    def new_cache(self, batch_size):
+    def new_cache(self, batch_size, dtype=None):
+        """Keys and values for every layer, (B, nh, block_size, hs) each, in the dtype attention runs in (by
+        default autocast's when it is on, else the weights'), so that no decoding step recasts the cache."""
         cfg = self.config
         p = self.lm_head.weight
+        dtype = dtype or compute_dtype(p)
         shape = (batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
-        return [{'k': torch.zeros(shape, dtype=p.dtype, device=p.device),
-                 'v': torch.zeros(shape, dtype=p.dtype, device=p.device)} for _ in range(cfg.n_layer)]
+        return [{'k': torch.zeros(shape, dtype=dtype, device=p.device),
+                 'v': torch.zeros(shape, dtype=dtype, device=p.device)} for _ in range(cfg.n_layer)]
 
 
 def sample_token(logits, temperature, top_k):  # (B, V) -> (B, 1)
@@ -484,12 +589,22 @@ def sample_token(logits, temperature, top_k):  # (B, V) -> (B, 1)
 
 
 def read_config(path):
-    """Run a config file (plain Python assignments) and return what it assigned, as a dict. A config may
-    build on another with exec(open(...).read()), using __file__ to find it."""
+    """Run a config file (plain Python assignments) and return what it assigned, as a dict. A config builds
+    on another by calling inherit('other.py') (a file in its own folder) before its own assignments, which
+    then override the other file's values."""
     namespace = {'__file__': path}
+
+    def inherit(name):
+        base = os.path.join(os.path.dirname(path), name)
+        if not os.path.isfile(base):
+            raise FileNotFoundError(f"{path}: inherit({name!r}) found no config file {base}")
+        namespace.update(read_config(base))
+
+    namespace['inherit'] = inherit
     with open(path) as f:
         exec(f.read(), namespace)
-    return {k: v for k, v in namespace.items() if not k.startswith('_') and not isinstance(v, type(sys))}
+    return {k: v for k, v in namespace.items()
+            if not k.startswith('_') and k != 'inherit' and not isinstance(v, type(sys))}
 
 
 def config_from_file(path, **overrides):
@@ -507,7 +622,8 @@ def summary(cfg):
         model = GPT(cfg)
     n = model.num_params()
     lines = [f"{cfg.n_layer} layers, n_embd {cfg.n_embd}, {cfg.n_head} heads, context {cfg.block_size}, "
-             f"activation {cfg.activation}" + (f" (order {cfg.poly_order})" if cfg.activation.startswith('poly') else '')
+             f"activation {cfg.activation}"
+             + (f" (order {cfg.poly_order}{', per expert' if cfg.poly_per_expert else ''})" if cfg.activation.startswith('poly') else '')
              + (f", {cfg.n_experts} experts top-{cfg.top_k}" if cfg.n_experts else ''),
              f"parameters, total:         {count(n['total'])}",
              f"parameters, non-embedding: {count(n['non_embedding'])}",

@@ -9,16 +9,35 @@ import torch
 import torch.nn.functional as F
 
 import model
-from bench import saved_bytes  # bytes autograd keeps for backward, each storage once, no parameters
 from model import GPT, MoE, FFN, GPTConfig, PolyNorm, PolyReLU
 
-ACTIVATIONS = ['relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm']
+ACTIVATIONS = model.ACTIVATIONS
+PAPER_ACTIVATIONS = ['relu', 'gelu', 'relu2', 'swiglu', 'polyrelu', 'polynorm']  # the paper's dense 1B configs
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def tiny(**kw):
-    base = dict(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, ffn_hidden=48, moe_ffn_hidden=48)
+    # act_impl 'plain': the tests check the math; the compiled path is checked against it once, below, since
+    # every compile costs seconds
+    base = dict(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, ffn_hidden=48, moe_ffn_hidden=48,
+                act_impl='plain')
     return GPTConfig(**{**base, **kw})
+
+
+def saved_bytes(forward, inputs, params):
+    """Bytes of the distinct tensors autograd keeps for backward after forward(*inputs), parameters not
+    counted; tensors sharing a storage (x saved by three ops, a view of it) count once."""
+    skip = {p.untyped_storage().data_ptr() for p in params}
+    kept = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in skip:
+            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward(*inputs)
+    return sum(kept.values())
 
 
 # -----------------------------------------------------------------------------
@@ -41,7 +60,7 @@ def ref_polyrelu(x, a, b):
 @pytest.mark.parametrize('checkpointing', [True, False])
 def test_poly_matches_float64_formula(cls, ref, order, checkpointing):
     torch.manual_seed(order)
-    act = cls(order=order, checkpointing=checkpointing)
+    act = cls(order=order, checkpointing=checkpointing, impl='plain')
     with torch.no_grad():  # move off the symmetric init so that a swapped weight order would show
         act.weight.copy_(torch.randn(order))
         act.bias.fill_(0.3)
@@ -64,13 +83,13 @@ def test_poly_matches_float64_formula(cls, ref, order, checkpointing):
 
 def test_poly_init_and_api():
     for cls in (PolyNorm, PolyReLU):
-        act = cls()
+        act = cls(impl='plain')
         assert [n for n, _ in act.named_parameters()] == ['weight', 'bias']
         torch.testing.assert_close(act.weight.data, torch.full((3,), 1 / 3))
         torch.testing.assert_close(act.bias.data, torch.zeros(1))
     x = torch.randn(7, 16)
     # weight[0] goes with x: only the first power left must give norm(x) exactly
-    act = PolyNorm(order=3)
+    act = PolyNorm(order=3, impl='plain')
     with torch.no_grad():
         act.weight.copy_(torch.tensor([1.0, 0.0, 0.0]))
     torch.testing.assert_close(act(x), x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
@@ -82,7 +101,7 @@ def test_checkpointing_gives_identical_results(cls):
     x = torch.randn(4, 8, 64)
     results = []
     for ckpt in (True, False):
-        act = cls(checkpointing=ckpt)
+        act = cls(checkpointing=ckpt, impl='plain')
         xi = x.clone().requires_grad_()
         y = act(xi)
         (y * torch.arange(64)).sum().backward()
@@ -91,18 +110,22 @@ def test_checkpointing_gives_identical_results(cls):
         assert torch.equal(a, b)
 
 
-def test_checkpointed_polycom_saves_no_more_than_relu2():
+@pytest.mark.parametrize('baseline,forms', [('relu2', ['polynorm', 'polyrelu']),
+                                             ('swiglu', ['polynorm_glu', 'polyrelu_glu'])])
+def test_checkpointed_polycom_saves_no_more_than_its_baseline(baseline, forms):
     x = torch.randn(4, 32, 64, requires_grad=True)
     sizes = {}
-    for act in ['relu2', 'polynorm', 'polyrelu']:
+    for act in [baseline] + forms:
         for ckpt in (True, False):
-            cfg = GPTConfig(n_embd=64, n_head=4, ffn_hidden=256, activation=act, act_checkpointing=ckpt)
+            cfg = GPTConfig(n_embd=64, n_head=4, ffn_hidden=256, activation=act, act_checkpointing=ckpt,
+                            act_impl='plain')
             ffn = FFN(cfg)
             sizes[act, ckpt] = saved_bytes(ffn, [x], ffn.parameters())
-    relu2 = sizes['relu2', True]
-    for act in ['polynorm', 'polyrelu']:
-        assert sizes[act, True] <= relu2, sizes
-        assert sizes[act, False] >= 1.5 * relu2, sizes  # the powers and norms, kept when not recomputed
+    hidden_bytes = 4 * 32 * ffn.up.out_features * 4  # one float32 (B, T, hidden) tensor
+    for act in forms:
+        assert sizes[act, True] <= sizes[baseline, True], sizes
+        # without recomputation the powers (and norms) stay alive: at least two more hidden-sized tensors
+        assert sizes[act, False] >= sizes[act, True] + 2 * hidden_bytes, sizes
 
 
 @pytest.mark.parametrize('cls', [PolyNorm, PolyReLU])
@@ -110,7 +133,7 @@ def test_bf16_large_inputs_are_computed_in_float32(cls):
     torch.manual_seed(0)
     x = (torch.rand(4, 256) * 2 - 1) * 1e3  # |x|^6 up to 1e18: overflows a bf16 mean of squares
     x[:, 0] = 1e3
-    act = cls()
+    act = cls(impl='plain')
     xb = x.bfloat16()
     y = act(xb)
     assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
@@ -128,6 +151,82 @@ def test_polynorm_gradcheck():
     assert torch.autograd.gradcheck(lambda x, w, b: model.poly_norm(x, w, b, 1e-6), (x, w, b))
 
 
+@pytest.mark.parametrize('activation,ref', [('polynorm_glu', ref_polynorm), ('polyrelu_glu', ref_polyrelu)])
+@pytest.mark.parametrize('checkpointing', [True, False])
+def test_gated_polycom_matches_float64_formula(activation, ref, checkpointing):
+    """down(Poly(gate(x)) * up(x)), forward and every gradient, against the formula in float64."""
+    torch.manual_seed(0)
+    ffn = FFN(tiny(activation=activation, act_checkpointing=checkpointing))
+    with torch.no_grad():
+        ffn.act.weight.copy_(torch.randn(3))
+        ffn.act.bias.fill_(0.3)
+    x = torch.randn(3, 5, 32, requires_grad=True)
+    y, _ = ffn(x)
+    g = torch.randn_like(y)
+    y.backward(g)
+
+    leaves = [t.detach().double().requires_grad_() for t in (x, ffn.gate.weight, ffn.up.weight, ffn.down.weight,
+                                                              ffn.act.weight, ffn.act.bias)]
+    x64, wg, wu, wd, a, b = leaves
+    y64 = (ref(x64 @ wg.t(), a, b) * (x64 @ wu.t())) @ wd.t()
+    y64.backward(g.double())
+    torch.testing.assert_close(y.double(), y64, rtol=1e-5, atol=1e-5)
+    for t, t64 in zip([x, ffn.gate.weight, ffn.up.weight, ffn.down.weight, ffn.act.weight, ffn.act.bias], leaves):
+        torch.testing.assert_close(t.grad.double(), t64.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('activation', ['polynorm', 'polyrelu', 'polynorm_glu', 'polyrelu_glu'])
+def test_compiled_polycom_matches_plain(activation):
+    """act_impl='compiled' (inductor's compile of the plain function, under checkpointing as the model runs
+    it) gives the plain code's output and gradients for x, the FFN weights and the coefficients."""
+    results = []
+    for impl in ('plain', 'compiled'):
+        torch.manual_seed(0)
+        ffn = FFN(tiny(activation=activation, act_impl=impl))
+        with torch.no_grad():
+            ffn.act.weight.copy_(torch.randn(3))
+            ffn.act.bias.fill_(0.3)
+        for rows in (5, 7):  # a second shape must not need a second compile to be right
+            x = torch.randn(2, rows, 32, generator=torch.Generator().manual_seed(rows), requires_grad=True)
+            y, _ = ffn(x)
+            y.backward(torch.linspace(-1, 1, 32).expand_as(y))
+            results.append([y, x.grad] + [p.grad.clone() for p in ffn.parameters()])
+            ffn.zero_grad()
+    for plain, compiled in zip(results[:2], results[2:]):
+        for a, b in zip(plain, compiled):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_impl_picks_compiled_on_the_cpu_only_with_a_compiler(monkeypatch):
+    x, w = torch.zeros(4, 8), torch.ones(3)
+    model.have_cpu_compiler.cache_clear()
+    monkeypatch.setattr(model.shutil, 'which', lambda name: None)  # no g++ on this machine
+    try:
+        assert model.polycom_impl('auto', x, w) == 'plain'
+        act = PolyNorm()
+        xr = torch.randn(4, 8, requires_grad=True)
+        act(xr).sum().backward()  # runs, plainly, without trying to compile
+        torch.testing.assert_close(act(xr), model.poly_norm(xr, act.weight, act.bias, act.eps))
+        with pytest.raises(RuntimeError, match='C\\+\\+ compiler'):
+            model.polycom_impl('compiled', x, w)
+        model.have_cpu_compiler.cache_clear()
+        monkeypatch.setattr(model.shutil, 'which', lambda name: '/usr/bin/' + name)
+        assert model.polycom_impl('auto', x, w) == 'compiled'
+        assert model.polycom_impl('plain', x, w) == 'plain'
+    finally:
+        model.have_cpu_compiler.cache_clear()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the Triton kernels' order limits")
+@pytest.mark.parametrize('order', [1, 5])
+def test_orders_outside_the_kernels_run_plain_on_cuda(order):
+    act = PolyNorm(order=order).cuda()
+    x = torch.randn(4, 64, device='cuda', requires_grad=True)
+    assert model.polycom_impl('auto', x, act.weight) == 'plain'
+    act(x).sum().backward()
+    torch.testing.assert_close(act(x), model.poly_norm(x, act.weight, act.bias, act.eps))
+
+
 # -----------------------------------------------------------------------------
 # the FFN and the dense model
 
@@ -137,6 +236,14 @@ def test_ffn_parameter_matching():
         ffn = FFN(GPTConfig(n_embd=2048, n_head=16, ffn_hidden=8256, activation=act))
         counts[act] = sum(p.numel() for n, p in ffn.named_parameters() if not n.startswith('act.'))
     assert model.swiglu_width(8256) == 5504
+    assert len(set(counts.values())) == 1, counts
+
+
+def test_moe_parameter_matching():
+    counts = {}
+    for act in ACTIVATIONS:
+        moe = MoE(tiny(n_embd=64, n_head=4, moe_ffn_hidden=96, n_experts=4, top_k=2, activation=act))
+        counts[act] = sum(p.numel() for n, p in moe.named_parameters() if not n.startswith('act.'))
     assert len(set(counts.values())) == 1, counts
 
 
@@ -184,6 +291,52 @@ def test_init_scales_residual_projections():
     assert abs(m.blocks[0].attn.proj.weight.std().item() - 0.02 / 4) < 5e-4
 
 
+@pytest.mark.parametrize('kw', [dict(activation='polynorm'),
+                                dict(activation='polynorm_glu', n_experts=4, top_k=2, poly_per_expert=True, qk_norm=True),
+                                dict(activation='polyrelu', n_experts=4, top_k=2, tie_embeddings=True)],
+                         ids=['dense', 'moe-per-expert', 'moe-tied'])
+def test_meta_build_then_init_weights_equals_a_direct_build(kw):
+    """FSDP's way: shapes on the meta device, to_empty() where the model runs, then init_weights()."""
+    torch.manual_seed(0)
+    direct = GPT(tiny(**kw))
+    torch.manual_seed(0)
+    with torch.device('meta'):
+        late = GPT(tiny(**kw))
+    late.to_empty(device='cpu')
+    late.init_weights()
+    a, b = dict(direct.named_parameters()), dict(late.named_parameters())
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    for (name, x), (_, y) in zip(direct.named_buffers(), late.named_buffers()):
+        assert torch.equal(x, y), name  # the RoPE tables
+    if direct.config.tie_embeddings:
+        assert late.lm_head.weight is late.wte.weight
+    # and init_weights really sets each value: garbage in every tensor first, the same model after
+    with torch.no_grad():
+        for t in [*late.parameters(), *late.buffers()]:
+            t.fill_(float('nan'))
+    torch.manual_seed(0)
+    late.init_weights()
+    for name, p in late.named_parameters():
+        assert torch.equal(p, a[name]), name
+    assert all(torch.isfinite(t).all() for t in late.buffers())
+
+
+def test_new_cache_is_in_the_dtype_attention_runs_in():
+    m = GPT(tiny()).eval()
+    assert m.new_cache(2)[0]['k'].dtype == torch.float32
+    assert m.new_cache(2, dtype=torch.float16)[0]['v'].dtype == torch.float16
+    prompt = torch.randint(0, 64, (2, 5))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        cache = m.new_cache(2)
+        assert cache[0]['k'].dtype == torch.bfloat16
+        logits, _ = m(prompt, cache=cache)
+        m(prompt[:, -1:], cache=cache, pos=5)
+        assert cache[0]['k'].dtype == torch.bfloat16 and cache[0]['k'][:, :, :6].abs().sum() > 0
+        assert m.generate(prompt, 4, temperature=0).shape == (2, 9)
+
+
 def test_tied_embeddings():
     m = GPT(tiny(tie_embeddings=True))
     assert m.lm_head.weight is m.wte.weight
@@ -212,6 +365,11 @@ def test_kv_cache_generation_matches_recompute(n_experts):
 def moe_per_token(moe, x):
     """Each token on its own, in float64: softmax, top-k, then sum_j p_j * FFN_{e_j}(x)."""
     x = x.double().view(-1, x.size(-1))
+
+    def act(u, e):  # one hidden vector as a row (PolyNorm's RMS is over it), with expert e's coefficients
+        act64 = moe.act.double()
+        return (act64(u[None], expert=e) if moe.per_expert else act64(u[None]))[0]
+
     probs = (x @ moe.router.weight.double().t()).softmax(-1)
     out = torch.zeros_like(x)
     for t in range(x.size(0)):
@@ -219,19 +377,20 @@ def moe_per_token(moe, x):
         for e in top:
             h = x[t] @ moe.w_up[e].double()
             if moe.w_gate is not None:
-                h = F.silu(x[t] @ moe.w_gate[e].double()) * h
+                h = act(x[t] @ moe.w_gate[e].double(), e) * h
             else:
-                h = moe.act.double()(h[None])[0] if moe.act is not None else h
+                h = act(h, e)
             out[t] += probs[t, e] * (h @ moe.w_down[e].double())
     return out
 
 
-@pytest.mark.parametrize('activation', ['polynorm', 'swiglu', 'relu2'])
-def test_moe_paths_agree_with_each_other_and_per_token(activation):
+@pytest.mark.parametrize('activation,per_expert', [('polynorm', False), ('swiglu', False), ('relu2', False),
+                                                   ('polynorm_glu', False), ('polynorm', True), ('polyrelu_glu', True)])
+def test_moe_paths_agree_with_each_other_and_per_token(activation, per_expert):
     torch.manual_seed(0)
-    cfg = tiny(n_experts=8, top_k=2, activation=activation)
+    cfg = tiny(n_experts=8, top_k=2, activation=activation, poly_per_expert=per_expert)
     moe = MoE(cfg)
-    for p in moe.parameters():
+    for p in moe.parameters():  # per-expert PolyCom coefficients too: every expert different
         torch.nn.init.normal_(p, std=0.3)
     with torch.no_grad():  # experts 6 and 7 can never win the routing: they get no token
         moe.router.weight[6:] = -100.0 * moe.router.weight[:2].abs().sum(0)
@@ -252,6 +411,63 @@ def test_moe_paths_agree_with_each_other_and_per_token(activation):
     for a, b in zip(grads['loop'], grads['grouped']):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outs['grouped'].double().view(-1, 32), moe_per_token(moe, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('impl', ['loop', 'grouped'])
+def test_per_expert_coefficients_reach_exactly_their_experts_tokens(impl):
+    torch.manual_seed(0)
+    moe = MoE(tiny(n_experts=4, top_k=2, activation='polynorm_glu', poly_per_expert=True, moe_impl=impl))
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    assert moe.act.weight.shape == (4, 3) and moe.act.bias.shape == (4, 1)
+    x = torch.randn(1, 24, 32)
+    experts = moe.router(x.view(24, 32)).topk(2, dim=-1).indices  # (24, 2) what the layer routes
+    with torch.no_grad():
+        before = moe(x)[0]
+        for e in range(4):
+            routed = (experts == e).any(dim=-1)
+            assert 0 < routed.sum() < 24  # some tokens go to e, some do not: the check below can fail
+            saved = moe.act.weight[e].clone()
+            moe.act.weight[e] += 0.5
+            changed = (moe(x)[0] != before).any(dim=-1).view(24)
+            moe.act.weight[e] = saved
+            assert torch.equal(changed, routed), (e, changed, routed)
+
+
+def test_per_expert_coefficients_start_like_the_shared_ones_and_do_not_decay():
+    m = GPT(tiny(n_experts=4, top_k=2, poly_per_expert=True))
+    act = m.blocks[0].ffn.act
+    torch.testing.assert_close(act.weight.data, torch.full((4, 3), 1 / 3))
+    torch.testing.assert_close(act.bias.data, torch.zeros(4, 1))
+    decay, no_decay = m.optim_groups(0.1)
+    assert id(act.weight) in {id(p) for p in no_decay['params']}
+    assert id(act.weight) not in {id(p) for p in decay['params']}
+    assert id(m.blocks[0].ffn.w_up) in {id(p) for p in decay['params']}
+    n = m.num_params()
+    assert n['polycom'] == 2 * 4 * 4  # 2 layers x 4 experts x (r + 1)
+
+
+@pytest.mark.parametrize('activation', ['polynorm', 'swiglu'])
+def test_moe_paths_agree_in_bf16(activation):
+    """Under bf16 autocast the grouped path gathers and combines in bf16; it must stay within bf16's rounding
+    of the loop, which accumulates in float32."""
+    torch.manual_seed(0)
+    moe = MoE(tiny(n_experts=4, top_k=2, activation=activation))
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 12, 32)
+    outs, grads = {}, {}
+    for impl in ('loop', 'grouped'):
+        moe.impl = impl
+        moe.zero_grad()
+        xi = x.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            y, _ = moe(xi)
+        (y.float() * torch.linspace(-1, 1, 32)).sum().backward()
+        outs[impl], grads[impl] = y.float(), [xi.grad] + [p.grad for p in moe.parameters()]
+    torch.testing.assert_close(outs['grouped'], outs['loop'], rtol=2e-2, atol=2e-2)
+    for a, b in zip(grads['grouped'], grads['loop']):
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-2 * b.abs().max().item())
 
 
 def test_moe_auto_picks_grouped_where_it_applies():
@@ -321,12 +537,12 @@ def test_aux_losses_are_averaged_and_weighted_in_the_loss():
 def expected_non_embedding(cfg):
     """Closed form: attention 4C^2, FFN 2CH (SwiGLU 3C(2H/3)), MoE E experts + router, norms, PolyCom scalars."""
     C, L = cfg.n_embd, cfg.n_layer
-    gated = cfg.activation == 'swiglu'
+    gated = cfg.activation in model.GATED
     width = lambda h: model.swiglu_width(h) if gated else h
     ffn = (3 if gated else 2) * C * width(cfg.moe_ffn_hidden if cfg.n_experts else cfg.ffn_hidden)
     if cfg.n_experts:
         ffn = cfg.n_experts * ffn + C * cfg.n_experts
-    poly = cfg.poly_order + 1 if cfg.activation.startswith('poly') else 0
+    poly = (cfg.poly_order + 1 if cfg.activation.startswith('poly') else 0) * (cfg.n_experts if cfg.poly_per_expert else 1)
     norms = 2 * C + (2 * C if cfg.qk_norm else 0)
     return L * (4 * C * C + ffn + poly + norms) + C
 
@@ -353,12 +569,33 @@ def test_config_parameter_counts(path):
                 assert abs(n[key] - value) / value < tol, (key, n[key], value)
 
 
+def test_per_expert_variant_of_the_gated_moe_config():
+    cfg = model.config_from_file(os.path.join(ROOT, 'config', 'moe_1b7b_polynorm_glu.py'), poly_per_expert=True)
+    with torch.device('meta'):
+        n = GPT(cfg).num_params()
+    assert n['non_embedding'] == expected_non_embedding(cfg)
+    assert n['polycom'] == 16 * 64 * 4
+    assert 'per expert' in model.summary(cfg)
+
+
+def test_configs_inherit_from_their_own_folder(tmp_path):
+    (tmp_path / 'base').mkdir()
+    (tmp_path / 'base' / 'root.py').write_text("n_layer = 2\nn_embd = 64\nlearning_rate = 1e-3\n")
+    (tmp_path / 'base' / 'mid.py').write_text("inherit('root.py')\nn_embd = 128\n")  # relative to base/
+    (tmp_path / 'top.py').write_text("inherit('base/mid.py')\nlearning_rate = 3e-4\n")
+    assert model.read_config(str(tmp_path / 'top.py')) == {'n_layer': 2, 'n_embd': 128, 'learning_rate': 3e-4}
+    (tmp_path / 'bad.py').write_text("inherit('missing.py')\n")
+    with pytest.raises(FileNotFoundError, match="inherit\\('missing.py'\\)"):
+        model.read_config(str(tmp_path / 'bad.py'))
+
+
 def test_paper_config_files_exist():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, 'config', '*.py'))}
-    for act in ACTIVATIONS:
+    for act in PAPER_ACTIVATIONS:
         assert f'dense_1b_{act}.py' in names
     for act in ['polynorm', 'polyrelu', 'swiglu']:
         assert f'moe_1b7b_{act}.py' in names
+    assert {'dense_1b_polynorm_glu.py', 'moe_1b7b_polynorm_glu.py'} <= names  # the gated form, as released models use it
     assert model.config_from_file(os.path.join(ROOT, 'config', 'dense_1b_swiglu.py')).activation == 'swiglu'
 
 
@@ -369,6 +606,16 @@ def test_bad_config_values_are_rejected():
         GPTConfig(n_embd=100, n_head=3)
     with pytest.raises(ValueError, match='top_k'):
         GPTConfig(n_experts=4, top_k=5)
+    with pytest.raises(ValueError, match='poly_order'):
+        GPTConfig(poly_order=0)
+    with pytest.raises(ValueError, match='poly_order 2 to 4'):
+        GPTConfig(poly_order=5, act_impl='triton')
+    with pytest.raises(ValueError, match='act_impl'):
+        GPTConfig(act_impl='fused')
+    with pytest.raises(ValueError, match='poly_per_expert'):
+        GPTConfig(poly_per_expert=True)  # a dense model has no experts
+    with pytest.raises(ValueError, match='poly_per_expert'):
+        GPTConfig(n_experts=4, top_k=2, activation='swiglu', poly_per_expert=True)
 
 
 def test_summary_runs_on_meta_device():
@@ -381,11 +628,18 @@ def test_summary_runs_on_meta_device():
 
 # the MoE model goes through inductor (its grouped GEMM is the unusual lowering); the dense one through
 # aot_eager, which checks the same single graph and autograd in a few seconds instead of half a minute
-@pytest.mark.parametrize('n_experts,backend', [(0, 'aot_eager'), (4, 'inductor')])
-def test_compile_fullgraph_matches_eager(n_experts, backend):
+@pytest.mark.parametrize('n_experts,backend,activation,per_expert', [(0, 'aot_eager', 'polynorm', False),
+                                                                  (4, 'inductor', 'polynorm', False),
+                                                                  (4, 'aot_eager', 'polynorm_glu', True)])
+def test_compile_fullgraph_matches_eager(n_experts, backend, activation, per_expert):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    m = GPT(tiny(n_experts=n_experts, top_k=2, activation='polynorm', qk_norm=bool(n_experts)))
+    # the activation's own fast paths must step aside inside a compiled model (no nested compile, no break)
+    m = GPT(tiny(n_experts=n_experts, top_k=2, activation=activation, qk_norm=bool(n_experts),
+                 act_impl='compiled' if n_experts else 'auto', poly_per_expert=per_expert))
+    if per_expert:  # distinct coefficients per expert, so that mixing them up would show
+        for b in m.blocks:
+            torch.nn.init.normal_(b.ffn.act.weight, mean=0.3, std=0.2)
     idx = torch.randint(0, 64, (2, 16))
     # bf16 autocast: on the CPU, torch._grouped_mm compiles only for bf16 inputs
     with torch.autocast('cpu', dtype=torch.bfloat16):

@@ -1,4 +1,4 @@
 # The paper's dense 1B with PolyReLU.
-exec(open(__file__.replace('dense_1b_polyrelu.py', 'dense_1b.py')).read())
+inherit('dense_1b.py')
 out_dir = 'out/dense_1b_polyrelu'
 activation = 'polyrelu'

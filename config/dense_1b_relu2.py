@@ -1,4 +1,4 @@
 # The paper's dense 1B with ReLU squared.
-exec(open(__file__.replace('dense_1b_relu2.py', 'dense_1b.py')).read())
+inherit('dense_1b.py')
 out_dir = 'out/dense_1b_relu2'
 activation = 'relu2'

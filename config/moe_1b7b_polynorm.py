@@ -1,4 +1,4 @@
 # The paper's MoE 1B-active / 7B-total with PolyNorm (one PolyNorm per MoE layer, shared by its experts).
-exec(open(__file__.replace('moe_1b7b_polynorm.py', 'moe_1b7b.py')).read())
+inherit('moe_1b7b.py')
 out_dir = 'out/moe_1b7b_polynorm'
 activation = 'polynorm'

@@ -1,4 +1,4 @@
 # The paper's MoE 1B-active / 7B-total with SwiGLU experts of width 1024 (the OLMoE baseline).
-exec(open(__file__.replace('moe_1b7b_swiglu.py', 'moe_1b7b.py')).read())
+inherit('moe_1b7b.py')
 out_dir = 'out/moe_1b7b_swiglu'
 activation = 'swiglu'
