@@ -360,27 +360,46 @@ def make_loaders(cfg, meta, rank, world_size):
 # 5. Model
 
 
-def build_model(cfg, device, world_size):
+def build_model(cfg, device, rank, world_size):
     """(raw model, the model to call): raw holds the weights to save; the other is raw, or DDP around it."""
     model_cfg = model_config(vars(cfg))
-    with torch.device('meta'):  # shapes only, no memory: to check that the run fits before allocating it
-        shapes = GPT(model_cfg)
-    check_memory(shapes, cfg, device, world_size)
-    torch.manual_seed(cfg.seed)  # the same initial weights in every process
-    with torch.device(device):  # built where it runs: the big models take seconds, not minutes, on a GPU
+    with torch.device('meta'):  # shapes only, no memory yet
         model = GPT(model_cfg)
+    check_memory(model, cfg, device, world_size)
+    if not cfg.fsdp:
+        torch.manual_seed(cfg.seed)  # the same initial weights in every process
+        with torch.device(device):  # built where it runs: the big models take seconds, not minutes, on a GPU
+            model = GPT(model_cfg)
     if cfg.compile:
         # block by block and in place: the layers share one compiled graph (a fraction of a whole-model
         # compile's time), FSDP2's hooks run between the compiled blocks, and the weights' names stay plain
         for block in model.blocks:
             block.compile()
     if cfg.fsdp:
-        shard_model(model, cfg, world_size)
-    elif world_size > 1:
+        shard_model(model, cfg, world_size)  # still on the meta device: no process ever holds the whole model
+        model.to_empty(device=device)  # each process allocates its own shards
+        model.init_weights()  # buffers, norms and PolyCom's scalars; the random matrices come next
+        load_initial_weights(model, cfg, rank)
+        return model, model
+    if world_size > 1:
         # no find_unused_parameters, even for an MoE whose loop path skips the experts that get no tokens: each
         # layer's experts are slices of one stacked parameter, which gets a gradient (zero rows) all the same
         return model, DDP(model, device_ids=[device.index] if device.type == 'cuda' else None)
     return model, model
+
+
+def load_initial_weights(model, cfg, rank):
+    """Give the sharded model the initial weights a single process would start from: rank 0 builds them in
+    its CPU memory and each process receives its shards. Drawing them on the shards themselves would depend on
+    the sharding (and on the CPU, where DTensor has no sharded random numbers, repeat the same draws on every
+    rank); this way any number of processes starts from the same weights."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    full = {}
+    if rank == 0:
+        torch.manual_seed(cfg.seed)
+        full = GPT(model_config(vars(cfg))).state_dict()
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    del full
 
 
 def shard_model(model, cfg, world_size):
@@ -735,7 +754,7 @@ def train(cfg, meta, rank, world_size, device, stop):
     say(summary(model_config(vars(cfg))))
     say(f"{world_size} process(es) on {device.type}, {cfg.threads} CPU thread(s) each; {grad_accum} micro-step(s) "
         f"of {cfg.micro_batch_size} x {cfg.block_size} tokens per process: {cfg.tokens_per_step:,} tokens per step")
-    raw, model = build_model(cfg, device, world_size)
+    raw, model = build_model(cfg, device, rank, world_size)
     optimizer = make_optimizer(raw, cfg)
 
     # steps done, tokens trained on, and seconds spent in training steps (not evaluating, saving, or the first
