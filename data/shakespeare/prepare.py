@@ -24,11 +24,11 @@ def main(argv=None):
         encode, _ = get_tokenizer(meta)  # first, so that a missing tiktoken fails before any download
     except (ImportError, RuntimeError) as e:
         raise SystemExit(str(e)) from None
-    train_text, val_text = load_splits(args.input, out_dir, "data/shakespeare/prepare.py")
-    paths = write_dataset(out_dir, "shakespeare", encode(train_text), encode(val_text), meta)
-    print(describe_dataset(out_dir, "shakespeare"))
+    train_text, val_text = load_splits(args.input, out_dir, 'data/shakespeare/prepare.py')
+    paths = write_dataset(out_dir, 'shakespeare', encode(train_text), encode(val_text), meta)
+    print(describe_dataset(out_dir, 'shakespeare'))
     return paths
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()
