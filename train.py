@@ -650,6 +650,19 @@ def format_duration(seconds):
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def warm_up_work(cfg):
+    return f"{'compilation and ' if cfg.compile else ''}warm-up"
+
+
+def log_line(step, end_step, cfg, means, lr, dt, tok_per_s, mfu):
+    aux = f" (lm {means['lm']:.4f} lb {means['lb']:.4f} z {means['z']:.4f})" if cfg.n_experts else ''
+    speed = (f"{tok_per_s:,.0f} tok/s | MFU {f'{100 * mfu:.1f}%' if mfu else 'n/a'} | {1000 * dt:.0f} ms | "
+             f"ETA {format_duration(dt * (end_step - step))}" if tok_per_s else
+             f"{1000 * dt:.0f} ms (first step: includes {warm_up_work(cfg)})")
+    return (f"step {step}/{cfg.max_steps} | loss {means['loss']:.4f}{aux} | lr {lr:.2e} | "
+            f"grad {means['grad_norm']:.3f} | {speed}")
+
+
 # -----------------------------------------------------------------------------
 # 8. The training loop
 
@@ -699,6 +712,16 @@ def read_step(losses, norm, stop, world_size):
         shared[:4] /= world_size
     loss, lm, lb, z, stop_votes, grad_norm = torch.cat([shared, norm.view(1).to(shared)]).tolist()
     return {'loss': loss, 'lm': lm, 'lb': lb, 'z': z, 'grad_norm': grad_norm}, stop_votes > 0
+
+
+def check_finite(stats, step, cfg):
+    """Stop before an update that would take the weights to NaN; the loss's parts before their sum, to name
+    the culprit."""
+    for name in ('lm', 'lb', 'z', 'loss', 'grad_norm'):
+        if not math.isfinite(stats[name]):
+            raise SystemExit(f"step {step}: {name} is {stats[name]}; stopped before updating the weights. The last "
+                             f"checkpoint in {cfg.out_dir} is untouched: lower learning_rate or raise warmup_steps, "
+                             "then resume with --init_from=resume")
 
 
 def catch_stop_signals():
@@ -777,10 +800,9 @@ def train(cfg, meta, rank, world_size, device, stop):
         say(f"nothing to do: the run is at step {progress['step']}, max_steps={cfg.max_steps}; raise max_steps "
             "to train on")
         return
-    warm_up_text = f"{'compilation and ' if cfg.compile else ''}warm-up"
     say(f"training steps {progress['step'] + 1}..{end_step}; Ctrl-C saves a checkpoint and stops\n"
         "(loss and grad: means over the steps since the previous line; tok/s, MFU and ms: the same steps, less the "
-        f"first after each start, which is timed alone: it includes {warm_up_text})")
+        f"first after each start, which is timed alone: it includes {warm_up_work(cfg)})")
     params = list(raw.parameters())
     warm_up = True  # the first step of this process
     timed_s, timed_steps = 0.0, 0  # steady steps since the last line
@@ -793,15 +815,8 @@ def train(cfg, meta, rank, world_size, device, stop):
                    for x, y in (train_loader.next_batch() for _ in range(grad_accum))]
         losses = forward_backward(model, batches, cfg)
         norm = clip_gradients(params, cfg)
-        stats, stopping = read_step(losses, norm, stop, world_size)
-        # checked before the update, so that the weights and the last checkpoint stay good; the parts
-        # before their sum, to name the culprit
-        for name in ('lm', 'lb', 'z', 'loss', 'grad_norm'):
-            if not math.isfinite(stats[name]):
-                raise SystemExit(
-                    f"step {progress['step'] + 1}: {name} is {stats[name]}; stopped before updating the weights. The "
-                    f"last checkpoint in {cfg.out_dir} is untouched: lower learning_rate or raise warmup_steps, then "
-                    "resume with --init_from=resume")
+        stats, stopping = read_step(losses, norm, stop, world_size)  # the step's one wait for the device
+        check_finite(stats, progress['step'] + 1, cfg)  # before the update: the weights and checkpoints stay good
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
@@ -817,15 +832,11 @@ def train(cfg, meta, rank, world_size, device, stop):
         boundary = step % cfg.log_interval == 0
         if warm_up or boundary or step == end_step:
             means = {name: total / interval['steps'] for total, name in zip(interval['sums'], MEANS)}
+            # tokens/s and MFU over the steady steps since the last line; none yet: the first step's ms alone
             dt = timed_s / timed_steps if timed_steps else seconds
             tok_per_s = cfg.tokens_per_step / dt if timed_steps else None
             mfu = flops_per_token * tok_per_s / (peak * world_size) if peak and tok_per_s else None
-            aux = f" (lm {means['lm']:.4f} lb {means['lb']:.4f} z {means['z']:.4f})" if cfg.n_experts else ''
-            speed = (f"{tok_per_s:,.0f} tok/s | MFU {f'{100 * mfu:.1f}%' if mfu else 'n/a'} | {1000 * dt:.0f} ms | "
-                     f"ETA {format_duration(dt * (end_step - step))}" if timed_steps else
-                     f"{1000 * dt:.0f} ms (first step: includes {warm_up_text})")
-            say(f"step {step}/{cfg.max_steps} | loss {means['loss']:.4f}{aux} | lr {lr:.2e} | "
-                f"grad {means['grad_norm']:.3f} | {speed}", flush=True)
+            say(log_line(step, end_step, cfg, means, lr, dt, tok_per_s, mfu), flush=True)
             if rank == 0 and (step == 1 or boundary or step == end_step):
                 append_log(log_path, {'step': step, 'tokens': progress['tokens'], **means, 'lr': lr,
                                       'tok_per_s': tok_per_s, 'mfu': mfu, 'dt_ms': 1000 * dt,
