@@ -419,12 +419,12 @@ def shard_model(model, cfg, world_size):
 def check_memory(shapes, cfg, device, world_size):
     """Refuse a run that cannot fit this device's memory, before allocating anything. The estimate: float32
     weights, gradients and AdamW's two moments (16 bytes per parameter, sharded by fsdp), plus a rough
-    activation term (what backward keeps per token: about 16 x n_embd + 4 x the FFN width per layer, and the
-    logits), in the compute dtype."""
+    activation term (what backward keeps per token: about 10 x n_embd + 2 x the FFN width per layer, and the
+    logits), in the compute dtype. It leans low, so that it refuses only runs that surely cannot fit."""
     params = sum(p.numel() for p in shapes.parameters())
     state = 16 * params / (world_size if cfg.fsdp else 1)
     width = cfg.top_k * cfg.moe_ffn_hidden if cfg.n_experts else cfg.ffn_hidden
-    per_token = cfg.n_layer * (16 * cfg.n_embd + 4 * width) + 3 * cfg.vocab_size
+    per_token = cfg.n_layer * (10 * cfg.n_embd + 2 * width) + 3 * cfg.vocab_size
     activations = (2 if cfg.dtype == 'bfloat16' else 4) * cfg.micro_batch_size * cfg.block_size * per_token
     need = state + activations
     if device.type == 'cuda':
@@ -650,15 +650,11 @@ def format_duration(seconds):
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def warm_up_work(cfg):
-    return f"{'compilation and ' if cfg.compile else ''}warm-up"
-
-
 def log_line(step, end_step, cfg, means, lr, dt, tok_per_s, mfu):
     aux = f" (lm {means['lm']:.4f} lb {means['lb']:.4f} z {means['z']:.4f})" if cfg.n_experts else ''
     speed = (f"{tok_per_s:,.0f} tok/s | MFU {f'{100 * mfu:.1f}%' if mfu else 'n/a'} | {1000 * dt:.0f} ms | "
              f"ETA {format_duration(dt * (end_step - step))}" if tok_per_s else
-             f"{1000 * dt:.0f} ms (first step: includes {warm_up_work(cfg)})")
+             f"{1000 * dt:.0f} ms (first step: includes compilation/warm-up)")
     return (f"step {step}/{cfg.max_steps} | loss {means['loss']:.4f}{aux} | lr {lr:.2e} | "
             f"grad {means['grad_norm']:.3f} | {speed}")
 
@@ -802,7 +798,7 @@ def train(cfg, meta, rank, world_size, device, stop):
         return
     say(f"training steps {progress['step'] + 1}..{end_step}; Ctrl-C saves a checkpoint and stops\n"
         "(loss and grad: means over the steps since the previous line; tok/s, MFU and ms: the same steps, less the "
-        f"first after each start, which is timed alone: it includes {warm_up_work(cfg)})")
+        "first after each start, which is timed alone: it includes compilation/warm-up)")
     params = list(raw.parameters())
     warm_up = True  # the first step of this process
     timed_s, timed_steps = 0.0, 0  # steady steps since the last line
