@@ -49,8 +49,8 @@ def main(argv=None):
         ckpt = load_checkpoint(args.out_dir, args.device)
         encode, decode = get_tokenizer(ckpt['meta'])
         prompt = encode(read_prompt(args.start))
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
+    except (OSError, ValueError, ImportError, RuntimeError) as e:  # no or bad checkpoint, prompt file, tokenizer
+        raise SystemExit(f"sample.py: {e}") from None
     if not prompt:
         parser.error("the prompt is empty; give --start some text")
     model, vocab = ckpt['model'], ckpt['meta']['vocab_size']

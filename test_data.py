@@ -19,14 +19,15 @@ from data import shards
 from data.fineweb import prepare as fineweb
 from data.shakespeare import prepare as shakespeare
 from data.shakespeare_char import prepare as shakespeare_char
-from data.shards import ShardLoader, get_tokenizer, read_meta, read_shard, write_dataset, write_shard
+from data.shards import (ShardError, ShardLoader, atomic_write, get_tokenizer, read_meta, read_shard, write_dataset,
+                         write_shard)
 from data.stdlib import prepare as stdlib
 from data.text import prepare as text
 
 # inputs shared by developer machines and CI; a user's checkout has no ../shared, so tests skip without it
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared")
-SHAKESPEARE = os.path.join(SHARED, "data", "tinyshakespeare.txt")
-TIKTOKEN_CACHE = os.path.join(SHARED, "tiktoken_cache")
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'shared')
+SHAKESPEARE = os.path.join(SHARED, 'data', 'tinyshakespeare.txt')
+TIKTOKEN_CACHE = os.path.join(SHARED, 'tiktoken_cache')
 
 needs_shakespeare = pytest.mark.skipif(not os.path.exists(SHAKESPEARE), reason=f"no local copy at {SHAKESPEARE}")
 
@@ -35,22 +36,22 @@ needs_shakespeare = pytest.mark.skipif(not os.path.exists(SHAKESPEARE), reason=f
 def gpt2(monkeypatch):
     """The gpt2 (encode, decode), loaded offline from ../shared when it is there; skip when it cannot load."""
     if os.path.isdir(TIKTOKEN_CACHE):
-        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", TIKTOKEN_CACHE)
+        monkeypatch.setenv('TIKTOKEN_CACHE_DIR', TIKTOKEN_CACHE)
     try:
-        return get_tokenizer(shards.gpt2_meta("test"))
+        return get_tokenizer(shards.gpt2_meta('test'))
     except (ImportError, RuntimeError) as e:
         pytest.skip(f"tiktoken's gpt2 encoding is unavailable offline: {e}")
 
 
 def header_of(path):
-    return np.fromfile(path, dtype="<i4", count=3).tolist()
+    return np.fromfile(path, dtype='<i4', count=3).tolist()
 
 
 # -----------------------------------------------------------------------------
 # the shard format
 
 def test_uint16_round_trip(tmp_path):
-    path = str(tmp_path / "a.bin")
+    path = str(tmp_path / 'a.bin')
     tokens = np.random.default_rng(0).integers(0, 2**16, size=1000)
     write_shard(path, tokens)
     assert header_of(path) == [20240520, 1, 1000]
@@ -61,7 +62,7 @@ def test_uint16_round_trip(tmp_path):
 
 
 def test_uint32_round_trip(tmp_path):
-    path = str(tmp_path / "a.bin")
+    path = str(tmp_path / 'a.bin')
     tokens = [0, 5, 65535, 65536, 2**32 - 1]
     write_shard(path, tokens)
     assert header_of(path) == [20240801, 7, 5]
@@ -72,10 +73,10 @@ def test_uint32_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("tokens, complaint", [
-    ([[1, 2], [3, 4]], "1-D"), ([], "non-empty"), ([1.5, 2.0], "integers"), ([3, -1], "[0, 2**32)"),
+    ([[1, 2], [3, 4]], '1-D'), ([], 'non-empty'), ([1.5, 2.0], 'integers'), ([3, -1], "[0, 2**32)"),
 ])
 def test_write_shard_rejects_bad_tokens(tmp_path, tokens, complaint):
-    path = str(tmp_path / "a.bin")
+    path = str(tmp_path / 'a.bin')
     with pytest.raises(ValueError, match=r"a\.bin") as e:
         write_shard(path, tokens)
     assert complaint in str(e.value)
@@ -84,68 +85,92 @@ def test_write_shard_rejects_bad_tokens(tmp_path, tokens, complaint):
 
 def corrupt(path, case):
     """Damage a valid shard at path the way `case` says."""
-    data = bytearray(open(path, "rb").read())
-    if case == "magic":
+    data = bytearray(open(path, 'rb').read())
+    if case == 'magic':
         data[0:4] = np.int32(12345).tobytes()
-    elif case == "version":
+    elif case == 'version':
         data[4:8] = np.int32(2).tobytes()
-    elif case == "truncated":
+    elif case == 'truncated':
         data = data[:-3]
     elif case == "no header":
         data = data[:100]
-    open(path, "wb").write(bytes(data))
+    open(path, 'wb').write(bytes(data))
 
 
 @pytest.mark.parametrize("case, complaint", [
-    ("magic", "not a token shard"), ("version", "unsupported shard version"),
-    ("truncated", "truncated"), ("no header", "not a token shard"),
+    ('magic', "not a token shard"), ('version', "unsupported shard version"),
+    ('truncated', 'truncated'), ("no header", "not a token shard"),
 ])
 def test_corrupt_shard_errors_name_the_file(tmp_path, case, complaint):
-    path = str(tmp_path / "broken_000000.bin")
+    path = str(tmp_path / 'broken_000000.bin')
     write_shard(path, np.arange(100))
     corrupt(path, case)
     with pytest.raises(ValueError, match=complaint) as e:
         read_shard(path)
-    assert path in str(e.value) and "prepare" in str(e.value)
+    assert path in str(e.value) and 'prepare' in str(e.value)
     with pytest.raises(ValueError, match=complaint):  # the loader checks every shard up front
-        ShardLoader(str(tmp_path / "*.bin"), 2, 4)
+        ShardLoader(str(tmp_path / '*.bin'), 2, 4)
 
 
-def test_token_beyond_vocab_names_the_file(tmp_path):
-    write_shard(str(tmp_path / "d_train_000000.bin"), np.arange(100))
-    loader = ShardLoader(str(tmp_path / "d_train_*.bin"), 2, 4, vocab_size=100)
-    loader.next_batch()  # ids 0..99 all fit
-    loader = ShardLoader(str(tmp_path / "d_train_*.bin"), 2, 4, vocab_size=50)
-    loader.next_batch()  # the first window holds ids 0..8 only
-    with pytest.raises(ValueError, match="vocab_size is 50") as e:
+def test_token_beyond_vocab_names_the_shard_when_it_opens(tmp_path):
+    for i, top in enumerate((50, 100)):  # the second shard holds ids up to 99
+        write_shard(str(tmp_path / f"d_train_{i:06d}.bin"), np.arange(top))
+    loader = ShardLoader(str(tmp_path / 'd_train_*.bin'), 2, 4, vocab_size=100)
+    for _ in range(20):
+        loader.next_batch()  # ids 0..99 all fit, in both shards
+    loader = ShardLoader(str(tmp_path / 'd_train_*.bin'), 2, 4, vocab_size=50)
+    for _ in range(5):
+        loader.next_batch()  # the first shard fits
+    with pytest.raises(ShardError, match=r"d_train_000001.bin holds token id 99, but its meta.json says "
+                                         r"vocab_size 50: .* re-prepare the dataset \(python data/") as e:
         for _ in range(10):
-            loader.next_batch()
-    assert "d_train_000000.bin" in str(e.value)
+            loader.next_batch()  # the second shard opens
+    assert "\n" not in str(e.value)
+    with pytest.raises(ShardError, match="d_train_000000.bin holds token id 49"):  # checked when opened first
+        ShardLoader(str(tmp_path / 'd_train_*.bin'), 2, 4, vocab_size=40)
+
+
+def test_atomic_write_leaves_no_temp_and_prepare_clears_stale_ones(tmp_path, monkeypatch):
+    path = str(tmp_path / 'a.bin')
+    atomic_write(path, b'old')
+    synced = []
+    monkeypatch.setattr(os, 'fsync', lambda fd: synced.append(fd))
+    with pytest.raises(TypeError):  # fails mid-write: the old file stays, no temp is left
+        atomic_write(path, b'new', object())
+    assert open(path, 'rb').read() == b'old' and os.listdir(tmp_path) == ['a.bin']
+    atomic_write(path, b'new')
+    assert open(path, 'rb').read() == b'new' and os.listdir(tmp_path) == ['a.bin'] and synced
+    # a write killed outright leaves its temp (fixed name): the next write_dataset in that folder clears it
+    meta = {'tokenizer': 'bytes', 'vocab_size': 256, 'source': 'test'}
+    for stale in ('d_train_000003.bin.tmp', 'meta.json.tmp'):
+        (tmp_path / stale).write_bytes(b'half')
+    write_dataset(str(tmp_path), 'd', np.arange(100) % 256, np.arange(50), meta)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
 
 
 # -----------------------------------------------------------------------------
 # the loader
 
 def test_missing_pattern_says_how_to_fix(tmp_path):
-    pattern = str(tmp_path / "mydata" / "*_train_*.bin")
+    pattern = str(tmp_path / 'mydata' / '*_train_*.bin')
     with pytest.raises(FileNotFoundError) as e:
         ShardLoader(pattern, 2, 4)
     assert pattern in str(e.value) and "python data/mydata/prepare.py" in str(e.value)
 
 
 def test_shard_too_small_for_one_step(tmp_path):
-    write_shard(str(tmp_path / "d_train_000000.bin"), np.arange(16))
+    write_shard(str(tmp_path / 'd_train_000000.bin'), np.arange(16))
     with pytest.raises(ValueError, match="smaller batch_size/block_size or more data"):
-        ShardLoader(str(tmp_path / "d_train_*.bin"), 2, 8)  # 2*8 + 1 = 17 tokens needed
-    ShardLoader(str(tmp_path / "d_train_*.bin"), 3, 5)  # 16 tokens suffice for 3*5 + 1
+        ShardLoader(str(tmp_path / 'd_train_*.bin'), 2, 8)  # 2*8 + 1 = 17 tokens needed
+    ShardLoader(str(tmp_path / 'd_train_*.bin'), 3, 5)  # 16 tokens suffice for 3*5 + 1
 
 
-@pytest.mark.parametrize("kwargs", [dict(batch_size=0), dict(block_size=2.5), dict(rank=2, world_size=2)])
+@pytest.mark.parametrize('kwargs', [dict(batch_size=0), dict(block_size=2.5), dict(rank=2, world_size=2)])
 def test_loader_rejects_bad_sizes(tmp_path, kwargs):
-    write_shard(str(tmp_path / "d_000000.bin"), np.arange(100))
+    write_shard(str(tmp_path / 'd_000000.bin'), np.arange(100))
     args = dict(batch_size=2, block_size=4) | kwargs
     with pytest.raises(ValueError, match=next(iter(kwargs))):
-        ShardLoader(str(tmp_path / "*.bin"), **args)
+        ShardLoader(str(tmp_path / '*.bin'), **args)
 
 
 @pytest.fixture
@@ -154,7 +179,7 @@ def two_shards(tmp_path):
     data = [np.arange(100), np.arange(1000, 1070)]
     for i, tokens in enumerate(data):
         write_shard(str(tmp_path / f"d_train_{i:06d}.bin"), tokens)
-    return str(tmp_path / "d_train_*.bin"), data
+    return str(tmp_path / 'd_train_*.bin'), data
 
 
 def test_batches_cross_shards_and_wrap(two_shards):
@@ -191,8 +216,8 @@ def test_state_from_other_data_is_refused(two_shards, tmp_path):
     loader = ShardLoader(pattern, batch_size=2, block_size=8)
     for _ in range(7):
         loader.next_batch()  # now in shard 1
-    write_shard(str(tmp_path / "other_000000.bin"), np.arange(100))
-    other = ShardLoader(str(tmp_path / "other_*.bin"), batch_size=2, block_size=8)
+    write_shard(str(tmp_path / 'other_000000.bin'), np.arange(100))
+    other = ShardLoader(str(tmp_path / 'other_*.bin'), batch_size=2, block_size=8)
     with pytest.raises(ValueError, match="same data"):
         other.load_state_dict(loader.state_dict())
 
@@ -200,7 +225,7 @@ def test_state_from_other_data_is_refused(two_shards, tmp_path):
 def test_two_ranks_see_the_rows_of_one_rank_with_twice_the_batch(tmp_path):
     for i, size in enumerate([200, 130, 170]):
         write_shard(str(tmp_path / f"d_train_{i:06d}.bin"), np.arange(size) + 1000 * i)
-    pattern = str(tmp_path / "d_train_*.bin")
+    pattern = str(tmp_path / 'd_train_*.bin')
     single = ShardLoader(pattern, batch_size=4, block_size=5)
     ranks = [ShardLoader(pattern, batch_size=2, block_size=5, rank=r, world_size=2) for r in range(2)]
     for _ in range(30):  # several epochs over all three shards
@@ -214,39 +239,39 @@ def test_two_ranks_see_the_rows_of_one_rank_with_twice_the_batch(tmp_path):
 # datasets, meta.json and tokenizers
 
 def test_write_dataset_shards_evenly_and_drops_stale_shards(tmp_path):
-    meta = {"tokenizer": "bytes", "vocab_size": 256, "source": "test"}
+    meta = {'tokenizer': 'bytes', 'vocab_size': 256, 'source': 'test'}
     train, val = np.arange(1000) % 256, np.arange(50)
-    paths = write_dataset(str(tmp_path), "d", train, val, meta, shard_tokens=300)
+    paths = write_dataset(str(tmp_path), 'd', train, val, meta, shard_tokens=300)
     assert [os.path.basename(p) for p in paths] == [
-        "d_train_000000.bin", "d_train_000001.bin", "d_train_000002.bin", "d_train_000003.bin",
-        "d_val_000000.bin", "meta.json"]
+        'd_train_000000.bin', 'd_train_000001.bin', 'd_train_000002.bin', 'd_train_000003.bin',
+        'd_val_000000.bin', 'meta.json']
     assert [len(read_shard(p)) for p in paths[:4]] == [250, 250, 250, 250]
     np.testing.assert_array_equal(np.concatenate([read_shard(p) for p in paths[:4]]), train)
     assert read_meta(str(tmp_path)) == meta
-    write_dataset(str(tmp_path), "d", train, val, meta, shard_tokens=600)
-    assert sorted(os.listdir(tmp_path)) == ["d_train_000000.bin", "d_train_000001.bin", "d_val_000000.bin",
-                                            "meta.json"]
+    write_dataset(str(tmp_path), 'd', train, val, meta, shard_tokens=600)
+    assert sorted(os.listdir(tmp_path)) == ['d_train_000000.bin', 'd_train_000001.bin', 'd_val_000000.bin',
+                                            'meta.json']
 
 
 def test_write_dataset_rejects_ids_beyond_vocab(tmp_path):
     with pytest.raises(ValueError, match="vocab_size 256"):
-        write_dataset(str(tmp_path), "d", [1, 300], [1, 2], {"tokenizer": "bytes", "vocab_size": 256})
+        write_dataset(str(tmp_path), 'd', [1, 300], [1, 2], {'tokenizer': 'bytes', 'vocab_size': 256})
 
 
 def test_read_meta_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="python data/fresh/prepare.py"):
-        read_meta(str(tmp_path / "fresh"))
-    (tmp_path / "meta.json").write_text("{not json")
+        read_meta(str(tmp_path / 'fresh'))
+    (tmp_path / 'meta.json').write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         read_meta(str(tmp_path))
 
 
 @pytest.mark.parametrize("meta, complaint", [
-    ({"tokenizer": "sentencepiece", "vocab_size": 5}, "tokenizer must be"),
-    ({"tokenizer": "bytes", "vocab_size": 300}, "vocab_size 256"),
-    ({"tokenizer": "char", "vocab_size": 3, "chars": "aab"}, "distinct"),
-    ({"tokenizer": "char", "vocab_size": 3, "chars": "abc", "eot": 3}, "eot"),
-    ({"tokenizer": "gpt2", "vocab_size": "50257"}, "positive integer"),
+    ({'tokenizer': 'sentencepiece', 'vocab_size': 5}, "tokenizer must be"),
+    ({'tokenizer': 'bytes', 'vocab_size': 300}, "vocab_size 256"),
+    ({'tokenizer': 'char', 'vocab_size': 3, 'chars': 'aab'}, 'distinct'),
+    ({'tokenizer': 'char', 'vocab_size': 3, 'chars': 'abc', 'eot': 3}, 'eot'),
+    ({'tokenizer': 'gpt2', 'vocab_size': '50257'}, "positive integer"),
 ])
 def test_bad_meta_is_refused(meta, complaint):
     with pytest.raises(ValueError, match=complaint):
@@ -254,21 +279,21 @@ def test_bad_meta_is_refused(meta, complaint):
 
 
 def test_byte_and_char_tokenizers_round_trip():
-    encode, decode = get_tokenizer({"tokenizer": "bytes", "vocab_size": 256})
-    assert encode("né") == [110, 195, 169] and decode(encode("naïve ü\n")) == "naïve ü\n"
-    encode, decode = get_tokenizer({"tokenizer": "char", "vocab_size": 4, "chars": " abc"})
+    encode, decode = get_tokenizer({'tokenizer': 'bytes', 'vocab_size': 256})
+    assert encode('né') == [110, 195, 169] and decode(encode("naïve ü\n")) == "naïve ü\n"
+    encode, decode = get_tokenizer({'tokenizer': 'char', 'vocab_size': 4, 'chars': " abc"})
     assert encode("cab a") == [3, 1, 2, 0, 1] and decode(encode("cab a")) == "cab a"
     with pytest.raises(ValueError, match=r"\['z'\]"):
-        encode("abz")
+        encode('abz')
 
 
 def test_split_documents_is_even_and_keeps_every_document():
     docs = [f"doc{i}" for i in range(45)]
     train, val = shards.split_documents(docs, 0.05)
-    assert val == ["doc19", "doc39"] and sorted(train + val) == sorted(docs)
-    assert shards.split_documents(["a", "b", "c"], 0.05) == (["a", "b"], ["c"])
+    assert val == ['doc19', 'doc39'] and sorted(train + val) == sorted(docs)
+    assert shards.split_documents(['a', 'b', 'c'], 0.05) == (['a', 'b'], ['c'])
     with pytest.raises(ValueError, match="at least 2 documents"):
-        shards.split_documents(["only"], 0.1)
+        shards.split_documents(['only'], 0.1)
 
 
 # -----------------------------------------------------------------------------
@@ -283,88 +308,110 @@ def split_at(tokens, eot):
 
 
 def test_prepare_stdlib(tmp_path):
-    paths = stdlib.main(["--max_mb", "0.3", "--out_dir", str(tmp_path)])
-    assert [os.path.basename(p) for p in paths] == ["stdlib_train_000000.bin", "stdlib_val_000000.bin", "meta.json"]
+    paths = stdlib.main(['--max_mb', '0.3', '--out_dir', str(tmp_path)])
+    assert [os.path.basename(p) for p in paths] == ['stdlib_train_000000.bin', 'stdlib_val_000000.bin', 'meta.json']
     meta = read_meta(str(tmp_path))
-    assert meta["tokenizer"] == "bytes" and meta["vocab_size"] == 256 and meta["eot"] == 0
+    assert meta['tokenizer'] == 'bytes' and meta['vocab_size'] == 256 and meta['eot'] == 0
     _, decode = get_tokenizer(meta)
     train, val = read_shard(paths[0]), read_shard(paths[1])
     assert 0.3e6 <= len(train) + len(val) < 1.0e6
-    train_docs, val_docs = split_at(train, meta["eot"]), split_at(val, meta["eot"])
+    train_docs, val_docs = split_at(train, meta['eot']), split_at(val, meta['eot'])
     assert len(val_docs) == max(1, (len(train_docs) + len(val_docs)) // 20)  # every 20th file
     for doc in val_docs:
         ast.parse(decode(doc))  # each document is one whole Python source file
-    loader = ShardLoader(str(tmp_path / "stdlib_val_*.bin"), 4, 64, vocab_size=256)
+    loader = ShardLoader(str(tmp_path / 'stdlib_val_*.bin'), 4, 64, vocab_size=256)
     assert loader.next_batch()[0].shape == (4, 64)
 
 
 def test_prepare_runs_as_a_script(tmp_path):
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "stdlib", "prepare.py")
-    out = tmp_path / "out"
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'stdlib', 'prepare.py')
+    out = tmp_path / 'out'
     # from another folder: the script must find `data.shards` on its own
-    result = subprocess.run([sys.executable, script, "--max_mb", "0.05", "--out_dir", str(out)],
+    result = subprocess.run([sys.executable, script, '--max_mb', '0.05', '--out_dir', str(out)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "train:" in result.stdout and read_meta(str(out))["tokenizer"] == "bytes"
+    assert 'train:' in result.stdout and read_meta(str(out))['tokenizer'] == 'bytes'
 
 
 @needs_shakespeare
 def test_prepare_shakespeare_char(tmp_path):
-    paths = shakespeare_char.main(["--input", SHAKESPEARE, "--out_dir", str(tmp_path)])
+    paths = shakespeare_char.main(['--input', SHAKESPEARE, '--out_dir', str(tmp_path)])
     meta = read_meta(str(tmp_path))
-    assert meta["tokenizer"] == "char" and meta["vocab_size"] == 65
+    assert meta['tokenizer'] == 'char' and meta['vocab_size'] == 65
     train, val = read_shard(paths[0]), read_shard(paths[1])
-    text_ = open(SHAKESPEARE, encoding="utf-8").read()
+    text_ = open(SHAKESPEARE, encoding='utf-8').read()
     assert len(train) == int(0.9 * len(text_)) and len(train) + len(val) == len(text_) == 1_115_394
     _, decode = get_tokenizer(meta)
     assert decode(train.tolist()) + decode(val.tolist()) == text_
-    assert not os.path.exists(tmp_path / "input.txt")  # --input given: nothing downloaded
+    assert not os.path.exists(tmp_path / 'input.txt')  # --input given: nothing downloaded
 
 
 @needs_shakespeare
 def test_prepare_shakespeare_gpt2(tmp_path, gpt2):
-    paths = shakespeare.main(["--input", SHAKESPEARE, "--out_dir", str(tmp_path)])
+    paths = shakespeare.main(['--input', SHAKESPEARE, '--out_dir', str(tmp_path)])
     meta = read_meta(str(tmp_path))
-    assert (meta["tokenizer"], meta["vocab_size"], meta["eot"]) == ("gpt2", 50257, 50256)
+    assert (meta['tokenizer'], meta['vocab_size'], meta['eot']) == ('gpt2', 50257, 50256)
     train, val = read_shard(paths[0]), read_shard(paths[1])
     assert train.dtype == np.uint16 and len(train) + len(val) == 338_025
     _, decode = gpt2
-    assert decode(train.tolist()) + decode(val.tolist()) == open(SHAKESPEARE, encoding="utf-8").read()
+    assert decode(train.tolist()) + decode(val.tolist()) == open(SHAKESPEARE, encoding='utf-8').read()
+
+
+def test_prepare_offline_says_in_one_line_how_to_go_on(tmp_path, monkeypatch):
+    # no network: the download is refused at once (nothing listens on port 9 here)
+    monkeypatch.setattr(shakespeare_char, 'URL', 'http://127.0.0.1:9/input.txt')
+    with pytest.raises(SystemExit) as e:
+        shakespeare_char.main(['--out_dir', str(tmp_path)])
+    message = str(e.value.code)
+    assert "could not download" in message and "--input FILE" in message and "\n" not in message
+    assert 'resumes' not in message and not os.path.exists(tmp_path / 'input.txt.part')  # nothing to resume
+
+    # no cached gpt2 encoding, and no network to fetch it
+    import tiktoken
+
+    def offline(name):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tiktoken, 'get_encoding', offline)
+    with pytest.raises(SystemExit) as e:
+        shakespeare.main(['--input', __file__, '--out_dir', str(tmp_path)])
+    message = str(e.value.code)
+    assert 'TIKTOKEN_CACHE_DIR' in message and 'ConnectionError' in message and "\n" not in message
 
 
 def test_prepare_text(tmp_path, gpt2):
-    inputs = tmp_path / "in"
-    (inputs / "sub").mkdir(parents=True)
+    inputs = tmp_path / 'in'
+    (inputs / 'sub').mkdir(parents=True)
     docs = {
-        "a.txt": "First document.\n",
-        "b.md": "Zweites Dokument: naïve café, 東京\r\nwith a Windows line end.",
-        "sub/c.txt": "A literal <|endoftext|> here is plain text, not a separator.",
-        "sub/d.txt": "",
-        "e.log": "the last one " * 50,
+        'a.txt': "First document.\n",
+        'b.md': "Zweites Dokument: naïve café, 東京\r\nwith a Windows line end.",
+        'sub/c.txt': "A literal <|endoftext|> here is plain text, not a separator.",
+        'sub/d.txt': '',
+        'e.log': "the last one " * 50,
     }
     for name, content in docs.items():
-        (inputs / name).write_bytes(content.encode("utf-8"))
-    (inputs / "sub" / ".hidden").write_text("never read")
-    out = tmp_path / "out"
-    argv = ["--input", str(inputs / "sub"), str(inputs / "*.txt"), str(inputs / "b.md"), str(inputs / "e.log"),
-            "--val_fraction", "0.4", "--processes", "2", "--out_dir", str(out)]
+        (inputs / name).write_bytes(content.encode('utf-8'))
+    (inputs / 'sub' / '.hidden').write_text("never read")
+    out = tmp_path / 'out'
+    argv = ['--input', str(inputs / 'sub'), str(inputs / '*.txt'), str(inputs / 'b.md'), str(inputs / 'e.log'),
+            '--val_fraction', '0.4', '--processes', '2', '--out_dir', str(out)]
     paths = text.main(argv)
     _, decode = gpt2
     decoded = [decode(doc) for path in paths[:-1] for doc in split_at(read_shard(path), 50256)]
     assert sorted(decoded) == sorted(docs.values())
     assert len(split_at(read_shard(paths[-2]), 50256)) == 2  # val: 40% of 5 files, by document
     # the same input gives the same bytes again
-    before = [open(p, "rb").read() for p in paths]
-    assert [open(p, "rb").read() for p in text.main(argv)] == before
+    before = [open(p, 'rb').read() for p in paths]
+    assert [open(p, 'rb').read() for p in text.main(argv)] == before
 
 
 def test_prepare_text_bad_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing-here"):
-        text.main(["--input", str(tmp_path / "nothing-here*"), "--out_dir", str(tmp_path)])
-    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    (tmp_path / "ok.txt").write_text("fine")
+    with pytest.raises(FileNotFoundError, match='nothing-here'):
+        text.main(['--input', str(tmp_path / 'nothing-here*'), '--out_dir', str(tmp_path)])
+    (tmp_path / 'latin1.txt').write_bytes("caf\xe9".encode('latin-1'))
+    (tmp_path / 'ok.txt').write_text('fine')
     with pytest.raises(ValueError, match="latin1.txt is not UTF-8"):
-        text.main(["--input", str(tmp_path), "--out_dir", str(tmp_path / "out")])
+        text.main(['--input', str(tmp_path), '--out_dir', str(tmp_path / 'out')])
 
 
 # -----------------------------------------------------------------------------
@@ -374,22 +421,22 @@ class ShardServer(BaseHTTPRequestHandler):
     """Serves server.files {name: bytes}, honouring `Range: bytes=N-` unless server.ignore_range is set."""
 
     def do_GET(self):
-        data = self.server.files.get(self.path.lstrip("/"))
+        data = self.server.files.get(self.path.lstrip('/'))
         if data is None:
             self.send_error(404)
             return
-        asked = self.headers.get("Range")
-        self.server.requests.append((self.path.lstrip("/"), asked))
-        start = int(asked[len("bytes="):-1]) if asked and not self.server.ignore_range else 0
+        asked = self.headers.get('Range')
+        self.server.requests.append((self.path.lstrip('/'), asked))
+        start = int(asked[len('bytes='):-1]) if asked and not self.server.ignore_range else 0
         if start >= len(data):
             self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header('Content-Range', f"bytes */{len(data)}")
             self.end_headers()
             return
         self.send_response(206 if start else 200)
         if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(data) - start))
+            self.send_header('Content-Range', f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header('Content-Length', str(len(data) - start))
         self.end_headers()
         self.wfile.write(data[start:])
 
@@ -404,9 +451,9 @@ def fineweb_server(tmp_path):
     for i, name in enumerate(fineweb.shard_names(2)):
         write_shard(str(tmp_path / name), np.arange(3000) * (i + 1) % 50257)
         files[name] = (tmp_path / name).read_bytes()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ShardServer)
+    server = ThreadingHTTPServer(('127.0.0.1', 0), ShardServer)
     server.files, server.requests, server.ignore_range = files, [], False
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
     thread.start()
     yield server, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -415,42 +462,42 @@ def fineweb_server(tmp_path):
 
 
 def run_fineweb(url, out_dir):
-    return fineweb.main(["--num_shards", "2", "--base_url", url, "--out_dir", str(out_dir)])
+    return fineweb.main(['--num_shards', '2', '--base_url', url, '--out_dir', str(out_dir)])
 
 
 def test_fineweb_fresh_download(fineweb_server, tmp_path):
     server, url = fineweb_server
-    out = tmp_path / "out"
+    out = tmp_path / 'out'
     paths = run_fineweb(url, out)
-    assert sorted(os.listdir(out)) == sorted(list(server.files) + ["meta.json"])
+    assert sorted(os.listdir(out)) == sorted(list(server.files) + ['meta.json'])
     for name, data in server.files.items():
         assert (out / name).read_bytes() == data
-    assert read_meta(str(out))["tokenizer"] == "gpt2" and paths[-1] == str(out / "meta.json")
+    assert read_meta(str(out))['tokenizer'] == 'gpt2' and paths[-1] == str(out / 'meta.json')
     assert server.requests == [(name, None) for name in fineweb.shard_names(2)]
     run_fineweb(url, out)  # everything is complete: no request at all
     assert len(server.requests) == 3
 
 
-@pytest.mark.parametrize("ignore_range", [False, True])
+@pytest.mark.parametrize('ignore_range', [False, True])
 def test_fineweb_resumes_a_partial_download(fineweb_server, tmp_path, ignore_range):
     server, url = fineweb_server
     server.ignore_range = ignore_range  # a server that ignores Range sends the whole file: start over
-    out = tmp_path / "out"
+    out = tmp_path / 'out'
     out.mkdir()
-    name = "fineweb_train_000001.bin"
-    (out / (name + ".part")).write_bytes(server.files[name][:1500])
+    name = 'fineweb_train_000001.bin'
+    (out / (name + '.part')).write_bytes(server.files[name][:1500])
     run_fineweb(url, out)
-    assert (name, "bytes=1500-") in server.requests
+    assert (name, 'bytes=1500-') in server.requests
     assert (out / name).read_bytes() == server.files[name]
-    assert not any(f.endswith(".part") for f in os.listdir(out))
+    assert not any(f.endswith('.part') for f in os.listdir(out))
 
 
 def test_fineweb_redownloads_a_part_that_is_already_whole(fineweb_server, tmp_path):
     server, url = fineweb_server
-    out = tmp_path / "out"
+    out = tmp_path / 'out'
     out.mkdir()
-    name = "fineweb_val_000000.bin"
-    (out / (name + ".part")).write_bytes(server.files[name])  # finished, but never renamed
+    name = 'fineweb_val_000000.bin'
+    (out / (name + '.part')).write_bytes(server.files[name])  # finished, but never renamed
     run_fineweb(url, out)
     assert [r for r in server.requests if r[0] == name] == [(name, f"bytes={len(server.files[name])}-"), (name, None)]
     assert (out / name).read_bytes() == server.files[name]
@@ -458,8 +505,8 @@ def test_fineweb_redownloads_a_part_that_is_already_whole(fineweb_server, tmp_pa
 
 def test_fineweb_rejects_and_removes_a_bad_file(fineweb_server, tmp_path):
     server, url = fineweb_server
-    server.files["fineweb_train_000002.bin"] = b"<html>not a shard</html>" * 100
-    out = tmp_path / "out"
+    server.files['fineweb_train_000002.bin'] = b"<html>not a shard</html>" * 100
+    out = tmp_path / 'out'
     with pytest.raises(ValueError, match="fineweb_train_000002.bin is not a token shard"):
         run_fineweb(url, out)
-    assert not (out / "fineweb_train_000002.bin").exists() and not (out / "meta.json").exists()
+    assert not (out / 'fineweb_train_000002.bin').exists() and not (out / 'meta.json').exists()

@@ -20,7 +20,7 @@ import torch
 import common
 import sample
 import train
-from data.shards import write_dataset
+from data.shards import write_dataset, write_shard
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # processes run 1 micro-step each: the same 128 tokens per step, so the same losses.
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--ffn_hidden=64', '--block_size=32', '--micro_batch_size=2',
         '--tokens_per_step=128', '--learning_rate=1e-2', '--min_lr=1e-3', '--warmup_steps=5', '--max_steps=24',
-        '--log_interval=1', '--eval_interval=8', '--eval_steps=2', '--ckpt_interval=100', '--device=cpu']
+        '--log_interval=1', '--eval_interval=8', '--eval_steps=2', '--ckpt_interval=100', '--device=cpu', '--threads=1']
 STOP = 12  # where the interrupted runs stop
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}  # see one_thread
 
@@ -105,8 +105,16 @@ def test_loss_falls_and_log_has_every_field(baseline):
     assert losses[24] < losses[1] - 1.5 and val_losses[24] < val_losses[8]
     with open(os.path.join(baseline, 'log.jsonl')) as f:
         first = json.loads(f.readline())
-    assert set(first) == {'step', 'tokens', 'loss', 'lm', 'lb', 'z', 'lr', 'grad_norm', 'tok_per_s', 'mfu', 'dt_ms'}
-    assert first['tokens'] == 128 and first['mfu'] is None  # no peak FLOPs known for a CPU
+    assert set(first) == {'step', 'tokens', 'loss', 'lm', 'lb', 'z', 'lr', 'grad_norm', 'tok_per_s', 'mfu', 'dt_ms',
+                          'train_time_s'}
+    assert first['tokens'] == 128 and first['dt_ms'] > 0
+    # the first step compiles and warms up: timed alone, left out of tokens/s, MFU and train_time_s
+    assert first['tok_per_s'] is None and first['mfu'] is None and first['train_time_s'] == 0
+    with open(os.path.join(baseline, 'log.jsonl')) as f:
+        records = [r for r in map(json.loads, f) if 'val_loss' not in r]
+    assert records[1]['tok_per_s'] > 0 and records[1]['mfu'] is None  # no peak FLOPs known for a CPU
+    times = [r['train_time_s'] for r in records]
+    assert all(0 < a < b for a, b in zip(times[1:], times[2:]))
     ckpt = torch.load(os.path.join(baseline, 'ckpt.pt'), weights_only=True)
     assert ckpt['step'] == 24 and ckpt['config']['vocab_size'] == 256 and ckpt['meta']['tokenizer'] == 'bytes'
 
@@ -114,7 +122,7 @@ def test_loss_falls_and_log_has_every_field(baseline):
 def test_moe_run_logs_its_auxiliary_losses_and_mfu(tmp_path, data_dir, capsys):
     run(tmp_path, data_dir, '--n_experts=4', '--top_k=2', '--moe_ffn_hidden=32', '--max_steps=2', '--peak_flops=1e12')
     with open(tmp_path / 'log.jsonl') as f:
-        record = json.loads(f.readline())
+        record = [json.loads(line) for line in f][1]  # step 2: step 1 is timed alone, without tokens/s or MFU
     assert record['lb'] > 0 and record['z'] > 0
     assert record['loss'] == pytest.approx(record['lm'] + record['lb'] + record['z'])
     model = common.load_checkpoint(str(tmp_path))['model']
@@ -156,6 +164,19 @@ def test_resume_drops_log_records_after_the_checkpoint(stopped, tmp_path, data_d
     assert sorted(losses) == list(range(1, STOP + 2)) and losses[STOP + 1] != 99.0
 
 
+def test_logged_loss_is_the_interval_mean_also_across_a_resume(baseline, tmp_path, data_dir):
+    per_step = read_log(baseline)[0]  # log_interval=1: every step's own loss
+    out = run(tmp_path, data_dir, '--log_interval=5', f'--stop_step={STOP}')  # stops inside the interval 11..15
+    run(out, data_dir, '--log_interval=5', '--init_from=resume')
+    losses = read_log(out)[0]
+    assert sorted(losses) == [1, 5, 10, STOP, 15, 20, 24]  # step 1, every 5th, and the stop and last steps
+    mean = lambda first, last: sum(per_step[s] for s in range(first, last + 1)) / (last - first + 1)
+    assert losses[1] == per_step[1] and losses[5] == pytest.approx(mean(1, 5), rel=1e-12)
+    assert losses[STOP] == pytest.approx(mean(11, STOP), rel=1e-12)
+    assert losses[15] == pytest.approx(mean(11, 15), rel=1e-12)  # steps 11 and 12 ran before the resume
+    assert losses[24] == pytest.approx(mean(21, 24), rel=1e-12)
+
+
 def test_two_process_ddp_matches_one_process(baseline, tmp_path, data_dir):
     out = torchrun(2, tmp_path / 'ddp', data_dir)
     (losses, val_losses), (expected, expected_val) = read_log(out), read_log(baseline)
@@ -170,10 +191,36 @@ def test_fsdp_trains_saves_and_resumes_on_another_number_of_ranks(baseline, stop
     # the 2-rank shards, gathered whole in one process, hold the weights the single-process run had
     sharded, single = weights(out), weights(stopped)
     assert all(torch.allclose(sharded[k], single[k], atol=1e-5) for k in single)
+    # a kill between the save's two renames: the previous checkpoint as ckpt.old/, the new one complete as
+    # ckpt.tmp/, no ckpt/. Sampling reads the new one; resuming finishes the renames.
+    ckpt = os.path.join(out, 'ckpt')
+    shutil.copytree(ckpt, ckpt + '.old')
+    os.rename(ckpt, ckpt + '.tmp')
+    assert all(torch.equal(a, b) for a, b in zip(weights(out).values(), sharded.values()))
     torchrun(1, out, data_dir, '--fsdp=True', '--init_from=resume')  # optimizer state too, resharded to 1 rank
+    assert sorted(f for f in os.listdir(out) if f.startswith('ckpt')) == ['ckpt']
     (losses, val_losses), (expected, expected_val) = read_log(out), read_log(baseline)
     assert losses == pytest.approx(expected, rel=1e-5)
     assert val_losses == pytest.approx(expected_val, rel=1e-5)
+
+
+def test_ddp_moe_loop_with_experts_that_get_no_tokens(tmp_path, data_dir):
+    # 64 experts, top-1, 64 tokens per micro-step: most experts get no tokens, and the loop over experts skips
+    # them. Their weights are rows of one stacked parameter per layer, so no parameter is left without a
+    # gradient and DDP needs no find_unused_parameters.
+    flags = ['--n_experts=64', '--top_k=1', '--moe_ffn_hidden=8', '--moe_impl=loop']
+    config = train.get_config([*TINY, *flags, '--vocab_size=256'])
+    torch.manual_seed(config['seed'])
+    model = train.GPT(common.model_config(config))
+    x, y = train.ShardLoader(os.path.join(data_dir, '*_train_*.bin'), 2, 32, 0, 2).next_batch()  # rank 0's first
+    routed = []
+    for block in model.blocks:
+        block.ffn.router.register_forward_hook(lambda module, args, logits: routed.append(logits.argmax(-1)))
+    model(x, y)[1]['loss'].backward()
+    assert all(len(set(experts.tolist())) < 40 for experts in routed)  # over 24 of 64 experts idle, each layer
+    assert all(p.grad is not None for p in model.parameters())
+    out = torchrun(2, tmp_path / 'moe', data_dir, *flags, '--max_steps=2')
+    assert sorted(read_log(out)[0]) == [1, 2]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
@@ -220,23 +267,50 @@ def test_config_files_and_flags_override_the_defaults(tmp_path):
 
 
 @pytest.mark.parametrize('flag, message', [
-    ('--n_layers=3', "unknown key 'n_layers'"),
+    ('--n_layers=3', "--n_layers=3: unknown key 'n_layers'; did you mean --n_layer? (python train.py --help"),
     ('--n_layer=2.5', "n_layer must be int, got 2.5"),
     ('--compile=1', "compile must be bool or None, got 1"),
     ('--fsdp=yes', "fsdp must be bool, got 'yes'"),
     ('--learning_rate=fast', "learning_rate must be float, got 'fast'"),
+    ('--learning_rate=1e999', "learning_rate must be a finite number (float32's range, as the optimizer's math), got inf"),
+    ('--min_lr=1e999', "min_lr must be a finite number"),
+    ('--learning_rate=1e300', "learning_rate must be a finite number"),
+    ('--weight_decay=nan', "weight_decay must be float, got 'nan'"),
+    ('--beta2=2.0', "beta2 must be in [0, 1), got 2.0"),
+    ('--beta1=-0.1', "beta1 must be in [0, 1), got -0.1"),
     ('--max_steps=None', "max_steps must be int, got None"),
     ('--dtype=float16', "dtype must be one of"),
     ('--max_steps=0', "max_steps must be positive"),
     ('--activation=swish', "activation='swish' is not one of"),
-    ('--max_steps', "flags take the form --key=value"),
+    ('--max_steps', "--max_steps has no value: write --max_steps=VALUE"),
 ])
-def test_bad_flags_say_what_is_wrong(flag, message):
+def test_bad_flags_say_what_is_wrong_in_one_line(flag, message):
     with pytest.raises(SystemExit) as error:
         train.get_config([flag])
-    assert message in str(error.value)
-    if 'unknown key' in message:  # and list the valid keys
-        assert 'n_layer = 4' in str(error.value) and 'tokens_per_step = ' in str(error.value)
+    assert message in str(error.value) and '\n' not in str(error.value)
+
+
+def test_flags_take_the_space_form_too():
+    cfg = train.get_config(['--max_steps', '5', '--dataset', 'shakespeare', '--compile=False'])
+    assert cfg['max_steps'] == 5 and cfg['dataset'] == 'shakespeare' and cfg['compile'] is False
+
+
+def test_help_gives_every_key_its_meaning_without_importing_torch():
+    code = ("import runpy, sys\nsys.argv = ['train.py', '--help']\ntry:\n    runpy.run_path('train.py', "
+            "run_name='__main__')\nexcept SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.rstrip().endswith('torch imported: False'), result.stdout + result.stderr
+    for key in train.DEFAULTS:
+        assert f"\n  {key} " in result.stdout and train.meaning(key), key
+    assert "peak learning rate, after warmup" in result.stdout  # a comment of TRAINING
+    assert "context length" in result.stdout  # a comment of GPTConfig
+
+
+def test_model_defaults_read_from_the_source_are_gptconfigs():
+    from dataclasses import asdict
+
+    from model import GPTConfig
+    assert {key: default for key, (default, _) in train.MODEL_KEYS.items()} == asdict(GPTConfig())
 
 
 def test_unknown_key_in_a_config_file_names_the_file(tmp_path):
@@ -273,6 +347,126 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
 
 
 # -----------------------------------------------------------------------------
+# nothing a user made is lost, nothing breaks in a cryptic way
+
+
+def test_stale_temp_files_are_cleared_and_saves_fsync_before_renaming(stopped, tmp_path, data_dir, monkeypatch):
+    out = shutil.copytree(stopped, tmp_path / 'resumed')
+    for name in ('ckpt.pt.tmp', 'ckpt.pt.4242.tmp', 'log.jsonl.tmp'):  # what kills mid-save left
+        (tmp_path / 'resumed' / name).write_bytes(b'half a checkpoint')
+    order = []
+    monkeypatch.setattr(common.os, 'fsync', lambda fd: order.append('fsync'))
+    real_replace = common.os.replace
+    monkeypatch.setattr(common.os, 'replace', lambda a, b: (order.append('replace'), real_replace(a, b)))
+    run(out, data_dir, '--init_from=resume', f'--stop_step={STOP + 1}')
+    assert sorted(os.listdir(out)) == ['ckpt.pt', 'log.jsonl']
+    assert order[:2] == ['fsync', 'replace']
+
+
+@pytest.mark.parametrize('damage', ['empty', 'random bytes', 'cut short'])
+def test_a_damaged_checkpoint_is_named_in_one_line(stopped, tmp_path, data_dir, capsys, damage):
+    out = shutil.copytree(stopped, tmp_path / 'damaged')
+    path = os.path.join(out, 'ckpt.pt')
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write({'empty': b'', 'random bytes': os.urandom(4096), 'cut short': data[:len(data) // 2]}[damage])
+    for call in (lambda: run(out, data_dir, '--init_from=resume'), lambda: sample.main([f'--out_dir={out}'])):
+        with pytest.raises(SystemExit) as error:
+            call()
+        message = str(error.value.code)
+        assert f"{path} is not a readable checkpoint" in message and '\n' not in message
+        assert '_use_new_zipfile_serialization' not in message
+
+
+def test_token_ids_beyond_the_datas_vocabulary_name_the_shard(tmp_path, data_dir):
+    bad = tmp_path / 'bad'
+    os.makedirs(bad)
+    shutil.copy(os.path.join(data_dir, 'tiny_val_000000.bin'), bad)
+    write_shard(str(bad / 'tiny_train_000000.bin'), np.arange(300) % 200)  # ids fit a vocabulary of 200
+    write_shard(str(bad / 'tiny_train_000001.bin'), np.arange(300) % 250)  # ids up to 249
+    with open(bad / 'meta.json', 'w') as f:
+        json.dump({'tokenizer': 'bytes', 'vocab_size': 256}, f)
+    with open(os.path.join(data_dir, 'meta.json')) as f:
+        meta = json.load(f)
+    meta_bad = dict(meta, tokenizer='char', vocab_size=200, chars=''.join(chr(0x100 + i) for i in range(200)))
+    with open(bad / 'meta.json', 'w') as f:
+        json.dump(meta_bad, f)
+    # the second shard opens at step 3, after two steps from the first (it holds two spans of 128 tokens)
+    with pytest.raises(SystemExit, match=r"tiny_train_000001.bin holds token id 249, but its meta.json says "
+                                         r"vocab_size 200: the shard disagrees with its meta.json; re-prepare"):
+        run(tmp_path / 'out', str(bad), '--max_steps=5')
+
+
+def test_weights_made_non_finite_by_the_update_are_never_saved(tmp_path, data_dir, monkeypatch):
+    real_step = torch.optim.AdamW.step
+
+    def overflowing_step(self, *args, **kwargs):  # an update that overflows, while the loss was still finite
+        result = real_step(self, *args, **kwargs)
+        with torch.no_grad():
+            self.param_groups[0]['params'][0].view(-1)[0] = float('inf')
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, 'step', overflowing_step)
+    with pytest.raises(SystemExit, match=r"step 1: the update made some weights inf or NaN; not saved"):
+        run(tmp_path, data_dir, '--ckpt_interval=1')
+    assert not os.path.exists(tmp_path / 'ckpt.pt')
+
+
+def test_an_unparsable_log_line_is_dropped_with_a_warning(stopped, tmp_path, data_dir, capsys):
+    out = shutil.copytree(stopped, tmp_path / 'resumed')
+    with open(os.path.join(out, 'log.jsonl'), 'a') as f:
+        f.write('{"step": 5, "loss": \n')  # a whole line, but not JSON
+    run(out, data_dir, '--init_from=resume', f'--stop_step={STOP + 1}')
+    out_text = capsys.readouterr().out
+    assert f"warning: {out}/log.jsonl line {STOP + 2} is not a log record; dropped it" in out_text
+    assert sorted(read_log(out)[0]) == list(range(1, STOP + 2))
+
+
+def test_a_scratch_run_never_replaces_a_checkpoint_unasked(stopped, tmp_path, data_dir):
+    out = shutil.copytree(stopped, tmp_path / 'again')
+    log_before = open(os.path.join(out, 'log.jsonl')).read()
+    with pytest.raises(SystemExit) as error:
+        run(out, data_dir)
+    assert str(error.value.code) == (f"{out}/ckpt.pt holds a run at step {STOP}: continue it with --init_from=resume, "
+                                     "replace it with --overwrite=True, or train into another --out_dir")
+    assert open(os.path.join(out, 'log.jsonl')).read() == log_before
+    run(out, data_dir, '--overwrite=True', '--max_steps=2')
+    assert torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)['step'] == 2
+
+
+def test_a_run_too_big_for_memory_is_refused_before_allocating(tmp_path, data_dir):
+    with pytest.raises(SystemExit, match=r"this run needs about [\d.]+ GiB but this machine's RAM has [\d.]+ GiB "
+                                         r"free: 1649.31 B parameters"):
+        run(tmp_path, data_dir, '--n_embd=65536', '--n_layer=64', '--ffn_hidden=65536')
+    assert not os.path.exists(tmp_path / 'ckpt.pt')
+
+
+def test_gpu_settings_on_the_cpu_warn(tmp_path, data_dir, capsys):
+    run(tmp_path, data_dir, '--dtype=bfloat16', '--max_steps=1')
+    assert "warning: GPU settings on the CPU (dtype=bfloat16, compile=False)" in capsys.readouterr().out
+
+
+def test_threads_default_to_the_cores_other_work_leaves_idle(monkeypatch):
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3})
+    for load, threads in ((0.1, 4), (1.4, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(os, 'getloadavg', lambda: (load, 0.0, 0.0))
+        assert train.cpu_threads() == threads
+    monkeypatch.setenv('OMP_NUM_THREADS', '3')  # set by the user: torch's reading of it stands
+    assert train.cpu_threads() == torch.get_num_threads()
+
+
+def test_errors_under_torchrun_are_printed_once_without_tracebacks(tmp_path, data_dir):
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+           *TINY, f'--data_dir={data_dir}', f'--out_dir={tmp_path}', '--learning_rat=1']
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert output.count("unknown key 'learning_rat'; did you mean --learning_rate?") == 1, output
+    assert 'train.py", line' not in output  # no traceback from the training processes
+
+
+# -----------------------------------------------------------------------------
 # sampling
 
 
@@ -296,10 +490,11 @@ def test_sample_reads_the_prompt_from_a_file(baseline, capsys, tmp_path):
     assert text.startswith('class GPT')
 
 
-def test_sample_without_a_checkpoint_says_how_to_make_one(tmp_path, capsys):
-    with pytest.raises(SystemExit):
+def test_sample_without_a_checkpoint_says_how_to_make_one(tmp_path):
+    with pytest.raises(SystemExit) as error:
         sample.main([f'--out_dir={tmp_path}'])
-    assert 'no checkpoint in' in capsys.readouterr().err
+    assert str(error.value.code) == (f"sample.py: no checkpoint in {str(tmp_path)!r} (neither ckpt.pt nor ckpt/); "
+                                     f"train one with python train.py --out_dir={tmp_path}")
 
 
 def test_load_model_returns_the_trained_model_and_its_config(baseline):

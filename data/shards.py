@@ -23,24 +23,31 @@ HEADER_BYTES = HEADER_INTS * 4
 MAGIC_UINT16 = 20240520
 MAGIC_UINT32 = 20240801
 # magic -> (version, token dtype); the version paired with each magic is the one llm.c writes
-FORMATS = {MAGIC_UINT16: (1, np.dtype("<u2")), MAGIC_UINT32: (7, np.dtype("<u4"))}
+FORMATS = {MAGIC_UINT16: (1, np.dtype('<u2')), MAGIC_UINT32: (7, np.dtype('<u4'))}
 
 GPT2_VOCAB_SIZE = 50257
 GPT2_EOT = 50256  # <|endoftext|>
 # tokenizers whose vocabulary is fixed; "char" takes its size from its own character list
-FIXED_VOCAB_SIZES = {"gpt2": GPT2_VOCAB_SIZE, "bytes": 256}
+FIXED_VOCAB_SIZES = {'gpt2': GPT2_VOCAB_SIZE, 'bytes': 256}
+
+
+class ShardError(ValueError):
+    """A shard or meta.json that cannot be trained on; the message names the file and what to do."""
 
 
 def atomic_write(path, *chunks):
-    """Write the bytes-like chunks to a temp file beside path, then rename it onto path.
+    """Write the bytes-like chunks to path + '.tmp', flush them to disk, then rename the temp onto path.
 
-    A crash or Ctrl-C mid-write then leaves the old file (or none), never half a file.
+    A crash or Ctrl-C mid-write then leaves the old file (or none), never half a file; the temp's name is
+    fixed, so a killed write leaves one file that the next write of path replaces.
     """
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = path + '.tmp'
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, 'wb') as f:
             for chunk in chunks:
                 f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it path
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -55,7 +62,7 @@ def write_shard(path, tokens):
     tokens = np.asarray(tokens)
     if tokens.ndim != 1 or tokens.size == 0:
         raise ValueError(f"cannot write {path}: tokens must be a non-empty 1-D sequence, got shape {tokens.shape}")
-    if tokens.dtype.kind not in "iu":
+    if tokens.dtype.kind not in 'iu':
         raise ValueError(f"cannot write {path}: token ids must be integers, got dtype {tokens.dtype}")
     if tokens.size >= 2**31:
         raise ValueError(f"cannot write {path}: {tokens.size:,} tokens overflow the header's int32 count; "
@@ -65,7 +72,7 @@ def write_shard(path, tokens):
         raise ValueError(f"cannot write {path}: token ids must lie in [0, 2**32), got {lo}..{hi}")
     magic = MAGIC_UINT16 if hi < 2**16 else MAGIC_UINT32
     version, dtype = FORMATS[magic]
-    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header = np.zeros(HEADER_INTS, dtype='<i4')
     header[:3] = magic, version, tokens.size
     atomic_write(path, header, np.ascontiguousarray(tokens, dtype=dtype))
 
@@ -75,21 +82,21 @@ def shard_header(path):
     size = os.path.getsize(path)
     remedy = "re-create it with the data/<name>/prepare.py script that made it"
     if size < HEADER_BYTES:
-        raise ValueError(f"{path} is not a token shard: {size} bytes is less than the "
+        raise ShardError(f"{path} is not a token shard: {size} bytes is less than the "
                          f"{HEADER_BYTES}-byte header (truncated?); {remedy}")
-    magic, version, ntok = (int(v) for v in np.fromfile(path, dtype="<i4", count=3))
+    magic, version, ntok = (int(v) for v in np.fromfile(path, dtype='<i4', count=3))
     if magic not in FORMATS:
-        raise ValueError(f"{path} is not a token shard: magic number {magic}, expected {MAGIC_UINT16} (uint16) "
+        raise ShardError(f"{path} is not a token shard: magic number {magic}, expected {MAGIC_UINT16} (uint16) "
                          f"or {MAGIC_UINT32} (uint32); point the loader at files written by a prepare.py script")
     expected_version, dtype = FORMATS[magic]
     if version != expected_version:
-        raise ValueError(f"{path} has unsupported shard version {version} (magic {magic} is read as version "
+        raise ShardError(f"{path} has unsupported shard version {version} (magic {magic} is read as version "
                          f"{expected_version} only); {remedy}")
     if ntok <= 0:
-        raise ValueError(f"{path} holds no tokens (header count {ntok}); {remedy}")
+        raise ShardError(f"{path} holds no tokens (header count {ntok}); {remedy}")
     expected_size = HEADER_BYTES + ntok * dtype.itemsize
     if size != expected_size:
-        raise ValueError(f"{path} is truncated or corrupt: its header promises {ntok:,} tokens "
+        raise ShardError(f"{path} is truncated or corrupt: its header promises {ntok:,} tokens "
                          f"({expected_size:,} bytes) but the file has {size:,} bytes; {remedy}")
     return dtype, ntok
 
@@ -97,7 +104,7 @@ def shard_header(path):
 def read_shard(path):
     """The shard's tokens as a read-only np.memmap: pages load from disk only when sliced."""
     dtype, ntok = shard_header(path)
-    return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_BYTES, shape=(ntok,))
+    return np.memmap(path, dtype=dtype, mode='r', offset=HEADER_BYTES, shape=(ntok,))
 
 
 # -----------------------------------------------------------------------------
@@ -113,42 +120,42 @@ def check_meta(meta, where):
     """Raise a clear error unless meta describes a usable tokenizer; `where` names its origin."""
     if not isinstance(meta, dict):
         raise ValueError(f"{where}: meta must be a JSON object, got {type(meta).__name__}")
-    kind, vocab_size = meta.get("tokenizer"), meta.get("vocab_size")
-    if kind not in ("gpt2", "bytes", "char"):
+    kind, vocab_size = meta.get('tokenizer'), meta.get('vocab_size')
+    if kind not in ('gpt2', 'bytes', 'char'):
         raise ValueError(f"{where}: tokenizer must be 'gpt2', 'bytes' or 'char', got {kind!r}")
     if type(vocab_size) is not int or vocab_size < 1:
         raise ValueError(f"{where}: vocab_size must be a positive integer, got {vocab_size!r}")
     if kind in FIXED_VOCAB_SIZES and vocab_size != FIXED_VOCAB_SIZES[kind]:
         raise ValueError(f"{where}: the {kind} tokenizer has vocab_size {FIXED_VOCAB_SIZES[kind]}, not {vocab_size}")
-    if kind == "char":
-        chars = meta.get("chars")
+    if kind == 'char':
+        chars = meta.get('chars')
         if not isinstance(chars, str) or len(set(chars)) != len(chars) or len(chars) != vocab_size:
             raise ValueError(f"{where}: a char tokenizer needs 'chars', a string of vocab_size={vocab_size} "
                              "distinct characters (token i is chars[i])")
-    eot = meta.get("eot")
+    eot = meta.get('eot')
     if eot is not None and (type(eot) is not int or not 0 <= eot < vocab_size):
         raise ValueError(f"{where}: eot must be a token id in [0, {vocab_size}), got {eot!r}")
 
 
 def gpt2_meta(source):
     """meta.json for gpt2 BPE data: models round vocab_size up (50304), the data itself uses 50257 ids."""
-    return {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE, "eot": GPT2_EOT, "source": source}
+    return {'tokenizer': 'gpt2', 'vocab_size': GPT2_VOCAB_SIZE, 'eot': GPT2_EOT, 'source': source}
 
 
 def write_meta(out_dir, meta):
     """Validate meta and write it to out_dir/meta.json; return the path."""
-    path = os.path.join(out_dir, "meta.json")
+    path = os.path.join(out_dir, 'meta.json')
     check_meta(meta, path)
-    atomic_write(path, json.dumps(meta, indent=2).encode("utf-8"))
+    atomic_write(path, json.dumps(meta, indent=2).encode('utf-8'))
     return path
 
 
 def read_meta(data_dir):
     """The dataset's meta.json as a dict."""
-    path = os.path.join(data_dir, "meta.json")
+    path = os.path.join(data_dir, 'meta.json')
     if not os.path.exists(path):
         raise FileNotFoundError(f"no {path}: the dataset is not prepared yet; {_prepare_hint(data_dir)}")
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding='utf-8') as f:
         try:
             meta = json.load(f)
         except json.JSONDecodeError as e:
@@ -159,33 +166,35 @@ def read_meta(data_dir):
 
 # the byte tokenizer's functions live at module level so that they pickle, e.g. into encode_documents' Pool
 def _encode_bytes(text):
-    return list(text.encode("utf-8"))
+    return list(text.encode('utf-8'))
 
 
 def _decode_bytes(ids):
     # a sampled sequence may stop inside a multi-byte character: show it as U+FFFD rather than fail
-    return bytes(ids).decode("utf-8", errors="replace")
+    return bytes(ids).decode('utf-8', errors='replace')
 
 
 def get_tokenizer(meta):
     """(encode, decode) for the tokenizer meta names: encode str -> list[int], decode list[int] -> str."""
-    check_meta(meta, "meta")
-    kind = meta["tokenizer"]
-    if kind == "gpt2":
+    check_meta(meta, 'meta')
+    kind = meta['tokenizer']
+    if kind == 'gpt2':
         try:
             import tiktoken  # imported here so that only gpt2 data needs it
         except ImportError:
             raise ImportError("gpt2 data needs tiktoken: pip install tiktoken") from None
         try:
-            enc = tiktoken.get_encoding("gpt2")
-        except Exception as e:
-            raise RuntimeError("tiktoken could not load the gpt2 encoding: it downloads it once, then caches it; "
-                               "offline, set TIKTOKEN_CACHE_DIR to a folder that holds the cached files") from e
+            enc = tiktoken.get_encoding('gpt2')
+        except Exception as e:  # offline: a connection error from deep inside tiktoken's download
+            raise RuntimeError(f"tiktoken could not load the gpt2 encoding ({type(e).__name__}): it downloads it once, "
+                               "then caches it; offline, set TIKTOKEN_CACHE_DIR to a folder that holds the cached "
+                               "files, or use data that needs no download (data/stdlib, data/shakespeare_char "
+                               "--input FILE)") from None
         # encode_ordinary: a literal "<|endoftext|>" in the text is plain text, never the eot id
         return enc.encode_ordinary, enc.decode
-    if kind == "bytes":
+    if kind == 'bytes':
         return _encode_bytes, _decode_bytes
-    chars = meta["chars"]
+    chars = meta['chars']
     index = {c: i for i, c in enumerate(chars)}
 
     def encode(text):
@@ -196,7 +205,7 @@ def get_tokenizer(meta):
         return [index[c] for c in text]
 
     def decode(ids):
-        return "".join(chars[i] for i in ids)
+        return ''.join(chars[i] for i in ids)
 
     return encode, decode
 
@@ -254,12 +263,16 @@ def write_dataset(out_dir, name, train_tokens, val_tokens, meta, shard_tokens=10
     if type(shard_tokens) is not int or shard_tokens < 1:
         raise ValueError(f"shard_tokens must be a positive integer, got {shard_tokens!r}")
     os.makedirs(out_dir, exist_ok=True)
+    # temps of a write that was killed (atomic_write's fixed names); the files they were for are whole or absent
+    for stale in glob.glob(os.path.join(glob.escape(out_dir), f"{name}_*.bin.tmp")) + \
+            glob.glob(os.path.join(glob.escape(out_dir), 'meta.json.tmp')):
+        os.remove(stale)
     paths = []
-    for split, tokens in (("train", train_tokens), ("val", val_tokens)):
+    for split, tokens in (('train', train_tokens), ('val', val_tokens)):
         tokens = np.asarray(tokens)
         if tokens.size == 0:
             raise ValueError(f"the {split} split of {name} has no tokens; give the prepare script more text")
-        if tokens.max() >= meta["vocab_size"]:
+        if tokens.max() >= meta['vocab_size']:
             raise ValueError(f"the {split} split of {name} holds token id {tokens.max()}, "
                              f">= the vocab_size {meta['vocab_size']} in its meta")
         # equal-sized shards: no tiny last shard that could not hold even one batch
@@ -279,7 +292,7 @@ def write_dataset(out_dir, name, train_tokens, val_tokens, meta, shard_tokens=10
 def describe_dataset(data_dir, name):
     """A few lines saying how many tokens and shards each split of a prepared dataset holds."""
     lines = [f"{data_dir}:"]
-    for split in ("train", "val"):
+    for split in ('train', 'val'):
         paths = sorted(glob.glob(os.path.join(glob.escape(data_dir), f"{name}_{split}_*.bin")))
         ntok = sum(shard_header(path)[1] for path in paths)
         lines.append(f"  {split}: {ntok:,} tokens in {len(paths)} shard(s): {name}_{split}_*.bin")
@@ -294,12 +307,12 @@ def download(url, path, chunk_bytes=1 << 20):
     import requests  # imported here so that only downloads need it
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    part = path + ".part"
+    part = path + '.part'
     have = os.path.getsize(part) if os.path.exists(part) else 0
     # identity encoding: byte counts and Range offsets must refer to the file itself, not a gzipped form of it
-    headers = {"Accept-Encoding": "identity"}
+    headers = {'Accept-Encoding': 'identity'}
     if have:
-        headers["Range"] = f"bytes={have}-"
+        headers['Range'] = f"bytes={have}-"
     try:
         with requests.get(url, headers=headers, stream=True, timeout=60) as r:
             if r.status_code == 416:  # the .part already reaches the end (whole, or bad): start over
@@ -308,17 +321,17 @@ def download(url, path, chunk_bytes=1 << 20):
             r.raise_for_status()
             if r.status_code != 206:  # the server ignored the Range and sends the whole file
                 have = 0
-            total = have + int(r.headers.get("Content-Length", 0))
-            with open(part, "ab" if have else "wb") as f:
+            total = have + int(r.headers.get('Content-Length', 0))
+            with open(part, 'ab' if have else 'wb') as f:
                 for chunk in r.iter_content(chunk_bytes):
                     f.write(chunk)
                     have += len(chunk)
                     print(f"\r{os.path.basename(path)}: {have / 1e6:,.1f} / {total / 1e6:,.1f} MB",
-                          end="", file=sys.stderr, flush=True)
+                          end='', file=sys.stderr, flush=True)
             print(file=sys.stderr)
     except requests.RequestException as e:
-        raise RuntimeError(f"could not download {url}: {e}\ncheck the address and your connection; "
-                           f"running the same command again resumes from {part}") from e
+        again = f"; running the same command again resumes from {part}" if os.path.exists(part) else ''
+        raise RuntimeError(f"could not download {url} ({type(e).__name__}){again}") from None
     if have < total:
         raise RuntimeError(f"the download of {url} stopped at {have:,} of {total:,} bytes; "
                            f"running the same command again resumes from {part}")
@@ -336,10 +349,12 @@ class ShardLoader:
     reads the B*T + 1 tokens starting at pos + r*B*T, so world_size ranks with batch B see exactly the rows
     that one rank with batch B*world_size would. A span that does not fit in the rest of a shard moves on to
     the next shard, and after the last shard the loader wraps around to the first (a new epoch).
+    vocab_size: the data's vocabulary (its meta.json's): each shard is checked once, when first opened, to
+    hold no id at or above it.
     """
 
     def __init__(self, pattern, batch_size, block_size, rank=0, world_size=1, vocab_size=None):
-        for name, value in (("batch_size", batch_size), ("block_size", block_size), ("world_size", world_size)):
+        for name, value in (('batch_size', batch_size), ('block_size', block_size), ('world_size', world_size)):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if type(rank) is not int or not 0 <= rank < world_size:
@@ -349,12 +364,13 @@ class ShardLoader:
             raise FileNotFoundError(f"no shards match {pattern!r}; {_prepare_hint(os.path.dirname(pattern))}")
         self.B, self.T = batch_size, block_size
         self.rank, self.world_size, self.vocab_size = rank, world_size, vocab_size
+        self.checked = set()  # the shards whose ids are known to fit vocab_size
         self.span = batch_size * block_size * world_size
         # check every header now, so that a bad shard fails at start-up rather than hours into training
         for path in self.files:
             _, ntok = shard_header(path)
             if ntok < self.span + 1:
-                raise ValueError(f"{path} holds {ntok:,} tokens, fewer than one step needs (batch_size {batch_size}"
+                raise ShardError(f"{path} holds {ntok:,} tokens, fewer than one step needs (batch_size {batch_size}"
                                  f" x block_size {block_size} x world_size {world_size} + 1 = {self.span + 1:,}); "
                                  "use a smaller batch_size/block_size or more data")
         self.reset()
@@ -366,6 +382,15 @@ class ShardLoader:
     def _seek(self, shard, pos):
         self.shard, self.pos = shard, pos
         self.tokens = read_shard(self.files[shard])
+        if self.vocab_size is not None and shard not in self.checked:
+            # once per shard: one pass over it (about 0.1 s for 100 M tokens), then no check per batch
+            top = int(self.tokens.max())
+            if top >= self.vocab_size:
+                name = os.path.basename(os.path.dirname(os.path.abspath(self.files[shard])))
+                raise ShardError(f"{self.files[shard]} holds token id {top}, but its meta.json says vocab_size "
+                                 f"{self.vocab_size}: the shard disagrees with its meta.json; re-prepare the dataset "
+                                 f"(python data/{name}/prepare.py)")
+            self.checked.add(shard)
 
     def next_batch(self):
         """This rank's next (x, y): int64 CPU tensors of shape (B, T), y being x shifted left by one token."""
@@ -374,11 +399,6 @@ class ShardLoader:
             self._seek((self.shard + 1) % len(self.files), 0)
         start = self.pos + self.rank * B * T
         buf = torch.from_numpy(self.tokens[start : start + B * T + 1].astype(np.int64))  # (B*T + 1,)
-        if self.vocab_size is not None and buf.max() >= self.vocab_size:
-            raise ValueError(f"{self.files[self.shard]} holds token id {buf.max().item()} (somewhere in tokens "
-                             f"{start:,}..{start + B * T:,}), but the model's vocab_size is {self.vocab_size}: the "
-                             "data was made for a bigger vocabulary; re-prepare it or raise vocab_size to at "
-                             "least its meta.json vocab_size")
         self.pos += self.span
         x = buf[:-1].view(B, T)  # (B, T)
         y = buf[1:].view(B, T)  # (B, T): the token that follows each one in x
@@ -386,11 +406,11 @@ class ShardLoader:
 
     def state_dict(self):
         """Where the loader is; the same on every rank, so rank 0's copy can restore them all."""
-        return {"shard": self.shard, "pos": self.pos, "file": os.path.basename(self.files[self.shard])}
+        return {'shard': self.shard, 'pos': self.pos, 'file': os.path.basename(self.files[self.shard])}
 
     def load_state_dict(self, state):
-        shard, name = state["shard"], state["file"]
+        shard, name = state['shard'], state['file']
         if not shard < len(self.files) or os.path.basename(self.files[shard]) != name:
-            raise ValueError(f"the saved loader position is in shard {shard} ({name}), but the pattern now matches "
+            raise ShardError(f"the saved loader position is in shard {shard} ({name}), but the pattern now matches "
                              f"{len(self.files)} different files; resume with the same data the run started with")
-        self._seek(shard, state["pos"])
+        self._seek(shard, state['pos'])

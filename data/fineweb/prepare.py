@@ -17,17 +17,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from data.shards import describe_dataset, download, gpt2_meta, read_shard, write_meta  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BASE_URL = "https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main"
+BASE_URL = 'https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main'
 MAX_TRAIN_SHARDS = 103
 
 
 def shard_names(num_train_shards):
-    return ["fineweb_val_000000.bin"] + [f"fineweb_train_{i:06d}.bin" for i in range(1, num_train_shards + 1)]
+    return ['fineweb_val_000000.bin'] + [f"fineweb_train_{i:06d}.bin" for i in range(1, num_train_shards + 1)]
 
 
 def fetch_shard(url, path):
     """Download one shard (unless complete already) and check its header against its size."""
-    download(url, path)
+    try:
+        download(url, path)
+    except RuntimeError as e:  # offline, or the address is gone: one line, and the .part (if any) is kept
+        raise SystemExit(str(e)) from None
     try:
         read_shard(path)
     except ValueError:
@@ -39,9 +42,9 @@ def fetch_shard(url, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Download gpt2-tokenized FineWeb-10B shards.")
-    parser.add_argument("--num_shards", type=int, default=8, help=f"train shards, 1..{MAX_TRAIN_SHARDS}")
-    parser.add_argument("--out_dir", default=HERE, help="where to write the shards and meta.json")
-    parser.add_argument("--base_url", default=BASE_URL, help="where the shard files are served")
+    parser.add_argument('--num_shards', type=int, default=8, help=f"train shards, 1..{MAX_TRAIN_SHARDS}")
+    parser.add_argument('--out_dir', default=HERE, help="where to write the shards and meta.json")
+    parser.add_argument('--base_url', default=BASE_URL, help="where the shard files are served")
     args = parser.parse_args(argv)
     if not 1 <= args.num_shards <= MAX_TRAIN_SHARDS:
         parser.error(f"--num_shards must be in 1..{MAX_TRAIN_SHARDS}, got {args.num_shards}")
@@ -51,9 +54,9 @@ def main(argv=None):
              for name in shard_names(args.num_shards)]
     source = f"FineWeb-10B sample, gpt2 tokens (kjj0/fineweb10B-gpt2), {args.num_shards} train shards"
     paths.append(write_meta(args.out_dir, gpt2_meta(source)))
-    print(describe_dataset(args.out_dir, "fineweb"))
+    print(describe_dataset(args.out_dir, 'fineweb'))
     return paths
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()

@@ -20,12 +20,15 @@ def main(argv=None):
     args = parse_args(argv, "Tiny Shakespeare as gpt2 BPE tokens.")
     out_dir = args.out_dir or HERE
     meta = gpt2_meta("Tiny Shakespeare, gpt2 BPE")
-    encode, _ = get_tokenizer(meta)  # first, so that a missing tiktoken fails before any download
-    train_text, val_text = load_splits(args.input, out_dir)
-    paths = write_dataset(out_dir, "shakespeare", encode(train_text), encode(val_text), meta)
-    print(describe_dataset(out_dir, "shakespeare"))
+    try:
+        encode, _ = get_tokenizer(meta)  # first, so that a missing tiktoken fails before any download
+    except (ImportError, RuntimeError) as e:
+        raise SystemExit(str(e)) from None
+    train_text, val_text = load_splits(args.input, out_dir, 'data/shakespeare/prepare.py')
+    paths = write_dataset(out_dir, 'shakespeare', encode(train_text), encode(val_text), meta)
+    print(describe_dataset(out_dir, 'shakespeare'))
     return paths
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from data.shards import describe_dataset, encode_documents, get_tokenizer, split_documents, write_dataset  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__"}
+SKIP_DIRS = {'site-packages', 'dist-packages', 'test', 'tests', 'idlelib', '__pycache__'}
 
 
 def find_sources(root):
@@ -26,14 +26,14 @@ def find_sources(root):
     found = []
     for folder, subdirs, files in os.walk(root):
         subdirs[:] = [d for d in subdirs if d not in SKIP_DIRS]  # pruning in place keeps os.walk out of them
-        found += [os.path.relpath(os.path.join(folder, f), root) for f in files if f.endswith(".py")]
+        found += [os.path.relpath(os.path.join(folder, f), root) for f in files if f.endswith('.py')]
     return sorted(found)
 
 
 def read_source(path):
     """The file's text, or None when it cannot be read as UTF-8 or holds a NUL (our document separator)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding='utf-8') as f:
             text = f.read()
     except (OSError, UnicodeDecodeError):
         return None
@@ -42,13 +42,13 @@ def read_source(path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Byte-level dataset from the Python standard library's source.")
-    parser.add_argument("--max_mb", type=float, default=8.0, help="stop after about this many MB of source")
-    parser.add_argument("--out_dir", default=HERE, help="where to write the shards and meta.json")
+    parser.add_argument('--max_mb', type=float, default=8.0, help="stop after about this many MB of source")
+    parser.add_argument('--out_dir', default=HERE, help="where to write the shards and meta.json")
     args = parser.parse_args(argv)
     if args.max_mb <= 0:
         parser.error(f"--max_mb must be positive, got {args.max_mb}")
 
-    root = sysconfig.get_paths()["stdlib"]
+    root = sysconfig.get_paths()['stdlib']
     docs, size = [], 0
     for rel in find_sources(root):
         if size >= args.max_mb * 1e6:
@@ -59,16 +59,16 @@ def main(argv=None):
             size += len(text)  # characters, which are bytes for all but a handful of stdlib files
 
     eot = 0
-    meta = {"tokenizer": "bytes", "vocab_size": 256, "eot": eot,
-            "source": f"Python {sys.version.split()[0]} standard library, {len(docs)} .py files from {root}"}
+    meta = {'tokenizer': 'bytes', 'vocab_size': 256, 'eot': eot,
+            'source': f"Python {sys.version.split()[0]} standard library, {len(docs)} .py files from {root}"}
     encode, _ = get_tokenizer(meta)
     train_docs, val_docs = split_documents(docs, val_fraction=0.05)
-    paths = write_dataset(args.out_dir, "stdlib", encode_documents(train_docs, encode, eot),
+    paths = write_dataset(args.out_dir, 'stdlib', encode_documents(train_docs, encode, eot),
                           encode_documents(val_docs, encode, eot), meta)
     print(f"{len(docs)} files ({len(train_docs)} train, {len(val_docs)} val) from {root}")
-    print(describe_dataset(args.out_dir, "stdlib"))
+    print(describe_dataset(args.out_dir, 'stdlib'))
     return paths
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()

@@ -29,8 +29,8 @@ def find_files(inputs):
             found.add(item)
         elif os.path.isdir(item):
             for folder, subdirs, files in os.walk(item):
-                subdirs[:] = [d for d in subdirs if not d.startswith(".")]  # pruning in place skips them
-                found.update(os.path.join(folder, f) for f in files if not f.startswith("."))
+                subdirs[:] = [d for d in subdirs if not d.startswith('.')]  # pruning in place skips them
+                found.update(os.path.join(folder, f) for f in files if not f.startswith('.'))
         else:
             matches = [path for path in glob.glob(item, recursive=True) if os.path.isfile(path)]
             if not matches:
@@ -42,7 +42,7 @@ def find_files(inputs):
 def read_text(path):
     # newline="" keeps the text exactly as it is on disk, \r\n included
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding='utf-8', newline='') as f:
             return f.read()
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not UTF-8 text; convert it (e.g. iconv -t UTF-8) or leave it out") from None
@@ -50,11 +50,11 @@ def read_text(path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="gpt2 BPE shards from your own text files.")
-    parser.add_argument("--input", nargs="+", required=True, help="text files, folders or glob patterns")
-    parser.add_argument("--val_fraction", type=float, default=0.05, help="share of the files that go to val")
-    parser.add_argument("--shard_tokens", type=int, default=100_000_000, help="most tokens in one shard")
-    parser.add_argument("--processes", type=int, default=os.cpu_count(), help="encoding processes")
-    parser.add_argument("--out_dir", default=HERE, help="where to write the shards and meta.json")
+    parser.add_argument('--input', nargs='+', required=True, help="text files, folders or glob patterns")
+    parser.add_argument('--val_fraction', type=float, default=0.05, help="share of the files that go to val")
+    parser.add_argument('--shard_tokens', type=int, default=100_000_000, help="most tokens in one shard")
+    parser.add_argument('--processes', type=int, default=os.cpu_count(), help="encoding processes")
+    parser.add_argument('--out_dir', default=HERE, help="where to write the shards and meta.json")
     args = parser.parse_args(argv)
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, got {args.processes}")
@@ -62,14 +62,17 @@ def main(argv=None):
     files = find_files(args.input)
     train_docs, val_docs = split_documents([read_text(path) for path in files], args.val_fraction)
     meta = gpt2_meta(f"{len(files)} text files from {' '.join(args.input)}")
-    encode, _ = get_tokenizer(meta)
-    train = encode_documents(train_docs, encode, meta["eot"], args.processes)
-    val = encode_documents(val_docs, encode, meta["eot"], args.processes)
-    paths = write_dataset(args.out_dir, "text", train, val, meta, args.shard_tokens)
+    try:
+        encode, _ = get_tokenizer(meta)
+    except (ImportError, RuntimeError) as e:
+        raise SystemExit(str(e)) from None
+    train = encode_documents(train_docs, encode, meta['eot'], args.processes)
+    val = encode_documents(val_docs, encode, meta['eot'], args.processes)
+    paths = write_dataset(args.out_dir, 'text', train, val, meta, args.shard_tokens)
     print(f"{len(files)} files ({len(train_docs)} train, {len(val_docs)} val)")
-    print(describe_dataset(args.out_dir, "text"))
+    print(describe_dataset(args.out_dir, 'text'))
     return paths
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()
