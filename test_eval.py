@@ -193,8 +193,9 @@ def test_context_is_cut_from_the_left_to_fit_block_size():
     assert rows == [(list((context + 'xyz').encode())[-17:], 3), (list((context + 'w').encode())[-17:], 1)]
     loss = tasks.choice_losses(model, rows)[0].item()  # the model itself refuses more than 16 positions
     # the same as the item with its context cut by hand to the 14 tokens that fit, and not to one fewer
-    assert loss == pytest.approx(reference_loss(model, list((context[-14:] + 'xyz').encode()), 3), abs=1e-5)
-    assert loss != pytest.approx(reference_loss(model, list((context[-13:] + 'xyz').encode()), 3), abs=1e-3)
+    # (a random tiny model barely feels its 14th token back, so the two differ by about 1e-4: hence 1e-6)
+    assert loss == pytest.approx(reference_loss(model, list((context[-14:] + 'xyz').encode()), 3), abs=1e-6)
+    assert loss != pytest.approx(reference_loss(model, list((context[-13:] + 'xyz').encode()), 3), abs=1e-6)
     # a 16-token choice keeps one token of context; a 17-token one cannot fit
     assert tasks.encode_item({**item, 'choices': ['x' * 16, 'y']}, encode, 16)[0][0] == (list(b'g' + b'x' * 16), 16)
     with pytest.raises(ValueError, match="choice 0 is 17 tokens, which leaves no room .* block_size=16"):
@@ -281,7 +282,8 @@ def test_hellaswag_offline_says_to_use_input(unigram_run, tmp_path, monkeypatch)
     with pytest.raises(SystemExit) as error:
         evaluation.main([f'--out_dir={unigram_run[0]}'])
     message = str(error.value)
-    assert message.startswith("could not download HellaSwag (ConnectionError); offline, fetch http://127.0.0.1:")
+    assert message.startswith("could not download http://127.0.0.1:") and 'ConnectionError' in message
+    assert '; offline, fetch http://127.0.0.1:' in message
     assert "give it to eval.py with --input=FILE" in message and '\n' not in message
     offline = write_jsonl(tmp_path / 'copy.jsonl', HELLASWAG)  # and with --input it needs no download
     evaluation.main([f'--out_dir={unigram_run[0]}', f'--input={offline}'])
@@ -349,4 +351,4 @@ def test_train_logs_the_task_records(tmp_path, unigram_run):
     assert all(set(r) == {'step', 'tokens', 'eval_task', 'acc', 'acc_norm', 'n'} for r in records)
     assert all(r['eval_task'] == 'seven' and r['n'] == 5 and 0 <= r['acc_norm'] <= 1 for r in records)
     with pytest.raises(SystemExit, match="task='nowhere.jsonl': no task file nowhere.jsonl"):
-        train.main([*args, '--task=nowhere.jsonl', '--max_steps=1'])
+        train.main([*args, '--task=nowhere.jsonl', '--max_steps=1', '--overwrite=True'])

@@ -90,10 +90,9 @@ def hellaswag_file():
     if (not dist.is_initialized() or dist.get_rank() == 0) and not os.path.exists(HELLASWAG_PATH):
         try:
             download(HELLASWAG_URL, HELLASWAG_PATH)
-        except RuntimeError as e:  # one line: what failed, and the way round it
-            reason = type(e.__cause__).__name__ if e.__cause__ else str(e).splitlines()[0]
-            raise RuntimeError(f"could not download HellaSwag ({reason}); offline, fetch {HELLASWAG_URL} elsewhere "
-                               f"and give it to eval.py with --input=FILE, or put it at {HELLASWAG_PATH}") from None
+        except RuntimeError as e:  # one line: what failed (download's own words), and the way round it
+            raise RuntimeError(f"{str(e).splitlines()[0]}; offline, fetch {HELLASWAG_URL} elsewhere and give it "
+                               f"to eval.py with --input=FILE, or put it at {HELLASWAG_PATH}") from None
     if dist.is_initialized():
         dist.barrier()
     return HELLASWAG_PATH
