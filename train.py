@@ -294,6 +294,8 @@ def start_processes(config):
     kind = config['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
     if kind == 'cuda' and not torch.cuda.is_available():
         raise SystemExit("device='cuda' but torch sees no GPU; use --device=cpu")
+    if kind == 'cuda':
+        torch.set_float32_matmul_precision('high')  # TF32 for whatever matmuls stay in float32
     launched = 'RANK' in os.environ  # torchrun sets RANK, LOCAL_RANK and WORLD_SIZE for every process
     if config['fsdp'] and not launched:
         raise SystemExit("fsdp=True shards the model over processes: launch with torchrun "
