@@ -14,8 +14,8 @@ from contextlib import nullcontext
 
 import torch
 
-from data.shards import get_tokenizer
 from common import load_checkpoint
+from data.shards import get_tokenizer
 
 
 def read_prompt(start):
