@@ -163,9 +163,10 @@ def test_plan_runs_names_orders_and_seeds():
 def test_plan_runs_with_an_lr_grid():
     s = spec('out', ['swiglu', 'polynorm'], lrs=[1e-3, 2e-3], orders=[2, 3, 4], order_seeds=1)
     grid = sweep.plan_runs(s, {})
-    assert folders(grid) == ['swiglu_lr1e-3_s0', 'swiglu_lr2e-3_s0', 'polynorm_lr1e-3_s0', 'polynorm_lr2e-3_s0']
-    assert grid[1]['keys']['learning_rate'] == 2e-3 and grid[1]['keys']['min_lr'] == 2e-4
-    finals = {grid[0]['dir']: 2.0, grid[1]['dir']: 1.9, grid[2]['dir']: 1.8}
+    # activations interleaved lr by lr, so that the machine's changing load falls on all of them alike
+    assert folders(grid) == ['swiglu_lr1e-3_s0', 'polynorm_lr1e-3_s0', 'swiglu_lr2e-3_s0', 'polynorm_lr2e-3_s0']
+    assert grid[2]['keys']['learning_rate'] == 2e-3 and grid[2]['keys']['min_lr'] == 2e-4
+    finals = {grid[0]['dir']: 2.0, grid[2]['dir']: 1.9, grid[1]['dir']: 1.8}
     assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s1']  # polynorm's grid is not finished
     finals[grid[3]['dir']] = math.inf  # diverged
     assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s1', 'polynorm_lr1e-3_s1',
@@ -198,7 +199,7 @@ def test_presets_set_the_sweep_and_flags_win():
     if 'polynorm_glu' in sweep.ACTIVATIONS:  # the preset's gated PolyNorm, where model.py has it
         assert sweep.parse_args(['--preset', 'cpu-long']).activations[-1] == 'polynorm_glu'
     args = sweep.parse_args(['--preset', 'cpu-long', '--activations', 'swiglu,polynorm'])
-    assert args.lrs == [1e-3, 2e-3, 4e-3] and args.parallel == 2 and args.orders == [2, 4] and args.seeds == 3
+    assert args.lrs == [2e-3, 4e-3, 8e-3, 1.6e-2] and args.parallel == 2 and args.orders == [2, 4] and args.seeds == 3
     assert sweep.parse_args(['--preset', 'cpu-long', '--parallel', '1', '--activations', 'polynorm']).parallel == 1
     settings = sweep.read_settings(sweep.preset_path('cpu-long'), {'max_steps': '7'})
     assert settings['max_steps'] == 7 and settings['dataset'] == 'shakespeare_char'
