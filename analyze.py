@@ -15,7 +15,6 @@ layer similarity, parameters) as {out_dir: numbers}: sweep.py runs this script s
 """
 import argparse
 import glob
-import io
 import json
 import math
 import os
@@ -23,7 +22,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from common import load_checkpoint
+from common import load_checkpoint, pyplot, save_figure
 from data.shards import ShardLoader, atomic_write
 from model import MoE
 
@@ -164,24 +163,6 @@ def format_analysis(out_dir, result):
     summary = summarize(result)
     lines.append("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None))
     return '\n'.join(lines)
-
-
-def pyplot():
-    """matplotlib.pyplot for drawing PNGs, or None: matplotlib is optional, the numbers come without it."""
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use('Agg')  # files only, no display needed
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def save_figure(fig, path, dpi):
-    """Save a figure as a PNG, written whole (atomic_write), so a reader never sees half a picture."""
-    png = io.BytesIO()
-    fig.savefig(png, format='png', dpi=dpi)
-    atomic_write(path, png.getvalue())
 
 
 def plot_similarity(similarity, path, title):

@@ -1,5 +1,5 @@
 """
-What the scripts share, so that no script imports another: the hardware's facts, and checkpoints.
+What the scripts share, so that no script imports another: the hardware's facts, checkpoints, and figures.
 
     model_config(config)          the GPTConfig inside a run's config dict
     peak_flops(device_name)       a GPU's dense bf16 FLOP/s, for MFU
@@ -7,9 +7,11 @@ What the scripts share, so that no script imports another: the hardware's facts,
     checkpoint_path(out_dir, fsdp), atomic_save(obj, path), read_checkpoint(path)
     find_checkpoint(out_dir, fsdp), finish_interrupted_save(out_dir)
     load_checkpoint(out_dir)      a trained model, ready to sample, evaluate or analyze
+    pyplot(), save_figure(fig, path, dpi)   optional matplotlib, and PNGs written whole
 """
 
 import glob
+import io
 import os
 import platform
 import shutil
@@ -19,6 +21,7 @@ from dataclasses import fields
 
 import torch
 
+from data.shards import atomic_write
 from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
@@ -181,3 +184,25 @@ def load_checkpoint(out_dir, device='cpu'):
         weights = ckpt['model']
     model.load_state_dict(weights)
     return {'model': model.to(device).eval(), 'config': ckpt['config'], 'meta': ckpt['meta'], 'step': ckpt['step']}
+
+
+# -----------------------------------------------------------------------------
+# Figures
+
+
+def pyplot():
+    """matplotlib.pyplot for drawing PNGs, or None: matplotlib is optional, the numbers come without it."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use('Agg')  # files only, no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path, dpi):
+    """Save a figure as a PNG, written whole (atomic_write), so a reader never sees half a picture."""
+    png = io.BytesIO()
+    fig.savefig(png, format='png', dpi=dpi)
+    atomic_write(path, png.getvalue())

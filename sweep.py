@@ -47,7 +47,7 @@ import time
 
 import torch
 
-from common import cpu_name, model_config
+from common import cpu_name, model_config, pyplot, save_figure
 from data.shards import atomic_write
 from model import ACTIVATIONS, GPT, GPTConfig, read_config
 
@@ -803,21 +803,9 @@ def report(summary):
     return '\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '') + NOTES
 
 
-def pyplot():
-    """matplotlib.pyplot for drawing PNGs, or None: matplotlib is optional, the numbers come without it."""
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use('Agg')  # files only, no display needed
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot(summary, path):
     """Validation loss against tokens (left) and against training time (right), one curve per name (mean over
     seeds, min to max shaded); return False when matplotlib is missing."""
-    import io
     plt = pyplot()
     if plt is None:
         return False
@@ -843,9 +831,7 @@ def plot(summary, path):
     axes[1].set_title('validation loss vs training time', fontsize=10)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format='png', dpi=90)
-    atomic_write(path, png.getvalue())
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return True
 

@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import model
 from model import GPT, MoE, FFN, GPTConfig, PolyNorm, PolyReLU
