@@ -67,7 +67,8 @@ DOWNLOAD_YOURSELF = {'fineweb': ('python data/fineweb/prepare.py', "8 train shar
 # The sweep's own settings per preset; the training settings are in config/sweep_<preset>.py. Flags win.
 PRESETS = {
     'cpu': {'activations': 'relu,gelu,relu2,swiglu,polyrelu,polynorm', 'seeds': 3},
-    'cpu-long': {'activations': 'relu2,swiglu,polyrelu,polynorm,polynorm_glu', 'lrs': '2e-3,4e-3,8e-3,1.6e-2',
+    'cpu-long': {'activations': 'relu2,swiglu,polyrelu,polynorm,polynorm_glu',
+                 'lrs': '2e-3,4e-3,8e-3,1.6e-2,3.2e-2',
                  'seeds': 3, 'parallel': 2, 'orders': '2,4', 'order_seeds': 1},
     'gpu': {'activations': 'relu,gelu,relu2,swiglu,polyrelu,polynorm', 'seeds': 3},
 }

@@ -9,7 +9,7 @@
 #     `python model.py config/sweep_cpu_long.py` prints the exact count.
 #   tokens per run = max_steps * tokens_per_step, aimed at >= 10 * N.
 #   runs = activations * lrs (seed 0) + activations * (seeds - 1) + orders * order seeds;
-#     5 * 4 + 5 * 2 + 2 * 1 = 32 with the preset's settings.
+#     5 * 5 + 5 * 2 + 2 * 1 = 37 with the preset's settings.
 #   wall time ~ runs / parallel * tokens per run / (tok/s of one run).
 # With n_layer 4, n_embd 64, ffn_hidden 256: N = 197 k, 500 steps of 4,096 tokens = 2.05 M tokens (10.4 per
 # parameter, about 2 epochs of Tiny Shakespeare's 1 M training characters).
