@@ -466,7 +466,7 @@ class GPT(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.RMSNorm, PolyCom)):
                 m.reset_parameters()
-        poly = {id(p) for m in self.modules() if isinstance(m, PolyCom) for p in m.parameters()}
+        poly = {id(p) for p in self.polycom_params()}
         for name, p in self.named_parameters():
             if p.dim() < 2 or id(p) in poly:
                 continue
@@ -505,10 +505,14 @@ class GPT(nn.Module):
         losses['loss'] = losses['lm'] + losses['lb'] + losses['z']
         return logits, losses
 
+    def polycom_params(self):
+        """PolyCom's coefficients (weight and bias of every PolyNorm / PolyReLU): no weight decay, own init."""
+        return [p for m in self.modules() if isinstance(m, PolyCom) for p in m.parameters()]
+
     def optim_groups(self, weight_decay):
         """AdamW parameter groups: matrices and embeddings decay; norms and PolyCom's coefficients (per-expert
         ones are matrices too) do not."""
-        poly = {id(p) for m in self.modules() if isinstance(m, PolyCom) for p in m.parameters()}
+        poly = {id(p) for p in self.polycom_params()}
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2 and id(p) not in poly]
         return [{'params': decay, 'weight_decay': weight_decay},
@@ -527,7 +531,7 @@ class GPT(nn.Module):
             if isinstance(m, MoE):
                 experts = [m.w_gate, m.w_up, m.w_down] + (list(m.act.parameters()) if m.per_expert else [])
                 idle_experts += sum(p.numel() for p in experts if p is not None) * (cfg.n_experts - cfg.top_k) // cfg.n_experts
-        poly = sum(p.numel() for m in self.modules() if isinstance(m, PolyCom) for p in m.parameters())
+        poly = sum(p.numel() for p in self.polycom_params())
         return {'total': total, 'non_embedding': total - embedding, 'active': total - idle_experts, 'polycom': poly}
 
     def flops_per_token(self, seq_len=None):
