@@ -4,6 +4,7 @@ What the scripts share, so that no script imports another: the hardware's facts,
     model_config(config)          the GPTConfig inside a run's config dict
     peak_flops(device_name)       a GPU's dense bf16 FLOP/s, for MFU
     cpu_name()                    the CPU's model name, for reports
+    join_processes(kind)          (rank, world_size, device), joining torchrun's process group when launched by it
     checkpoint_path(out_dir, fsdp), atomic_save(obj, path), read_checkpoint(path)
     find_checkpoint(out_dir, fsdp), finish_interrupted_save(out_dir)
     load_checkpoint(out_dir)      a trained model, ready to sample, evaluate or analyze
@@ -20,8 +21,9 @@ import zipfile
 from dataclasses import fields
 
 import torch
+import torch.distributed as dist
 
-from data.shards import atomic_write
+from data.shards import atomic_file, atomic_write
 from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
@@ -54,6 +56,21 @@ def cpu_name():
         return platform.processor() or platform.machine()
 
 
+def join_processes(kind):
+    """(rank, world_size, device) for device kind 'cuda' or 'cpu'. Launched by torchrun (which sets RANK,
+    LOCAL_RANK and WORLD_SIZE for every process), this process joins the process group: nccl from its own GPU,
+    or gloo on the CPU; otherwise it is the only process."""
+    if 'RANK' not in os.environ:
+        return 0, 1, torch.device(kind)
+    cuda = kind == 'cuda'
+    # LOCAL_RANK picks this process's GPU on its node; RANK counts processes across all nodes
+    device = torch.device('cuda', int(os.environ['LOCAL_RANK'])) if cuda else torch.device('cpu')
+    if cuda:
+        torch.cuda.set_device(device)  # before NCCL starts, so that each process talks from its own GPU
+    dist.init_process_group('nccl' if cuda else 'gloo', device_id=device if cuda else None)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
 # -----------------------------------------------------------------------------
 # Checkpoints
 #
@@ -84,20 +101,12 @@ def fsync_dir(path):
 
 
 def atomic_save(obj, path):
-    """torch.save to path + '.tmp', flushed to disk, then renamed onto path: a crash mid-save leaves the old
-    checkpoint whole. The temp name is fixed, so a killed save leaves one file that the next save replaces
-    (and finish_interrupted_save removes)."""
-    tmp = path + '.tmp'
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes on disk before the rename makes them the checkpoint
-        os.replace(tmp, path)
-        fsync_dir(os.path.dirname(os.path.abspath(path)))
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """torch.save through path + '.tmp' (data.shards.atomic_file: on disk, then renamed onto path), streamed
+    rather than held in memory: a crash mid-save leaves the old checkpoint whole, and a killed save leaves one
+    temp file that the next save replaces (and finish_interrupted_save removes)."""
+    with atomic_file(path) as f:
+        torch.save(obj, f)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))  # the rename itself survives a crash
 
 
 def is_complete_sharded(path):

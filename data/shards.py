@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import sys
+from contextlib import contextmanager
 from functools import partial
 from multiprocessing import Pool
 
@@ -35,8 +36,10 @@ class ShardError(ValueError):
     """A shard or meta.json that cannot be trained on; the message names the file and what to do."""
 
 
-def atomic_write(path, *chunks):
-    """Write the bytes-like chunks to path + '.tmp', flush them to disk, then rename the temp onto path.
+@contextmanager
+def atomic_file(path):
+    """An open binary file that becomes path only once everything written to it is on disk: the writes go to
+    path + '.tmp', which is flushed, fsync'ed and then renamed onto path when the block ends without error.
 
     A crash or Ctrl-C mid-write then leaves the old file (or none), never half a file; the temp's name is
     fixed, so a killed write leaves one file that the next write of path replaces.
@@ -44,14 +47,20 @@ def atomic_write(path, *chunks):
     tmp = path + '.tmp'
     try:
         with open(tmp, 'wb') as f:
-            for chunk in chunks:
-                f.write(chunk)
+            yield f
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename makes it path
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write(path, *chunks):
+    """Write the bytes-like chunks to path, whole or not at all (atomic_file)."""
+    with atomic_file(path) as f:
+        for chunk in chunks:
+            f.write(chunk)
 
 
 # -----------------------------------------------------------------------------
