@@ -20,20 +20,8 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
-from common import load_checkpoint
+from common import join_processes, load_checkpoint
 from data.tasks import evaluate_task, load_task
-
-
-def setup_processes(device):
-    """(rank, world_size, device): under torchrun, one process per GPU (or gloo processes on the CPU)."""
-    if 'RANK' not in os.environ:
-        return 0, 1, torch.device(device)
-    cuda = device == 'cuda'
-    device = torch.device('cuda', int(os.environ['LOCAL_RANK'])) if cuda else torch.device('cpu')
-    if cuda:
-        torch.cuda.set_device(device)
-    dist.init_process_group('nccl' if cuda else 'gloo', device_id=device if cuda else None)
-    return dist.get_rank(), dist.get_world_size(), device
 
 
 def table(name, step, result):
@@ -61,7 +49,7 @@ def main(argv=None):
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.input is not None and not os.path.isfile(args.input):
         parser.error(f"--input={args.input}: no such file")
-    rank, world_size, device = setup_processes(args.device)
+    rank, world_size, device = join_processes(args.device)
     try:
         evaluate(args, rank, world_size, device)
     finally:

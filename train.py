@@ -244,7 +244,7 @@ import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 from common import (atomic_save, checkpoint_path, find_checkpoint, finish_interrupted_save, fsync_dir,  # noqa: E402
-                    model_config, peak_flops, read_checkpoint)
+                    join_processes, model_config, peak_flops, read_checkpoint)
 from data.shards import ShardError, ShardLoader, atomic_write, read_meta  # noqa: E402
 from data.tasks import evaluate_task, load_task  # noqa: E402
 from model import GPT, RUNTIME_KEYS, summary  # noqa: E402
@@ -300,14 +300,7 @@ def start_processes(config):
     if config['fsdp'] and not launched:
         raise SystemExit("fsdp=True shards the model over processes: launch with torchrun "
                          "(e.g. torchrun --standalone --nproc_per_node=8 train.py ...), or use --fsdp=False")
-    if not launched:
-        return 0, 1, torch.device(kind)
-    # LOCAL_RANK picks this process's GPU on its node; RANK counts processes across all nodes
-    device = torch.device('cuda', int(os.environ['LOCAL_RANK'])) if kind == 'cuda' else torch.device('cpu')
-    if kind == 'cuda':
-        torch.cuda.set_device(device)  # before NCCL starts, so that each process talks from its own GPU
-    dist.init_process_group('nccl' if kind == 'cuda' else 'gloo', device_id=device if kind == 'cuda' else None)
-    return dist.get_rank(), dist.get_world_size(), device
+    return join_processes(kind)
 
 
 def gradient_accumulation(cfg, world_size):
