@@ -22,7 +22,8 @@ import os
 import torch
 import torch.nn.functional as F
 
-from common import load_checkpoint, pyplot, save_figure
+from checkpoint import load_checkpoint
+from common import pyplot, save_figure
 from data.shards import ShardLoader, atomic_write
 from model import MoE
 

@@ -20,7 +20,8 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
-from common import join_processes, load_checkpoint
+from checkpoint import load_checkpoint
+from common import join_processes
 from data.tasks import evaluate_task, load_task
 
 

@@ -13,10 +13,9 @@ Read it top to bottom:
 """
 
 import math
-import os
 import shutil
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cache, partial
 
 import torch
@@ -589,32 +588,7 @@ def sample_token(logits, temperature, top_k):  # (B, V) -> (B, 1)
 
 
 # -----------------------------------------------------------------------------
-# Reading configs and summarizing a model
-
-
-def read_config(path):
-    """Run a config file (plain Python assignments) and return what it assigned, as a dict. A config builds
-    on another by calling inherit('other.py') (a file in its own folder) before its own assignments, which
-    then override the other file's values."""
-    namespace = {'__file__': path}
-
-    def inherit(name):
-        base = os.path.join(os.path.dirname(path), name)
-        if not os.path.isfile(base):
-            raise FileNotFoundError(f"{path}: inherit({name!r}) found no config file {base}")
-        namespace.update(read_config(base))
-
-    namespace['inherit'] = inherit
-    with open(path) as f:
-        exec(f.read(), namespace)
-    return {k: v for k, v in namespace.items()
-            if not k.startswith('_') and k != 'inherit' and not isinstance(v, type(sys))}
-
-
-def config_from_file(path, **overrides):
-    """The GPTConfig of a config file; its training keys are left to train.py."""
-    names = {f.name for f in fields(GPTConfig)}
-    return GPTConfig(**{k: v for k, v in {**read_config(path), **overrides}.items() if k in names})
+# Summarizing a model
 
 
 def count(n):
@@ -637,7 +611,10 @@ def summary(cfg):
     return '\n'.join(lines)
 
 
-if __name__ == '__main__':
-    if len(sys.argv) != 2:
-        sys.exit("usage: python model.py config/<name>.py")
-    print(summary(config_from_file(sys.argv[1])))
+if __name__ == '__main__':  # python model.py CONFIG [--key=value ...]: the model a config means, in numbers
+    import settings
+    config, _ = settings.resolve(sys.argv[1:])
+    if config['vocab_size'] is None:  # the data decides it in train.py; gpt2's is the common case
+        config['vocab_size'] = GPTConfig.vocab_size
+        print(f"vocab_size: None (the data's) in the config; counted with {GPTConfig.vocab_size}")
+    print(summary(GPTConfig(**settings.model_keys(config))))

@@ -14,7 +14,7 @@ from contextlib import nullcontext
 
 import torch
 
-from common import load_checkpoint
+from checkpoint import load_checkpoint
 from data.shards import get_tokenizer
 
 

@@ -8,7 +8,7 @@ learning rate; then one report.
     python sweep.py --preset gpu --lrs 1e-3,2e-3,4e-3 --plan  # what a sweep would run, and for how long
     python sweep.py --activations polynorm --orders 2,3,4    # PolyNorm's order ablation at one lr
     python sweep.py --preset cpu --max_steps=100             # any --key=value goes on to train.py
-    python sweep.py --report_only --out out/sweep            # the report again, from <out>/summary.json
+    python report.py --out out/sweep                         # the report again, from <out>/summary.json
 
 Each run is a subprocess `python train.py config/sweep_<preset>.py --activation=A --seed=S --out_dir=DIR`
 whose output goes to DIR/train.log. DIR is <out>/A_sS, or <out>/A_lr2e-3_sS with an lr grid (--lrs), and an
@@ -28,13 +28,12 @@ checkpoints. A run whose loss becomes non-finite in the lr grid counts as diverg
 any other failing run stops the sweep with the end of its train.log.
 
 At the end the sweep writes <out>/summary.json (every run's curves and final numbers, no weights), then
-<out>/report.md (also printed) and <out>/val_loss.png from that summary alone, so `--report_only` redoes them
+<out>/report.md (also printed) and <out>/val_loss.png from that summary alone, by report.py, which redoes them
 anywhere. The report: the lr grid, final losses with their spread over seeds, the speed-up over SwiGLU in
 tokens and in training time, each activation's difference to SwiGLU with Welch's t, the order ablation,
 the tasks' accuracy when train.py logged it, and analyze.py's two analyses (run as a subprocess).
 """
 import argparse
-import ast
 import glob
 import json
 import math
@@ -47,19 +46,20 @@ import time
 
 import torch
 
-from common import cpu_name, model_config, pyplot, save_figure
+import checkpoint
+from common import cpu_name, model_config
 from data.shards import atomic_write
-from model import ACTIVATIONS, GPT, GPTConfig, read_config
+from model import ACTIVATIONS, GPT
+from settings import EXIT_DIVERGED, padded_vocab, resolve
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TRAIN = os.path.join(ROOT, 'train.py')
 ANALYZE = os.path.join(ROOT, 'analyze.py')
+REPORT = os.path.join(ROOT, 'report.py')
 SWEEP_KEYS = ('activation', 'seed', 'out_dir', 'init_from')  # set by the sweep itself for every run
 SMOOTH = 10  # the final training loss is the mean of the last SMOOTH logged training losses
 BASELINE = 'swiglu'  # what every activation is compared with
 ABLATED = 'polynorm'  # the activation of the order ablation when there is an lr grid (the paper's figure)
-# train.py's words when a loss turns non-finite: in the lr grid that run has diverged, a result, not a failure
-DIVERGED = 'stopped before updating the weights'
 
 # Datasets too big for the sweep to download unasked: how to get them
 DOWNLOAD_YOURSELF = {'fineweb': ('python data/fineweb/prepare.py', "8 train shards, 1.6 GB")}
@@ -89,14 +89,6 @@ def preset_path(preset):
     return path
 
 
-def parse_value(text):
-    """A --key=value's value as train.py reads it: a Python literal when it is one, else the text."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
 def parse_overrides(args):
     """The --key=value arguments for train.py as {key: value text}; train.py itself checks keys and values
     (the first run stops the sweep with train.py's message if one is wrong)."""
@@ -113,17 +105,10 @@ def parse_overrides(args):
 
 
 def read_settings(config, overrides):
-    """The settings the sweep itself needs (max_steps, dataset, ...) from the config file and the overrides,
-    read without train.py; the keys train.py would take from its defaults must be in the preset."""
-    try:
-        settings = read_config(config)
-    except Exception as e:  # a config file is Python: any error in it is the user's to fix
-        raise SystemExit(f"{config}: {type(e).__name__}: {e}") from None
-    settings.update({key: parse_value(value) for key, value in overrides.items()})
-    for key in ('dataset', 'max_steps', 'tokens_per_step'):
-        if key not in settings:
-            raise SystemExit(f"{config} sets no {key}: a sweep preset must set it (or pass --{key}=...)")
-    return settings
+    """The runs' settings, resolved as train.py resolves them (settings.resolve): a wrong key or value stops
+    the sweep before any run starts."""
+    resolved, _ = resolve([config] + [f'--{key}={value}' for key, value in overrides.items()])
+    return resolved
 
 
 def lr_tag(lr):
@@ -211,11 +196,12 @@ def count_runs(spec):
 def model_facts(settings):
     """(non-embedding parameters, training FLOPs per token) of the preset's model, built on the meta device
     (shapes only); the vocabulary from the data's meta.json when the config leaves it to the data."""
-    keys = {k: v for k, v in settings.items() if v is not None}
+    keys = dict(settings)
     target, ready = data_folder(settings)
-    if 'vocab_size' not in keys and ready:
+    if keys['vocab_size'] is None and ready:  # the data's, as train.py decides it
         with open(os.path.join(target, 'meta.json')) as f:
-            keys['vocab_size'] = -(-json.load(f)['vocab_size'] // 64) * 64  # rounded up to 64, as train.py does
+            keys['vocab_size'] = padded_vocab(json.load(f)['vocab_size'])
+    keys['vocab_size'] = keys['vocab_size'] or 50304  # before the data is there: gpt2's
     with torch.device('meta'):
         model = GPT(model_config(keys))
     return model.num_params()['non_embedding'], model.flops_per_token()
@@ -288,28 +274,11 @@ def ensure_data(settings, raw_input):
 
 
 def read_log(run_dir):
-    """(train records, eval records, task records) of the run's log.jsonl, ordered by step; should a step
-    appear twice (train.py trims a resumed run's log, so it should not), the later record wins."""
-    path = os.path.join(run_dir, 'log.jsonl')
-    train, evals, tasks = {}, {}, {}
-    if not os.path.exists(path):
-        return [], [], []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                if not line.endswith('\n'):
-                    continue  # the half-written last line of a killed run; its resume rewrites the step
-                raise SystemExit(f"{path}, line {n}, is not JSON; delete {run_dir} to redo this run") from None
-            if 'eval_task' in record:
-                tasks[record['eval_task'], record['step']] = record
-            else:
-                (evals if 'val_loss' in record else train)[record['step']] = record
-    return ([train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)],
-            [tasks[k] for k in sorted(tasks, key=lambda k: (k[1], k[0]))])
+    """(train records, eval records, task records) of the run's log.jsonl (checkpoint.read_log)."""
+    try:
+        return checkpoint.read_log(run_dir)
+    except ValueError as e:
+        raise SystemExit(f"{e}; delete {run_dir} to redo this run") from None
 
 
 def run_state(run_dir, max_steps):
@@ -386,7 +355,7 @@ def finish(child, max_steps, in_grid):
               flush=True)
         return state, None
     tail = log_tail(log_path)
-    if code != 0 and in_grid and DIVERGED in tail:
+    if code == EXIT_DIVERGED and in_grid:
         atomic_write(os.path.join(run['dir'], 'diverged.txt'), tail.encode())
         print(f"diverged: {os.path.basename(run['dir'])} (its loss became non-finite; see {log_path})", flush=True)
         return 'diverged', None
@@ -550,6 +519,7 @@ def summarize(spec, runs, finals, config, overrides, device):
     for run, entry in zip(runs, entries):
         entry['analysis'] = numbers.get(run['dir'])
     return {'config': os.path.relpath(config, ROOT), 'overrides': overrides, 'hardware': hardware(),
+            'baseline': BASELINE, 'ablated': ABLATED, 'smooth': SMOOTH,
             'lrs': spec['lrs'], 'seeds': spec['seeds'], 'orders': spec['orders'], 'base_order': spec['base_order'],
             'chosen_lr': chosen, 'runs': entries}
 
@@ -563,294 +533,7 @@ def hardware():
 
 
 # -----------------------------------------------------------------------------
-# 7. The report's numbers
-
-
-def mean_std(values, digits=4):
-    """'mean ± std' over seeds (the sample standard deviation); the mean alone for one seed."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
-def welch(a, b):
-    """Welch's t-test of mean(a) - mean(b) for samples of unequal variance: (difference, its standard error,
-    t, degrees of freedom by Welch-Satterthwaite); se, t and df are None with fewer than 2 values on a side,
-    t and df also when both samples have no spread."""
-    diff = statistics.fmean(a) - statistics.fmean(b)
-    if len(a) < 2 or len(b) < 2:
-        return diff, None, None, None
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)  # squared standard errors
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return diff, 0.0, None, None
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return diff, se, diff / se, df
-
-
-def verdict(diff, t, n_a, n_b):
-    """The plain words for a difference in final val loss and its Welch t."""
-    if t is None:
-        return "one seed: no error estimate" if min(n_a, n_b) < 2 else "no spread over seeds to compare with"
-    if abs(t) < 2:
-        return f"not distinguishable at {min(n_a, n_b)} seeds"
-    return "lower loss" if diff < 0 else "higher loss"
-
-
-def mean_curve(curves):
-    """[(mean x, mean loss, min loss, max loss)] at each evaluation of curves of (x, loss) over seeds; the runs
-    of one name must evaluate at the same steps."""
-    if len({len(curve) for curve in curves}) != 1:
-        raise SystemExit("runs of one name evaluated a different number of times: they were not trained with "
-                         "the same settings; delete them, or use another --out, and sweep again")
-    points = []
-    for i in range(len(curves[0])):
-        xs, losses = [c[i][0] for c in curves], [c[i][1] for c in curves]
-        points.append((statistics.fmean(xs), statistics.fmean(losses), min(losses), max(losses)))
-    return points
-
-
-def x_to_reach(curve, target):
-    """The x (tokens or seconds) at which a val curve [(x, loss, ...)] first gets down to target, linearly
-    interpolated between the two evaluations around that point; None if it never does."""
-    previous = None
-    for x, loss, *_ in curve:
-        if loss <= target:
-            if previous is None:
-                return x
-            x0, l0 = previous
-            return x0 + (l0 - target) / (l0 - loss) * (x - x0)
-        previous = (x, loss)
-    return None
-
-
-def speedup(base, curve):
-    """How much sooner curve gets to the final loss of base (the baseline's mean curve) than base does: the x
-    base needs / the x curve needs, as (value, bound): bound '' exact, '<' when curve never gets there (it
-    would need more than it had: the speed-up is below value), '>=' when it is there at its first
-    evaluation (how much earlier is unknown)."""
-    target = base[-1][1]
-    needed = x_to_reach(base, target)
-    x = x_to_reach(curve, target)
-    if x is None:
-        return needed / curve[-1][0], '<'
-    if curve[0][1] <= target:
-        return needed / x, '>='
-    return needed / x, ''
-
-
-def format_speedups(pairs):
-    """Per-seed speed-ups as 'mean ± std', saying how many seeds give only a bound."""
-    cell = mean_std([v for v, _ in pairs], 2)
-    for bound, words in (('<', 'never reach it: upper bounds'), ('>=', 'there at once: lower bounds')):
-        k = sum(b == bound for _, b in pairs)
-        if k:
-            cell += f" ({k}/{len(pairs)} {words})"
-    return cell
-
-
-# -----------------------------------------------------------------------------
-# 8. The report, from the summary alone
-
-
-def final_runs(summary):
-    """name -> the finished runs at its chosen lr (all seeds), in the order of the sweep."""
-    groups = {}
-    for run in summary['runs']:
-        lr = summary['chosen_lr'].get(run['name'], run['lr'])
-        if run['lr'] == lr and run['state'] == 'done':
-            groups.setdefault(run['name'], []).append(run)
-    return groups
-
-
-def curves_of(runs, axis):
-    """Each run's val curve as [(x, loss)], x = tokens (axis 1) or training seconds (axis 2)."""
-    return [[(point[axis], point[3]) for point in run['curve']] for run in runs]
-
-
-def grid_table(summary):
-    """The lr grid: seed 0's final val loss per name and lr, the chosen lr, and a flag where it is at an edge."""
-    lrs = summary['lrs']
-    lines = ["| activation | " + " | ".join(f"lr {lr_tag(lr)}" for lr in lrs) + " | chosen lr |",
-             "|---|" + "---|" * len(lrs) + "---|"]
-    seed0 = {(r['name'], r['lr']): r for r in summary['runs'] if r['seed'] == 0}
-    for name, lr in summary['chosen_lr'].items():
-        cells = [name]
-        for grid_lr in lrs:
-            run = seed0[name, grid_lr]
-            value = f"{run['val']:.4f}" if run['state'] == 'done' else 'diverged'
-            cells.append(f"**{value}**" if grid_lr == lr else value)
-        edge = len(lrs) > 1 and lr in (min(lrs), max(lrs))
-        cells.append(lr_tag(lr) + (" (edge of the grid: widen the grid)" if edge else ""))
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return lines
-
-
-def edge_picks(summary):
-    """The names whose chosen lr is the grid's smallest or largest."""
-    lrs = summary['lrs']
-    if not lrs or len(lrs) < 2:
-        return []
-    return [name for name, lr in summary['chosen_lr'].items() if lr in (min(lrs), max(lrs))]
-
-
-def results_table(groups):
-    """One row per name: final losses, speed-ups over SwiGLU in tokens and in time (per seed, against
-    SwiGLU's mean curve), ms per step and the analyses, each a mean over the name's seeds."""
-    base = {axis: mean_curve(curves_of(groups[BASELINE], axis)) for axis in (1, 2)} if BASELINE in groups else None
-    analyses = [r['analysis'] for rs in groups.values() for r in rs if r.get('analysis')]
-    roles = [role for role in ('erank_up', 'erank_down', 'erank_gate') if any(role in a for a in analyses)]
-    lines = ["| activation | lr | parameters | val loss | train loss | speed-up in tokens | speed-up in time | "
-             "ms / step | " + " | ".join(role.replace('_', ' ') for role in roles) + " | layer similarity |",
-             "|---|---|---|---|---|---|---|---|" + "---|" * len(roles) + "---|"]
-    for name, rs in groups.items():
-        speeds = [format_speedups([speedup(base[axis], c) for c in curves_of(rs, axis)]) if base else 'n/a'
-                  for axis in (1, 2)]
-        found = [r['analysis'] for r in rs if r.get('analysis')]
-        params = f"{found[0]['params'] / 1e6:.3f} M" if found else '?'
-        cells = [name, lr_tag(rs[0]['lr']) if rs[0]['lr'] else '-', params, mean_std([r['val'] for r in rs]),
-                 mean_std([r['train'] for r in rs]), *speeds, f"{statistics.fmean(r['ms_per_step'] for r in rs):.0f}"]
-        cells += [mean_std([a[role] for a in found], 1) if found and role in found[0] else '-' for role in roles]
-        similarity = [a['similarity'] for a in found if a['similarity'] is not None]
-        cells.append(mean_std(similarity, 3) if similarity else '-')
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return lines
-
-
-def comparison_table(groups, reference, label):
-    """Each name's final val loss against reference's: the difference, its standard error, Welch's t, and
-    what that means."""
-    ref = [r['val'] for r in groups[reference]]
-    lines = [f"| activation | val loss − {label} | standard error | Welch's t | df | verdict |",
-             "|---|---|---|---|---|---|"]
-    for name, rs in groups.items():
-        if name == reference:
-            continue
-        vals = [r['val'] for r in rs]
-        diff, se, t, df = welch(vals, ref)
-        lines.append(f"| {name} | {diff:+.4f} | {'-' if se is None else f'{se:.4f}'} | "
-                     f"{'-' if t is None else f'{t:+.2f}'} | {'-' if df is None else f'{df:.1f}'} | "
-                     f"{verdict(diff, t, len(vals), len(ref))} |")
-    return lines
-
-
-def tasks_table(groups):
-    """Each task's final acc_norm per name (mean ± std over seeds), when train.py evaluated tasks."""
-    tasks = sorted({task for rs in groups.values() for r in rs for task in r.get('tasks', {})})
-    if not tasks:
-        return []
-    lines = ["| activation | " + " | ".join(f"{task} acc_norm" for task in tasks) + " |",
-             "|---|" + "---|" * len(tasks)]
-    for name, rs in groups.items():
-        cells = [name]
-        for task in tasks:
-            values = [r['tasks'][task]['acc_norm'] for r in rs if task in r.get('tasks', {})]
-            n = {r['tasks'][task]['n'] for r in rs if task in r.get('tasks', {})}
-            cells.append(f"{mean_std(values, 3)} (n={'/'.join(map(str, sorted(n)))})" if values else '-')
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return lines
-
-
-GRID_NOTE = """
-- **lr grid**: seed 0 of every activation at every learning rate; each activation's lr is the one of the lowest
-  final val loss (bold), and its other seeds run at that lr. An lr at the edge of the grid may not be the best:
-  widen the grid (`--lrs`) for those."""
-NOTES = f"""
-- **val loss**: the last evaluation's loss; mean ± sample standard deviation over the seeds at the chosen lr.
-- **train loss**: the mean of the last {SMOOTH} logged training losses (smoothed), then mean ± std over seeds.
-- **speed-up in tokens / in time**: for each seed, the tokens (training seconds) SwiGLU's seed-averaged curve
-  needs to reach its own final val loss, divided by the tokens (seconds) this seed's run needs to reach the same
-  loss, interpolated linearly between evaluations (the paper's measure of convergence speed); then mean ± std
-  over seeds. Above 1: faster than SwiGLU. Training time is the sum of the training steps' times (train.py's
-  train_time_s, or the logged ms per step times the steps), without evaluations and checkpoints; runs that
-  shared the machine with others (`--parallel`) were timed under the same sharing only roughly.
-- **ms / step**: the median wall-clock time of a training step (the first logged interval left out), mean over
-  seeds.
-- **Welch's t**: the difference of the mean final val losses divided by its standard error
-  sqrt(s_a²/n_a + s_b²/n_b); df by Welch-Satterthwaite. |t| < 2: not distinguishable from seed noise at this
-  number of seeds.
-- **erank**: the entropy-based effective rank of each FFN weight matrix (analyze.py), mean over layers, then mean ±
-  std over seeds. **layer similarity**: the mean cosine similarity between the hidden states of different layers on
-  one validation batch (analyze.py), mean ± std over seeds. The paper reports higher rank and lower similarity for
-  PolyCom.
-"""
-
-
-def report(summary):
-    """The markdown report of a sweep's summary."""
-    groups = final_runs(summary)
-    seeds = sorted({r['seed'] for rs in groups.values() for r in rs})
-    flags = ' '.join(f'--{k}={v}' for k, v in summary['overrides'].items())
-    tokens = next(iter(groups.values()))[0]['curve'][-1][1]
-    activations = len({r['activation'] for rs in groups.values() for r in rs})
-    lines = [f"# Activation sweep: {activations} activations x {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
-             + (f", {len(groups) - activations} more orders" if len(groups) > activations else ""), "",
-             f"`python train.py {summary['config']}{' ' + flags if flags else ''}`, {tokens:,} training tokens per "
-             f"run, seeds {', '.join(map(str, seeds))}; {summary['hardware']}.", ""]
-    if summary['lrs']:
-        lines += ["## Learning rate grid (seed 0, final val loss)", ""] + grid_table(summary) + [""]
-        if edge_picks(summary):
-            lines += [f"Chosen at the edge of the grid: {', '.join(edge_picks(summary))}: widen the grid.", ""]
-    lines += ["## Results at each activation's lr", ""] + results_table(groups) + [""]
-    if BASELINE in groups and len(groups) > 1:
-        lines += ["## Against SwiGLU: final val loss", ""] + comparison_table(groups, BASELINE, 'SwiGLU') + [""]
-    ablation = {name: rs for name, rs in groups.items() if name.startswith(f'{ABLATED}_r')}
-    if summary['lrs'] and ablation and ABLATED in groups:
-        order_groups = {f"{ABLATED} (r={summary['base_order']})": groups[ABLATED], **ablation}
-        lines += [f"## Order ablation: {ABLATED} at its lr, against order {summary['base_order']}", ""]
-        lines += comparison_table(order_groups, next(iter(order_groups)), f"r={summary['base_order']}") + [""]
-    if tasks_table(groups):
-        lines += ["## Tasks (final evaluation)", ""] + tasks_table(groups) + [""]
-    return '\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '') + NOTES
-
-
-def plot(summary, path):
-    """Validation loss against tokens (left) and against training time (right), one curve per name (mean over
-    seeds, min to max shaded); return False when matplotlib is missing."""
-    plt = pyplot()
-    if plt is None:
-        return False
-    groups = final_runs(summary)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    lows, highs = [], []
-    for ax, axis, scale, label in ((axes[0], 1, 1e6, 'training tokens (millions)'),
-                                   (axes[1], 2, 60, 'training time (minutes, steps only)')):
-        for name, rs in groups.items():
-            curve = mean_curve(curves_of(rs, axis))
-            xs, mean, lo, hi = zip(*curve)
-            xs = [x / scale for x in xs]
-            (line,) = ax.plot(xs, mean, label=name, lw=1.5)
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-            lows.append(min(lo))
-            highs.append(mean[len(mean) // 4])  # the zoom starts a quarter into the run
-        ax.set_xlabel(label)
-        ax.set_ylabel('validation loss')
-        ax.grid(alpha=0.3)
-    for ax in axes:
-        ax.set_ylim(min(lows) - 0.02, max(highs))
-    axes[0].set_title('validation loss vs tokens (mean over seeds, min-max shaded)', fontsize=10)
-    axes[1].set_title('validation loss vs training time', fontsize=10)
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=90)
-    plt.close(fig)
-    return True
-
-
-def write_report(summary, out):
-    """report.md and val_loss.png in out, from the summary; print the report."""
-    text = report(summary)
-    atomic_write(os.path.join(out, 'report.md'), text.encode())
-    print('\n' + text)
-    png = os.path.join(out, 'val_loss.png')
-    if plot(summary, png):
-        print(f"report: {os.path.join(out, 'report.md')}, plot: {png}")
-    else:
-        print(f"report: {os.path.join(out, 'report.md')}; pip install matplotlib to also get the plot")
-
-
-# -----------------------------------------------------------------------------
-# 9. The sweep
+# 7. The sweep
 
 
 def parse_args(argv):
@@ -877,14 +560,9 @@ def parse_args(argv):
     parser.add_argument('--plan', action='store_true', help="print the runs, tokens, FLOPs and expected time, "
                                                            "training nothing")
     parser.add_argument('--tok_per_s', type=float, help="one run's measured tokens per second, for --plan's time")
-    parser.add_argument('--report_only', action='store_true', help="write the report again from "
-                                                                   "<out>/summary.json, training nothing")
     first, _ = parser.parse_known_args(argv)
     parser.set_defaults(**PRESETS.get(first.preset, {}))
     args, rest = parser.parse_known_args(argv)
-    if args.report_only:
-        return args
-
     args.activations = [a.strip() for a in args.activations.split(',') if a.strip()]
     unknown = [a for a in args.activations if a not in ACTIVATIONS]
     if unknown or not args.activations:
@@ -927,26 +605,13 @@ def numbers(parser, flag, text, kind, example):
         parser.error(f"{flag} must be comma-separated numbers like {example}, got {text!r}")
 
 
-def read_summary(out):
-    path = os.path.join(out, 'summary.json')
-    if not os.path.exists(path):
-        raise SystemExit(f"no {path}: run the sweep (the same command without --report_only) to make it")
-    with open(path) as f:
-        return json.load(f)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    if args.report_only:
-        write_report(read_summary(args.out), args.out)
-        return
     config = preset_path(args.preset)
     settings = read_settings(config, args.overrides)
     spec = {'out': args.out, 'activations': args.activations, 'lrs': args.lrs, 'seeds': args.seeds,
             'orders': args.orders, 'order_seeds': args.order_seeds, 'max_steps': settings['max_steps'],
-            'base_order': settings.get('poly_order', GPTConfig.poly_order),
-            'min_lr_ratio': settings['min_lr'] / settings['learning_rate']
-            if 'min_lr' in settings and 'learning_rate' in settings else None}
+            'base_order': settings['poly_order'], 'min_lr_ratio': settings['min_lr'] / settings['learning_rate']}
     if args.plan:
         print(plan_text(spec, settings, args.parallel, args.tok_per_s))
         return
@@ -956,11 +621,13 @@ def main(argv=None):
     finals, runs = run_all(spec, config, args.overrides, settings['max_steps'], args.parallel)
     print(f"all {len(runs)} runs finished; this sweep call took {time.time() - t0:.0f} s", flush=True)
 
-    device = settings.get('device') or ('cuda' if torch.cuda.is_available() else 'cpu')  # as train.py chooses
+    device = settings['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')  # as train.py chooses
     summary = summarize(spec, runs, finals, config, args.overrides, device)
     os.makedirs(args.out, exist_ok=True)
     atomic_write(os.path.join(args.out, 'summary.json'), json.dumps(summary, indent=1).encode())
-    write_report(summary, args.out)
+    # the report from the summary alone, as `python report.py --out <out>` redoes it
+    if subprocess.run([sys.executable, REPORT, '--out', args.out]).returncode != 0:
+        raise SystemExit(f"report.py failed; the summary is kept: python report.py --out {args.out}")
 
 
 if __name__ == '__main__':

@@ -1,0 +1,332 @@
+"""
+The report of an activation sweep, from its summary.json alone (sweep.py writes it, then runs this):
+
+    python report.py --out out/sweep          # <out>/report.md (also printed) and <out>/val_loss.png
+
+The report: the lr grid, final losses with their spread over seeds, the speed-up over the baseline (SwiGLU)
+in tokens and in training time, each activation's difference to it with Welch's t, the order ablation, the
+tasks' accuracy when train.py logged it, and analyze.py's two analyses.
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+
+from common import pyplot, save_figure
+from data.shards import atomic_write
+
+
+def lr_text(lr):
+    return f"{lr:g}"
+
+
+# -----------------------------------------------------------------------------
+# 1. The report's numbers
+
+
+def mean_std(values, digits=4):
+    """'mean ± std' over seeds (the sample standard deviation); the mean alone for one seed."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def welch(a, b):
+    """Welch's t-test of mean(a) - mean(b) for samples of unequal variance: (difference, its standard error,
+    t, degrees of freedom by Welch-Satterthwaite); se, t and df are None with fewer than 2 values on a side,
+    t and df also when both samples have no spread."""
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return diff, None, None, None
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)  # squared standard errors
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, 0.0, None, None
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return diff, se, diff / se, df
+
+
+def verdict(diff, t, n_a, n_b):
+    """The plain words for a difference in final val loss and its Welch t."""
+    if t is None:
+        return "one seed: no error estimate" if min(n_a, n_b) < 2 else "no spread over seeds to compare with"
+    if abs(t) < 2:
+        return f"not distinguishable at {min(n_a, n_b)} seeds"
+    return "lower loss" if diff < 0 else "higher loss"
+
+
+def mean_curve(curves):
+    """[(mean x, mean loss, min loss, max loss)] at each evaluation of curves of (x, loss) over seeds; the runs
+    of one name must evaluate at the same steps."""
+    if len({len(curve) for curve in curves}) != 1:
+        raise SystemExit("runs of one name evaluated a different number of times: they were not trained with "
+                         "the same settings; delete them, or use another --out, and sweep again")
+    points = []
+    for i in range(len(curves[0])):
+        xs, losses = [c[i][0] for c in curves], [c[i][1] for c in curves]
+        points.append((statistics.fmean(xs), statistics.fmean(losses), min(losses), max(losses)))
+    return points
+
+
+def x_to_reach(curve, target):
+    """The x (tokens or seconds) at which a val curve [(x, loss, ...)] first gets down to target, linearly
+    interpolated between the two evaluations around that point; None if it never does."""
+    previous = None
+    for x, loss, *_ in curve:
+        if loss <= target:
+            if previous is None:
+                return x
+            x0, l0 = previous
+            return x0 + (l0 - target) / (l0 - loss) * (x - x0)
+        previous = (x, loss)
+    return None
+
+
+def speedup(base, curve):
+    """How much sooner curve gets to the final loss of base (the baseline's mean curve) than base does: the x
+    base needs / the x curve needs, as (value, bound): bound '' exact, '<' when curve never gets there (it
+    would need more than it had: the speed-up is below value), '>=' when it is there at its first
+    evaluation (how much earlier is unknown)."""
+    target = base[-1][1]
+    needed = x_to_reach(base, target)
+    x = x_to_reach(curve, target)
+    if x is None:
+        return needed / curve[-1][0], '<'
+    if curve[0][1] <= target:
+        return needed / x, '>='
+    return needed / x, ''
+
+
+def format_speedups(pairs):
+    """Per-seed speed-ups as 'mean ± std', saying how many seeds give only a bound."""
+    cell = mean_std([v for v, _ in pairs], 2)
+    for bound, words in (('<', 'never reach it: upper bounds'), ('>=', 'there at once: lower bounds')):
+        k = sum(b == bound for _, b in pairs)
+        if k:
+            cell += f" ({k}/{len(pairs)} {words})"
+    return cell
+
+
+# -----------------------------------------------------------------------------
+# 2. The report
+
+
+def final_runs(summary):
+    """name -> the finished runs at its chosen lr (all seeds), in the order of the sweep."""
+    groups = {}
+    for run in summary['runs']:
+        lr = summary['chosen_lr'].get(run['name'], run['lr'])
+        if run['lr'] == lr and run['state'] == 'done':
+            groups.setdefault(run['name'], []).append(run)
+    return groups
+
+
+def curves_of(runs, axis):
+    """Each run's val curve as [(x, loss)], x = tokens (axis 1) or training seconds (axis 2)."""
+    return [[(point[axis], point[3]) for point in run['curve']] for run in runs]
+
+
+def grid_table(summary):
+    """The lr grid: seed 0's final val loss per name and lr, the chosen lr, and a flag where it is at an edge."""
+    lrs = summary['lrs']
+    lines = ["| activation | " + " | ".join(f"lr {lr_text(lr)}" for lr in lrs) + " | chosen lr |",
+             "|---|" + "---|" * len(lrs) + "---|"]
+    seed0 = {(r['name'], r['lr']): r for r in summary['runs'] if r['seed'] == 0}
+    for name, lr in summary['chosen_lr'].items():
+        cells = [name]
+        for grid_lr in lrs:
+            run = seed0[name, grid_lr]
+            value = f"{run['val']:.4f}" if run['state'] == 'done' else 'diverged'
+            cells.append(f"**{value}**" if grid_lr == lr else value)
+        edge = len(lrs) > 1 and lr in (min(lrs), max(lrs))
+        cells.append(lr_text(lr) + (" (edge of the grid: widen the grid)" if edge else ""))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def edge_picks(summary):
+    """The names whose chosen lr is the grid's smallest or largest."""
+    lrs = summary['lrs']
+    if not lrs or len(lrs) < 2:
+        return []
+    return [name for name, lr in summary['chosen_lr'].items() if lr in (min(lrs), max(lrs))]
+
+
+def results_table(groups, baseline):
+    """One row per name: final losses, speed-ups over SwiGLU in tokens and in time (per seed, against
+    SwiGLU's mean curve), ms per step and the analyses, each a mean over the name's seeds."""
+    base = {axis: mean_curve(curves_of(groups[baseline], axis)) for axis in (1, 2)} if baseline in groups else None
+    analyses = [r['analysis'] for rs in groups.values() for r in rs if r.get('analysis')]
+    roles = [role for role in ('erank_up', 'erank_down', 'erank_gate') if any(role in a for a in analyses)]
+    lines = ["| activation | lr | parameters | val loss | train loss | speed-up in tokens | speed-up in time | "
+             "ms / step | " + " | ".join(role.replace('_', ' ') for role in roles) + " | layer similarity |",
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(roles) + "---|"]
+    for name, rs in groups.items():
+        speeds = [format_speedups([speedup(base[axis], c) for c in curves_of(rs, axis)]) if base else 'n/a'
+                  for axis in (1, 2)]
+        found = [r['analysis'] for r in rs if r.get('analysis')]
+        params = f"{found[0]['params'] / 1e6:.3f} M" if found else '?'
+        cells = [name, lr_text(rs[0]['lr']) if rs[0]['lr'] else '-', params, mean_std([r['val'] for r in rs]),
+                 mean_std([r['train'] for r in rs]), *speeds, f"{statistics.fmean(r['ms_per_step'] for r in rs):.0f}"]
+        cells += [mean_std([a[role] for a in found], 1) if found and role in found[0] else '-' for role in roles]
+        similarity = [a['similarity'] for a in found if a['similarity'] is not None]
+        cells.append(mean_std(similarity, 3) if similarity else '-')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def comparison_table(groups, reference, label):
+    """Each name's final val loss against reference's: the difference, its standard error, Welch's t, and
+    what that means."""
+    ref = [r['val'] for r in groups[reference]]
+    lines = [f"| activation | val loss − {label} | standard error | Welch's t | df | verdict |",
+             "|---|---|---|---|---|---|"]
+    for name, rs in groups.items():
+        if name == reference:
+            continue
+        vals = [r['val'] for r in rs]
+        diff, se, t, df = welch(vals, ref)
+        lines.append(f"| {name} | {diff:+.4f} | {'-' if se is None else f'{se:.4f}'} | "
+                     f"{'-' if t is None else f'{t:+.2f}'} | {'-' if df is None else f'{df:.1f}'} | "
+                     f"{verdict(diff, t, len(vals), len(ref))} |")
+    return lines
+
+
+def tasks_table(groups):
+    """Each task's final acc_norm per name (mean ± std over seeds), when train.py evaluated tasks."""
+    tasks = sorted({task for rs in groups.values() for r in rs for task in r.get('tasks', {})})
+    if not tasks:
+        return []
+    lines = ["| activation | " + " | ".join(f"{task} acc_norm" for task in tasks) + " |",
+             "|---|" + "---|" * len(tasks)]
+    for name, rs in groups.items():
+        cells = [name]
+        for task in tasks:
+            values = [r['tasks'][task]['acc_norm'] for r in rs if task in r.get('tasks', {})]
+            n = {r['tasks'][task]['n'] for r in rs if task in r.get('tasks', {})}
+            cells.append(f"{mean_std(values, 3)} (n={'/'.join(map(str, sorted(n)))})" if values else '-')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+GRID_NOTE = """
+- **lr grid**: seed 0 of every activation at every learning rate; each activation's lr is the one of the lowest
+  final val loss (bold), and its other seeds run at that lr. An lr at the edge of the grid may not be the best:
+  widen the grid (`--lrs`) for those."""
+NOTES = """
+- **val loss**: the last evaluation's loss; mean ± sample standard deviation over the seeds at the chosen lr.
+- **train loss**: the mean of the last {smooth} logged training losses (smoothed), then mean ± std over seeds.
+- **speed-up in tokens / in time**: for each seed, the tokens (training seconds) SwiGLU's seed-averaged curve
+  needs to reach its own final val loss, divided by the tokens (seconds) this seed's run needs to reach the same
+  loss, interpolated linearly between evaluations (the paper's measure of convergence speed); then mean ± std
+  over seeds. Above 1: faster than SwiGLU. Training time is the sum of the training steps' times (train.py's
+  train_time_s, or the logged ms per step times the steps), without evaluations and checkpoints; runs that
+  shared the machine with others (`--parallel`) were timed under the same sharing only roughly.
+- **ms / step**: the median wall-clock time of a training step (the first logged interval left out), mean over
+  seeds.
+- **Welch's t**: the difference of the mean final val losses divided by its standard error
+  sqrt(s_a²/n_a + s_b²/n_b); df by Welch-Satterthwaite. |t| < 2: not distinguishable from seed noise at this
+  number of seeds.
+- **erank**: the entropy-based effective rank of each FFN weight matrix (analyze.py), mean over layers, then mean ±
+  std over seeds. **layer similarity**: the mean cosine similarity between the hidden states of different layers on
+  one validation batch (analyze.py), mean ± std over seeds. The paper reports higher rank and lower similarity for
+  PolyCom.
+"""
+
+
+def report(summary):
+    """The markdown report of a sweep's summary."""
+    groups = final_runs(summary)
+    baseline, ablated = summary.get('baseline', 'swiglu'), summary.get('ablated', 'polynorm')  # older summaries
+    seeds = sorted({r['seed'] for rs in groups.values() for r in rs})
+    flags = ' '.join(f'--{k}={v}' for k, v in summary['overrides'].items())
+    tokens = next(iter(groups.values()))[0]['curve'][-1][1]
+    activations = len({r['activation'] for rs in groups.values() for r in rs})
+    lines = [f"# Activation sweep: {activations} activations x {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+             + (f", {len(groups) - activations} more orders" if len(groups) > activations else ""), "",
+             f"`python train.py {summary['config']}{' ' + flags if flags else ''}`, {tokens:,} training tokens per "
+             f"run, seeds {', '.join(map(str, seeds))}; {summary['hardware']}.", ""]
+    if summary['lrs']:
+        lines += ["## Learning rate grid (seed 0, final val loss)", ""] + grid_table(summary) + [""]
+        if edge_picks(summary):
+            lines += [f"Chosen at the edge of the grid: {', '.join(edge_picks(summary))}: widen the grid.", ""]
+    lines += ["## Results at each activation's lr", ""] + results_table(groups, baseline) + [""]
+    if baseline in groups and len(groups) > 1:
+        lines += [f"## Against {baseline}: final val loss", ""] + comparison_table(groups, baseline, baseline) + [""]
+    ablation = {name: rs for name, rs in groups.items() if name.startswith(f'{ablated}_r')}
+    if summary['lrs'] and ablation and ablated in groups:
+        order_groups = {f"{ablated} (r={summary['base_order']})": groups[ablated], **ablation}
+        lines += [f"## Order ablation: {ablated} at its lr, against order {summary['base_order']}", ""]
+        lines += comparison_table(order_groups, next(iter(order_groups)), f"r={summary['base_order']}") + [""]
+    if tasks_table(groups):
+        lines += ["## Tasks (final evaluation)", ""] + tasks_table(groups) + [""]
+    return ('\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '')
+            + NOTES.format(smooth=summary.get('smooth', 10)))
+
+
+def plot(summary, path):
+    """Validation loss against tokens (left) and against training time (right), one curve per name (mean over
+    seeds, min to max shaded); return False when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    groups = final_runs(summary)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    lows, highs = [], []
+    for ax, axis, scale, label in ((axes[0], 1, 1e6, 'training tokens (millions)'),
+                                   (axes[1], 2, 60, 'training time (minutes, steps only)')):
+        for name, rs in groups.items():
+            curve = mean_curve(curves_of(rs, axis))
+            xs, mean, lo, hi = zip(*curve)
+            xs = [x / scale for x in xs]
+            (line,) = ax.plot(xs, mean, label=name, lw=1.5)
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+            lows.append(min(lo))
+            highs.append(mean[len(mean) // 4])  # the zoom starts a quarter into the run
+        ax.set_xlabel(label)
+        ax.set_ylabel('validation loss')
+        ax.grid(alpha=0.3)
+    for ax in axes:
+        ax.set_ylim(min(lows) - 0.02, max(highs))
+    axes[0].set_title('validation loss vs tokens (mean over seeds, min-max shaded)', fontsize=10)
+    axes[1].set_title('validation loss vs training time', fontsize=10)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def write_report(summary, out):
+    """report.md and val_loss.png in out, from the summary; print the report."""
+    text = report(summary)
+    atomic_write(os.path.join(out, 'report.md'), text.encode())
+    print('\n' + text)
+    png = os.path.join(out, 'val_loss.png')
+    if plot(summary, png):
+        print(f"report: {os.path.join(out, 'report.md')}, plot: {png}")
+    else:
+        print(f"report: {os.path.join(out, 'report.md')}; pip install matplotlib to also get the plot")
+
+
+
+
+# -----------------------------------------------------------------------------
+# 3. From the command line
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="The report of an activation sweep, from <out>/summary.json.")
+    parser.add_argument('--out', default=os.path.join('out', 'sweep'), help="the sweep's folder (default: out/sweep)")
+    args = parser.parse_args(argv)
+    path = os.path.join(args.out, 'summary.json')
+    if not os.path.exists(path):
+        raise SystemExit(f"no {path}: run the sweep (python sweep.py --out {args.out}) to make it")
+    with open(path) as f:
+        write_report(json.load(f), args.out)
+
+
+if __name__ == '__main__':
+    main()
