@@ -43,9 +43,9 @@ RUNTIME_KEYS = ('act_checkpointing', 'act_impl', 'moe_impl')
 class GPTConfig:
     block_size: int = 256  # context length
     vocab_size: int = 50304  # gpt2's 50257 padded up to a multiple of 64 for faster matmuls
-    n_layer: int = 6
-    n_head: int = 6
-    n_embd: int = 384
+    n_layer: int = 6  # transformer blocks
+    n_head: int = 6  # attention heads
+    n_embd: int = 384  # the residual stream's width
     activation: str = 'polynorm'  # one of ACTIVATIONS
     poly_order: int = 3  # r, the degree of the polynomial in PolyReLU / PolyNorm
     ffn_hidden: int = 1536  # FFN width for non-gated activations; gated ones use 2/3 of it (same params)

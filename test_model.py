@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import model
+import settings
 from model import GPT, MoE, FFN, GPTConfig, PolyNorm, PolyReLU
 
 ACTIVATIONS = model.ACTIVATIONS
@@ -555,9 +556,15 @@ PAPER = {  # non-embedding (or total / active for MoE) parameters the paper's co
 }
 
 
+def config_of(path, **overrides):
+    """The GPTConfig a config file means (settings.resolve), with gpt2's vocabulary where it leaves it to the data."""
+    keys = {**settings.model_keys(settings.resolve([path])[0]), **overrides}
+    return GPTConfig(**{**keys, 'vocab_size': keys['vocab_size'] or GPTConfig.vocab_size})
+
+
 @pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(ROOT, 'config', '*.py'))), ids=os.path.basename)
 def test_config_parameter_counts(path):
-    cfg = model.config_from_file(path)
+    cfg = config_of(path)
     with torch.device('meta'):
         n = GPT(cfg).num_params()
     assert n['non_embedding'] == expected_non_embedding(cfg)
@@ -569,23 +576,12 @@ def test_config_parameter_counts(path):
 
 
 def test_per_expert_variant_of_the_gated_moe_config():
-    cfg = model.config_from_file(os.path.join(ROOT, 'config', 'moe_1b7b_polynorm_glu.py'), poly_per_expert=True)
+    cfg = config_of(os.path.join(ROOT, 'config', 'moe_1b7b_polynorm_glu.py'), poly_per_expert=True)
     with torch.device('meta'):
         n = GPT(cfg).num_params()
     assert n['non_embedding'] == expected_non_embedding(cfg)
     assert n['polycom'] == 16 * 64 * 4
     assert 'per expert' in model.summary(cfg)
-
-
-def test_configs_inherit_from_their_own_folder(tmp_path):
-    (tmp_path / 'base').mkdir()
-    (tmp_path / 'base' / 'root.py').write_text("n_layer = 2\nn_embd = 64\nlearning_rate = 1e-3\n")
-    (tmp_path / 'base' / 'mid.py').write_text("inherit('root.py')\nn_embd = 128\n")  # relative to base/
-    (tmp_path / 'top.py').write_text("inherit('base/mid.py')\nlearning_rate = 3e-4\n")
-    assert model.read_config(str(tmp_path / 'top.py')) == {'n_layer': 2, 'n_embd': 128, 'learning_rate': 3e-4}
-    (tmp_path / 'bad.py').write_text("inherit('missing.py')\n")
-    with pytest.raises(FileNotFoundError, match="inherit\\('missing.py'\\)"):
-        model.read_config(str(tmp_path / 'bad.py'))
 
 
 def test_paper_config_files_exist():
@@ -595,7 +591,7 @@ def test_paper_config_files_exist():
     for act in ['polynorm', 'polyrelu', 'swiglu']:
         assert f'moe_1b7b_{act}.py' in names
     assert {'dense_1b_polynorm_glu.py', 'moe_1b7b_polynorm_glu.py'} <= names  # the gated form, as released models use it
-    assert model.config_from_file(os.path.join(ROOT, 'config', 'dense_1b_swiglu.py')).activation == 'swiglu'
+    assert config_of(os.path.join(ROOT, 'config', 'dense_1b_swiglu.py')).activation == 'swiglu'
 
 
 def test_bad_config_values_are_rejected():
@@ -618,7 +614,7 @@ def test_bad_config_values_are_rejected():
 
 
 def test_summary_runs_on_meta_device():
-    text = model.summary(model.config_from_file(os.path.join(ROOT, 'config', 'moe_1b7b_polynorm.py')))
+    text = model.summary(config_of(os.path.join(ROOT, 'config', 'moe_1b7b_polynorm.py')))
     assert '6.919' in text and '1.282' in text and 'FLOPs' in text
 
 

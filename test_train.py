@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import common
 import sample
+import settings
 import train
 from data.shards import write_dataset, write_shard
 
@@ -78,7 +80,7 @@ def read_log(out_dir):
 
 
 def weights(out_dir):
-    return common.load_checkpoint(out_dir)['model'].state_dict()
+    return checkpoint.load_checkpoint(out_dir)['model'].state_dict()
 
 
 @pytest.fixture(scope='module')
@@ -125,7 +127,7 @@ def test_moe_run_logs_its_auxiliary_losses_and_mfu(tmp_path, data_dir, capsys):
         record = [json.loads(line) for line in f][1]  # step 2: step 1 is timed alone, without tokens/s or MFU
     assert record['lb'] > 0 and record['z'] > 0
     assert record['loss'] == pytest.approx(record['lm'] + record['lb'] + record['z'])
-    model = common.load_checkpoint(str(tmp_path))['model']
+    model = checkpoint.load_checkpoint(str(tmp_path))['model']
     assert record['mfu'] == pytest.approx(model.flops_per_token(32) * record['tok_per_s'] / 1e12)
     assert f"(lm {record['lm']:.4f} lb {record['lb']:.4f} z {record['z']:.4f})" in capsys.readouterr().out
 
@@ -209,7 +211,7 @@ def test_ddp_moe_loop_with_experts_that_get_no_tokens(tmp_path, data_dir):
     # them. Their weights are rows of one stacked parameter per layer, so no parameter is left without a
     # gradient and DDP needs no find_unused_parameters.
     flags = ['--n_experts=64', '--top_k=1', '--moe_ffn_hidden=8', '--moe_impl=loop']
-    config = train.get_config([*TINY, *flags, '--vocab_size=256'])
+    config = settings.resolve([*TINY, *flags, "--vocab_size=256"])[0]
     torch.manual_seed(config['seed'])
     model = train.GPT(common.model_config(config))
     x, y = train.ShardLoader(os.path.join(data_dir, '*_train_*.bin'), 2, 32, 0, 2).next_batch()  # rank 0's first
@@ -255,71 +257,10 @@ def test_sigterm_finishes_the_step_saves_and_exits_cleanly(tmp_path, data_dir):
 # config errors
 
 
-def test_config_files_and_flags_override_the_defaults(tmp_path):
-    config = tmp_path / 'base.py'
-    config.write_text("n_layer = 3\nlearning_rate = 1e-3\n")
-    child = tmp_path / 'child.py'  # a config built on another, as config/dense_1b_*.py are
-    child.write_text("exec(open(__file__.replace('child.py', 'base.py')).read())\nactivation = 'relu'\n")
-    cfg = train.get_config([str(child), '--learning_rate=1', '--dataset=shakespeare', '--stop_step=None'])
-    assert cfg['n_layer'] == 3 and cfg['activation'] == 'relu' and cfg['dataset'] == 'shakespeare'
-    assert cfg['learning_rate'] == 1.0 and type(cfg['learning_rate']) is float  # an int is fine for a float
-    assert cfg['n_embd'] == train.DEFAULTS['n_embd']
-
-
-@pytest.mark.parametrize('flag, message', [
-    ('--n_layers=3', "--n_layers=3: unknown key 'n_layers'; did you mean --n_layer? (python train.py --help"),
-    ('--n_layer=2.5', "n_layer must be int, got 2.5"),
-    ('--compile=1', "compile must be bool or None, got 1"),
-    ('--fsdp=yes', "fsdp must be bool, got 'yes'"),
-    ('--learning_rate=fast', "learning_rate must be float, got 'fast'"),
-    ('--learning_rate=1e999', "learning_rate must be a finite number (float32's range, as the optimizer's math), got inf"),
-    ('--min_lr=1e999', "min_lr must be a finite number"),
-    ('--learning_rate=1e300', "learning_rate must be a finite number"),
-    ('--weight_decay=nan', "weight_decay must be float, got 'nan'"),
-    ('--beta2=2.0', "beta2 must be in [0, 1), got 2.0"),
-    ('--beta1=-0.1', "beta1 must be in [0, 1), got -0.1"),
-    ('--max_steps=None', "max_steps must be int, got None"),
-    ('--dtype=float16', "dtype must be one of"),
-    ('--max_steps=0', "max_steps must be positive"),
-    ('--activation=swish', "activation='swish' is not one of"),
-    ('--max_steps', "--max_steps has no value: write --max_steps=VALUE"),
-])
-def test_bad_flags_say_what_is_wrong_in_one_line(flag, message):
+def test_a_model_key_that_gptconfig_refuses_is_one_line(tmp_path, data_dir):
     with pytest.raises(SystemExit) as error:
-        train.get_config([flag])
-    assert message in str(error.value) and '\n' not in str(error.value)
-
-
-def test_flags_take_the_space_form_too():
-    cfg = train.get_config(['--max_steps', '5', '--dataset', 'shakespeare', '--compile=False'])
-    assert cfg['max_steps'] == 5 and cfg['dataset'] == 'shakespeare' and cfg['compile'] is False
-
-
-def test_help_gives_every_key_its_meaning_without_importing_torch():
-    code = ("import runpy, sys\nsys.argv = ['train.py', '--help']\ntry:\n    runpy.run_path('train.py', "
-            "run_name='__main__')\nexcept SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)")
-    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.stdout.rstrip().endswith('torch imported: False'), result.stdout + result.stderr
-    for key in train.DEFAULTS:
-        assert f"\n  {key} " in result.stdout and train.meaning(key), key
-    assert "peak learning rate, after warmup" in result.stdout  # a comment of TRAINING
-    assert "context length" in result.stdout  # a comment of GPTConfig
-
-
-def test_model_defaults_read_from_the_source_are_gptconfigs():
-    from dataclasses import asdict
-
-    from model import GPTConfig
-    assert {key: default for key, (default, _) in train.MODEL_KEYS.items()} == asdict(GPTConfig())
-
-
-def test_unknown_key_in_a_config_file_names_the_file(tmp_path):
-    config = tmp_path / 'typo.py'
-    config.write_text("learning_rat = 1e-3\n")
-    with pytest.raises(SystemExit, match=f"{config}: unknown key 'learning_rat'"):
-        train.get_config([str(config)])
-    with pytest.raises(SystemExit, match="config file 'missing.py' not found"):
-        train.get_config(['missing.py'])
+        run(tmp_path, data_dir, '--activation=swish')
+    assert "activation='swish' is not one of" in str(error.value) and '\n' not in str(error.value)
 
 
 def test_tokens_per_step_that_does_not_divide_says_which_values_would(tmp_path, data_dir):
@@ -355,9 +296,9 @@ def test_stale_temp_files_are_cleared_and_saves_fsync_before_renaming(stopped, t
     for name in ('ckpt.pt.tmp', 'ckpt.pt.4242.tmp', 'log.jsonl.tmp'):  # what kills mid-save left
         (tmp_path / 'resumed' / name).write_bytes(b'half a checkpoint')
     order = []
-    monkeypatch.setattr(common.os, 'fsync', lambda fd: order.append('fsync'))
-    real_replace = common.os.replace
-    monkeypatch.setattr(common.os, 'replace', lambda a, b: (order.append('replace'), real_replace(a, b)))
+    monkeypatch.setattr(checkpoint.os, 'fsync', lambda fd: order.append('fsync'))
+    real_replace = checkpoint.os.replace
+    monkeypatch.setattr(checkpoint.os, 'replace', lambda a, b: (order.append('replace'), real_replace(a, b)))
     run(out, data_dir, '--init_from=resume', f'--stop_step={STOP + 1}')
     assert sorted(os.listdir(out)) == ['ckpt.pt', 'log.jsonl']
     assert order[:2] == ['fsync', 'replace']
@@ -451,9 +392,9 @@ def test_threads_default_to_the_cores_other_work_leaves_idle(monkeypatch):
     monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3})
     for load, threads in ((0.1, 4), (1.4, 3), (2.6, 1), (9.0, 1)):
         monkeypatch.setattr(os, 'getloadavg', lambda: (load, 0.0, 0.0))
-        assert train.cpu_threads() == threads
+        assert common.cpu_threads() == threads
     monkeypatch.setenv('OMP_NUM_THREADS', '3')  # set by the user: torch's reading of it stands
-    assert train.cpu_threads() == torch.get_num_threads()
+    assert common.cpu_threads() == torch.get_num_threads()
 
 
 def test_errors_under_torchrun_are_printed_once_without_tracebacks(tmp_path, data_dir):
@@ -498,7 +439,7 @@ def test_sample_without_a_checkpoint_says_how_to_make_one(tmp_path):
 
 
 def test_load_model_returns_the_trained_model_and_its_config(baseline):
-    ckpt = common.load_checkpoint(baseline)
+    ckpt = checkpoint.load_checkpoint(baseline)
     model, config = ckpt['model'], ckpt['config']
     assert not model.training and config['n_layer'] == 2 and config['max_steps'] == 24
     ckpt = torch.load(os.path.join(baseline, 'ckpt.pt'), weights_only=True)
