@@ -471,7 +471,8 @@ class ShardLoader:
     def _shuffled(self):
         B, T = self.B, self.T
         shards, starts = self._take(B * self.world_size)  # every rank takes the whole step, then reads its part
-        shards, starts = shards[self.rank * B : (self.rank + 1) * B], starts[self.rank * B : (self.rank + 1) * B]
+        mine = slice(self.rank * B, (self.rank + 1) * B)
+        shards, starts = shards[mine], starts[mine]
         windows = np.empty((B, T + 1), dtype=np.int64)
         # each shard opens once per batch; open memmaps are not kept, since each holds a file descriptor and a
         # corpus of a thousand shards would run out of them
