@@ -311,6 +311,18 @@ def test_any_split_of_a_shuffled_step_reads_the_same_windows(tmp_path):
     assert ranks[0].state_dict() == ranks[1].state_dict() and ranks[0].state_dict()['epoch'] == 1
 
 
+def test_a_loader_keeps_at_most_max_open_shards_open(tmp_path, monkeypatch):
+    for i in range(4):
+        write_shard(str(tmp_path / f"d_train_{i:06d}.bin"), np.arange(60) + 1000 * i)
+    pattern = str(tmp_path / 'd_train_*.bin')
+    all_open = ShardLoader(pattern, batch_size=3, block_size=5, seed=2)
+    expected = stream(all_open, 20)
+    monkeypatch.setattr(shards, 'MAX_OPEN_SHARDS', 2)  # read when a shard opens
+    two_open = ShardLoader(pattern, batch_size=3, block_size=5, seed=2)
+    assert torch.equal(stream(two_open, 20), expected)
+    assert len(two_open.opened) == 2 and len(all_open.opened) == 4
+
+
 # -----------------------------------------------------------------------------
 # datasets, meta.json and tokenizers
 

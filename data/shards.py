@@ -30,6 +30,9 @@ GPT2_VOCAB_SIZE = 50257
 GPT2_EOT = 50256  # <|endoftext|>
 # tokenizers whose vocabulary is fixed; "char" takes its size from its own character list
 FIXED_VOCAB_SIZES = {'gpt2': GPT2_VOCAB_SIZE, 'bytes': 256}
+# a loader keeps this many shards open: a shuffled batch reads from many, and opening one costs more than reading
+# its rows, but each open shard holds a file descriptor, and a corpus of a thousand shards would use them all up
+MAX_OPEN_SHARDS = 128
 
 
 class ShardError(ValueError):
@@ -387,6 +390,7 @@ class ShardLoader:
         self.B, self.T = batch_size, block_size
         self.rank, self.world_size, self.vocab_size, self.seed = rank, world_size, vocab_size, seed
         self.checked = set()  # the shards whose ids are known to fit vocab_size
+        self.opened = {}  # shard -> its tokens, the most recently opened last
         self.span = batch_size * block_size * world_size
         # check every header now, so that a bad shard fails at start-up rather than hours into training
         self.sizes = np.array([shard_header(path)[1] for path in self.files])
@@ -406,6 +410,10 @@ class ShardLoader:
 
     def _open(self, shard):
         """The shard's tokens (a memmap), checked against vocab_size the first time it opens."""
+        if shard in self.opened:
+            return self.opened[shard]
+        if len(self.opened) == MAX_OPEN_SHARDS:
+            del self.opened[next(iter(self.opened))]  # the one opened longest ago
         tokens = read_shard(self.files[shard])
         if self.vocab_size is not None and shard not in self.checked:
             # once per shard: one pass over it (about 0.1 s for 100 M tokens), then no check per batch
@@ -416,6 +424,7 @@ class ShardLoader:
                                  f"{self.vocab_size}: the shard disagrees with its meta.json; re-prepare the dataset "
                                  f"(python data/{name}/prepare.py)")
             self.checked.add(shard)
+        self.opened[shard] = tokens  # only once checked, so that a bad shard is never served
         return tokens
 
     def next_batch(self):
@@ -473,14 +482,7 @@ class ShardLoader:
         shards, starts = self._take(B * self.world_size)  # every rank takes the whole step, then reads its part
         mine = slice(self.rank * B, (self.rank + 1) * B)
         shards, starts = shards[mine], starts[mine]
-        windows = np.empty((B, T + 1), dtype=np.int64)
-        # each shard opens once per batch; open memmaps are not kept, since each holds a file descriptor and a
-        # corpus of a thousand shards would run out of them
-        for shard in np.unique(shards):
-            tokens = self._open(shard)
-            for i in np.flatnonzero(shards == shard):
-                windows[i] = tokens[starts[i] : starts[i] + T + 1]
-        return windows
+        return np.stack([self._open(shard)[start : start + T + 1] for shard, start in zip(shards, starts)])
 
     # resuming ----------------------------------------------------------------
 
