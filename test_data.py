@@ -165,8 +165,9 @@ def test_shard_too_small_for_one_step(tmp_path):
     ShardLoader(str(tmp_path / 'd_train_*.bin'), 3, 5)  # 16 tokens suffice for 3*5 + 1
 
 
-@pytest.mark.parametrize('kwargs', [dict(batch_size=0), dict(block_size=2.5), dict(rank=2, world_size=2)])
-def test_loader_rejects_bad_sizes(tmp_path, kwargs):
+@pytest.mark.parametrize('kwargs', [dict(batch_size=0), dict(block_size=2.5), dict(rank=2, world_size=2),
+                                    dict(seed=-1), dict(seed='7')])
+def test_loader_rejects_bad_arguments(tmp_path, kwargs):
     write_shard(str(tmp_path / 'd_000000.bin'), np.arange(100))
     args = dict(batch_size=2, block_size=4) | kwargs
     with pytest.raises(ValueError, match=next(iter(kwargs))):
@@ -220,6 +221,11 @@ def test_state_from_other_data_is_refused(two_shards, tmp_path):
     other = ShardLoader(str(tmp_path / 'other_*.bin'), batch_size=2, block_size=8)
     with pytest.raises(ValueError, match="same data"):
         other.load_state_dict(loader.state_dict())
+    shuffled = ShardLoader(pattern, batch_size=2, block_size=8, seed=1).state_dict()
+    with pytest.raises(ValueError, match="same data"):
+        ShardLoader(str(tmp_path / 'other_*.bin'), batch_size=2, block_size=8).load_state_dict(shuffled)
+    with pytest.raises(ValueError, match=r"block_size 8 over 2 shards .* block_size 4 over 2"):
+        ShardLoader(pattern, batch_size=2, block_size=4).load_state_dict(shuffled)
 
 
 def test_two_ranks_see_the_rows_of_one_rank_with_twice_the_batch(tmp_path):
@@ -233,6 +239,88 @@ def test_two_ranks_see_the_rows_of_one_rank_with_twice_the_batch(tmp_path):
         (x0, y0), (x1, y1) = [loader.next_batch() for loader in ranks]
         assert torch.equal(x, torch.cat([x0, x1])) and torch.equal(y, torch.cat([y0, y1]))
         assert not torch.equal(x0, x1)
+
+
+def stream(loader, batches):
+    """The windows that the loader's next `batches` batches hold, one row each: x with y's last token added."""
+    return torch.cat([torch.cat([x, y[:, -1:]], dim=1) for x, y in (loader.next_batch() for _ in range(batches))])
+
+
+def test_shuffled_epochs_read_every_window_once(two_shards):
+    pattern, data = two_shards  # ids 0..99 and 1000..1069: id % 1000 is a token's place in its shard
+    loader = ShardLoader(pattern, batch_size=1, block_size=8, seed=3)
+    epochs = {}
+    for _ in range(100):
+        window = stream(loader, 1)[0].tolist()
+        epochs.setdefault(loader.state_dict()['epoch'], []).append(window)
+    del epochs[max(epochs)]  # unfinished
+    assert len(epochs) >= 3
+    offsets = []
+    for windows in epochs.values():
+        offset = windows[0][0] % 1000 % 8  # where this epoch's windows start
+        every = [tokens[p : p + 9].tolist() for tokens in data for p in range(offset, len(tokens) - 8, 8)]
+        assert sorted(windows) == sorted(every) and windows != every
+        offsets.append(offset)
+    assert len(set(offsets)) > 1  # the windows move from epoch to epoch
+
+
+def test_the_seed_decides_the_order(two_shards):
+    pattern, _ = two_shards
+
+    def windows(seed):
+        return stream(ShardLoader(pattern, batch_size=2, block_size=8, seed=seed), 30)
+
+    assert torch.equal(windows(1), windows(1)) and not torch.equal(windows(1), windows(2))
+    assert not torch.equal(windows(1)[:10], windows(None)[:10])  # the first epoch is shuffled too
+
+
+@pytest.mark.parametrize('batch_size', [1, 3])  # 1: states at an epoch's very end; 3: batches across two epochs
+def test_shuffled_resume_is_exact_at_every_step(two_shards, batch_size):
+    pattern, _ = two_shards
+    uninterrupted = stream(ShardLoader(pattern, batch_size, 8, seed=5), 40)
+    loader = ShardLoader(pattern, batch_size, 8, seed=5)
+    epochs = set()
+    for step in range(30):
+        state = pickle.loads(pickle.dumps(loader.state_dict()))
+        epochs.add(state['epoch'])
+        resumed = ShardLoader(pattern, batch_size, 8)  # the state, not this loader's seed, says how to go on
+        resumed.load_state_dict(state)
+        assert torch.equal(stream(resumed, 10), uninterrupted[step * batch_size : (step + 10) * batch_size])
+        loader.next_batch()
+    assert epochs >= {0, 1}
+
+
+def test_a_state_from_before_shuffling_reads_on_in_order(two_shards):
+    pattern, _ = two_shards
+    old = ShardLoader(pattern, batch_size=2, block_size=8)
+    stream(old, 7)
+    resumed = ShardLoader(pattern, batch_size=2, block_size=8, seed=1)
+    resumed.load_state_dict(old.state_dict())
+    assert torch.equal(stream(resumed, 10), stream(old, 10))
+
+
+def test_any_split_of_a_shuffled_step_reads_the_same_windows(tmp_path):
+    for i, size in enumerate([200, 130, 170]):
+        write_shard(str(tmp_path / f"d_train_{i:06d}.bin"), np.arange(size) + 1000 * i)
+    pattern = str(tmp_path / 'd_train_*.bin')
+    single = stream(ShardLoader(pattern, batch_size=4, block_size=5, seed=7), 30)  # about one epoch and a quarter
+    micro_steps = stream(ShardLoader(pattern, batch_size=2, block_size=5, seed=7), 60)
+    ranks = [ShardLoader(pattern, batch_size=2, block_size=5, rank=r, world_size=2, seed=7) for r in range(2)]
+    steps = torch.cat([torch.cat([stream(loader, 1) for loader in ranks]) for _ in range(30)])
+    assert torch.equal(single, micro_steps) and torch.equal(single, steps)
+    assert ranks[0].state_dict() == ranks[1].state_dict() and ranks[0].state_dict()['epoch'] == 1
+
+
+def test_a_loader_keeps_at_most_max_open_shards_open(tmp_path, monkeypatch):
+    for i in range(4):
+        write_shard(str(tmp_path / f"d_train_{i:06d}.bin"), np.arange(60) + 1000 * i)
+    pattern = str(tmp_path / 'd_train_*.bin')
+    all_open = ShardLoader(pattern, batch_size=3, block_size=5, seed=2)
+    expected = stream(all_open, 20)
+    monkeypatch.setattr(shards, 'MAX_OPEN_SHARDS', 2)  # read when a shard opens
+    two_open = ShardLoader(pattern, batch_size=3, block_size=5, seed=2)
+    assert torch.equal(stream(two_open, 20), expected)
+    assert len(two_open.opened) == 2 and len(all_open.opened) == 4
 
 
 # -----------------------------------------------------------------------------

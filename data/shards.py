@@ -30,6 +30,9 @@ GPT2_VOCAB_SIZE = 50257
 GPT2_EOT = 50256  # <|endoftext|>
 # tokenizers whose vocabulary is fixed; "char" takes its size from its own character list
 FIXED_VOCAB_SIZES = {'gpt2': GPT2_VOCAB_SIZE, 'bytes': 256}
+# a loader keeps this many shards open: a shuffled batch reads from many, and opening one costs more than reading
+# its rows, but each open shard holds a file descriptor, and a corpus of a thousand shards would use them all up
+MAX_OPEN_SHARDS = 128
 
 
 class ShardError(ValueError):
@@ -354,30 +357,44 @@ def download(url, path, chunk_bytes=1 << 20):
 class ShardLoader:
     """Streams (x, y) batches from the shards matching a glob pattern, like llm.c's distributed loader.
 
-    Each step, all ranks together take one span of B*T*world_size tokens from the current shard: rank r
-    reads the B*T + 1 tokens starting at pos + r*B*T, so world_size ranks with batch B see exactly the rows
-    that one rank with batch B*world_size would. A span that does not fit in the rest of a shard moves on to
-    the next shard, and after the last shard the loader wraps around to the first (a new epoch).
+    A batch is B windows of T + 1 tokens (B = batch_size, T = block_size): x is each window less its last token,
+    y each less its first. Shards are cut into windows T tokens apart, so that a window's last token (a target) is
+    the next one's first (an input). Each step, all ranks together take the next B*world_size windows and rank r
+    reads B of them from the r*B-th, so world_size ranks with batch B see exactly the rows that one rank with batch
+    B*world_size would.
+
+    seed None, in order (validation, so that every run is measured on the same batches): a step's windows are one
+    span of B*T*world_size tokens; a span that does not fit in the rest of a shard moves on to the next shard, and
+    after the last shard the loader wraps around to the first (a new epoch).
+    seed an int, shuffled (training): each epoch reads all its windows once, in a random order. The epochs make
+    one stream, cut into steps wherever they fall (a step may end one epoch and begin the next), so any split of a
+    step over ranks and micro-steps reads the same windows. The order and the windows' start offset are a pure
+    function of (seed, epoch): a resumed run recomputes them. The order costs 4 bytes per window and a few seconds
+    per 10 M windows once an epoch (10 B tokens at block_size 1024 are 10 M windows: 40 MB); a corpus of billions
+    of windows would rather shuffle the shards, then the windows within each.
     vocab_size: the data's vocabulary (its meta.json's): each shard is checked once, when first opened, to
     hold no id at or above it.
     """
 
-    def __init__(self, pattern, batch_size, block_size, rank=0, world_size=1, vocab_size=None):
+    def __init__(self, pattern, batch_size, block_size, rank=0, world_size=1, vocab_size=None, seed=None):
         for name, value in (('batch_size', batch_size), ('block_size', block_size), ('world_size', world_size)):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if type(rank) is not int or not 0 <= rank < world_size:
             raise ValueError(f"rank must be an integer in [0, world_size={world_size}), got {rank!r}")
+        if seed is not None and (type(seed) is not int or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer (shuffled) or None (in order), got {seed!r}")
         self.files = sorted(glob.glob(pattern))
         if not self.files:
             raise FileNotFoundError(f"no shards match {pattern!r}; {_prepare_hint(os.path.dirname(pattern))}")
         self.B, self.T = batch_size, block_size
-        self.rank, self.world_size, self.vocab_size = rank, world_size, vocab_size
+        self.rank, self.world_size, self.vocab_size, self.seed = rank, world_size, vocab_size, seed
         self.checked = set()  # the shards whose ids are known to fit vocab_size
+        self.opened = {}  # shard -> its tokens, the most recently opened last
         self.span = batch_size * block_size * world_size
         # check every header now, so that a bad shard fails at start-up rather than hours into training
-        for path in self.files:
-            _, ntok = shard_header(path)
+        self.sizes = np.array([shard_header(path)[1] for path in self.files])
+        for path, ntok in zip(self.files, self.sizes):
             if ntok < self.span + 1:
                 raise ShardError(f"{path} holds {ntok:,} tokens, fewer than one step needs (batch_size {batch_size}"
                                  f" x block_size {block_size} x world_size {world_size} + 1 = {self.span + 1:,}); "
@@ -385,41 +402,118 @@ class ShardLoader:
         self.reset()
 
     def reset(self):
-        """Go back to the start of the first shard (e.g. before each validation pass)."""
-        self._seek(0, 0)
+        """Go back to the start: of the first shard in order (e.g. before each validation pass), of epoch 0 shuffled."""
+        if self.seed is None:
+            self._seek(0, 0)
+        else:
+            self._start_epoch(0)
 
-    def _seek(self, shard, pos):
-        self.shard, self.pos = shard, pos
-        self.tokens = read_shard(self.files[shard])
+    def _open(self, shard):
+        """The shard's tokens (a memmap), checked against vocab_size the first time it opens."""
+        if shard in self.opened:
+            return self.opened[shard]
+        if len(self.opened) == MAX_OPEN_SHARDS:
+            del self.opened[next(iter(self.opened))]  # the one opened longest ago
+        tokens = read_shard(self.files[shard])
         if self.vocab_size is not None and shard not in self.checked:
             # once per shard: one pass over it (about 0.1 s for 100 M tokens), then no check per batch
-            top = int(self.tokens.max())
+            top = int(tokens.max())
             if top >= self.vocab_size:
                 name = os.path.basename(os.path.dirname(os.path.abspath(self.files[shard])))
                 raise ShardError(f"{self.files[shard]} holds token id {top}, but its meta.json says vocab_size "
                                  f"{self.vocab_size}: the shard disagrees with its meta.json; re-prepare the dataset "
                                  f"(python data/{name}/prepare.py)")
             self.checked.add(shard)
+        self.opened[shard] = tokens  # only once checked, so that a bad shard is never served
+        return tokens
 
     def next_batch(self):
         """This rank's next (x, y): int64 CPU tensors of shape (B, T), y being x shifted left by one token."""
+        windows = self._in_order() if self.seed is None else self._shuffled()  # (B, T + 1)
+        windows = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.int64))
+        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+
+    # in order ----------------------------------------------------------------
+
+    def _seek(self, shard, pos):
+        self.shard, self.pos = shard, pos
+        self.tokens = self._open(shard)
+
+    def _in_order(self):
         B, T = self.B, self.T
         if self.pos + self.span + 1 > len(self.tokens):
             self._seek((self.shard + 1) % len(self.files), 0)
         start = self.pos + self.rank * B * T
-        buf = torch.from_numpy(self.tokens[start : start + B * T + 1].astype(np.int64))  # (B*T + 1,)
         self.pos += self.span
-        x = buf[:-1].view(B, T)  # (B, T)
-        y = buf[1:].view(B, T)  # (B, T): the token that follows each one in x
-        return x, y
+        return np.lib.stride_tricks.sliding_window_view(self.tokens[start : start + B * T + 1], T + 1)[::T]
+
+    # shuffled ----------------------------------------------------------------
+
+    def _start_epoch(self, epoch):
+        """Lay out epoch's windows and draw their order: a pure function of (seed, epoch)."""
+        rng = np.random.default_rng([self.seed, epoch])  # its own generator: no other code's draws move it
+        # a new start offset each epoch, so that a second epoch reads new sequences rather than the first's again;
+        # below max(sizes) - T, so that the largest shard keeps a window and no epoch is empty
+        self.offset = int(rng.integers(min(self.T, self.sizes.max() - self.T)))
+        counts = (self.sizes - 1 - self.offset) // self.T  # windows per shard
+        self.ends = np.cumsum(counts)  # window ids below ends[s] lie in shards 0..s
+        self.firsts = self.ends - counts  # the id of each shard's first window
+        n = int(self.ends[-1])
+        self.order = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+        rng.shuffle(self.order)
+        self.epoch, self.index = epoch, 0  # index: how many of the epoch's windows are read
+
+    def _take(self, n):
+        """The stream's next n windows as (shards, starts), moving into the next epoch when this one is read."""
+        shards, starts = [], []
+        while n:
+            if self.index >= len(self.order):
+                self._start_epoch(self.epoch + 1)
+            ids = self.order[self.index : self.index + n]
+            self.index += len(ids)
+            n -= len(ids)
+            shard = np.searchsorted(self.ends, ids, side='right')
+            shards.append(shard)
+            starts.append(self.offset + (ids - self.firsts[shard]) * self.T)
+        return np.concatenate(shards), np.concatenate(starts)
+
+    def _shuffled(self):
+        B, T = self.B, self.T
+        shards, starts = self._take(B * self.world_size)  # every rank takes the whole step, then reads its part
+        mine = slice(self.rank * B, (self.rank + 1) * B)
+        shards, starts = shards[mine], starts[mine]
+        return np.stack([self._open(shard)[start : start + T + 1] for shard, start in zip(shards, starts)])
+
+    # resuming ----------------------------------------------------------------
 
     def state_dict(self):
         """Where the loader is; the same on every rank, so rank 0's copy can restore them all."""
-        return {'shard': self.shard, 'pos': self.pos, 'file': os.path.basename(self.files[self.shard])}
+        if self.seed is None:
+            return {'shard': self.shard, 'pos': self.pos, 'file': os.path.basename(self.files[self.shard])}
+        # not the order: it is recomputed from (seed, epoch), the same under the same numpy (whose Generator
+        # streams are stable in practice, not by promise); files and block_size say what the windows were
+        return {'seed': self.seed, 'epoch': self.epoch, 'index': self.index, 'block_size': self.T,
+                'files': [os.path.basename(path) for path in self.files]}
 
     def load_state_dict(self, state):
-        shard, name = state['shard'], state['file']
-        if not shard < len(self.files) or os.path.basename(self.files[shard]) != name:
-            raise ShardError(f"the saved loader position is in shard {shard} ({name}), but the pattern now matches "
-                             f"{len(self.files)} different files; resume with the same data the run started with")
-        self._seek(shard, state['pos'])
+        """Go on exactly where state_dict() left off. The state decides the order: a run that began in order (or
+        was saved before loaders shuffled) reads on in order, a shuffled one with its own seed, whatever this
+        loader's seed; the stream is the one the run began with."""
+        if 'seed' not in state:
+            shard, name = state['shard'], state['file']
+            if not shard < len(self.files) or os.path.basename(self.files[shard]) != name:
+                raise ShardError(f"the saved loader position is in shard {shard} ({name}), but the pattern now "
+                                 f"matches {len(self.files)} different files; resume with the same data the run "
+                                 "started with")
+            self.seed = None
+            self._seek(shard, state['pos'])
+            return
+        names = [os.path.basename(path) for path in self.files]
+        if (state['files'], state['block_size']) != (names, self.T):
+            raise ShardError(f"the saved loader shuffled windows of block_size {state['block_size']} over "
+                             f"{len(state['files'])} shards ({state['files'][0]}, ...), but this one has block_size "
+                             f"{self.T} over {len(names)} ({names[0]}, ...); resume with the same data and block_size "
+                             "the run started with")
+        self.seed = state['seed']
+        self._start_epoch(state['epoch'])
+        self.index = state['index']
