@@ -47,7 +47,7 @@ TRAINING = dict(
     compile=None,  # torch.compile the model; None: on CUDA only (on the CPU it compiles longer than it saves)
     fsdp=False,  # shard parameters, gradients and optimizer state with FSDP2 (launch with torchrun)
     threads=None,  # CPU threads per process; None: $OMP_NUM_THREADS if set, else the cores other work leaves idle
-    seed=1337,  # the same seed gives the same initial weights and the same run
+    seed=1337,  # sets the initial weights and the order of the training windows: the same seed, the same run
     peak_flops=None,  # the device's dense bf16 FLOP/s for MFU; None: looked up from the GPU's name
     # how often, in steps
     eval_interval=200,  # validation loss every this many steps, and at max_steps
@@ -268,7 +268,12 @@ def from_command_line(argv, script, examples):
         print(usage(script, examples))
         sys.exit(0)
     show = '--print_config' in argv
-    config, sources = resolve([arg for arg in argv if arg != '--print_config'])
+    try:
+        config, sources = resolve([arg for arg in argv if arg != '--print_config'])
+    except SystemExit as e:  # under torchrun every process reads the same arguments: rank 0 says it, once
+        if os.environ.get('RANK', '0') != '0' and isinstance(e.code, str):
+            raise SystemExit(1) from None
+        raise
     if show:
         print(config_text(config, sources))
         sys.exit(0)

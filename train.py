@@ -131,11 +131,12 @@ def prepare_data(data_dir, dataset, rank):
 
 
 def make_loaders(cfg, meta, rank, world_size):
-    """(train, val) loaders; each process reads its own rows of every step's span of tokens. Each shard is
-    checked once against the data's own vocabulary (meta.json), as it opens."""
-    try:
+    """(train, val) loaders; each process reads its own rows of every step's windows. Each shard is checked
+    once against the data's own vocabulary (meta.json), as it opens."""
+    try:  # the seed shuffles the training windows anew each epoch; validation reads the same tokens every time
         return [ShardLoader(os.path.join(glob.escape(cfg.data_dir), f'*_{split}_*.bin'), cfg.micro_batch_size,
-                            cfg.block_size, rank, world_size, meta['vocab_size']) for split in ('train', 'val')]
+                            cfg.block_size, rank, world_size, meta['vocab_size'],
+                            seed=cfg.seed if split == 'train' else None) for split in ('train', 'val')]
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(str(e)) from None
 
@@ -447,8 +448,9 @@ def train(cfg, meta, rank, world_size, device, stop):
             tok_per_s = cfg.tokens_per_step / dt if timed_steps else None
             mfu = flops_per_token * tok_per_s / (peak * world_size) if peak and tok_per_s else None
             say(log_line(step, end_step, cfg, means, lr, dt, tok_per_s, mfu), flush=True)
-            log({**means, 'lr': lr, 'tok_per_s': tok_per_s, 'mfu': mfu, 'dt_ms': 1000 * dt,
-                 'train_time_s': progress['train_time_s']})
+            if step == 1 or boundary or step == end_step:  # a resumed run's first step: printed, not logged
+                log({**means, 'lr': lr, 'tok_per_s': tok_per_s, 'mfu': mfu, 'dt_ms': 1000 * dt,
+                     'train_time_s': progress['train_time_s']})
             timed_s, timed_steps = 0.0, 0
         if boundary:
             interval = new_interval()
