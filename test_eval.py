@@ -23,7 +23,7 @@ import torch
 
 import eval as evaluation  # eval.py; `eval` itself is a builtin
 import train
-from common import atomic_save
+from checkpoint import atomic_save
 from data import tasks
 from data.shards import get_tokenizer, write_dataset
 from model import GPT, GPTConfig

@@ -7,6 +7,7 @@ dataset = 'stdlib'
 out_dir = 'out/moe_tiny'
 
 # model: 8 experts of width 128, 2 per token: 1.4 M parameters in all, 0.6 M active per token
+vocab_size = None  # the data's: 256 bytes
 n_layer = 4
 n_head = 4
 n_embd = 128

@@ -8,7 +8,8 @@
 dataset = 'shakespeare_char'
 out_dir = 'out/shakespeare_char'
 
-# model: 0.8 M parameters; vocab_size comes from the data (65, padded to 128)
+# model: 0.8 M parameters
+vocab_size = None  # the data's: 65 characters, padded to 128
 n_layer = 4
 n_head = 4
 n_embd = 128
