@@ -78,50 +78,7 @@ def test_similarity_averages_per_token_cosines():
 
 
 # -----------------------------------------------------------------------------
-# the report's numbers on hand-made curves
-
-
-def test_x_to_reach_interpolates_between_evaluations():
-    curve = [(0, 4.0), (100, 3.0), (200, 2.0)]
-    assert sweep.x_to_reach(curve, 2.0) == pytest.approx(200)
-    assert sweep.x_to_reach(curve, 2.5) == pytest.approx(150)
-    assert sweep.x_to_reach(curve, 4.5) == 0
-    assert sweep.x_to_reach(curve, 1.9) is None
-
-
-def test_speedup_against_the_baseline_curve():
-    base = [(100, 3.0), (200, 2.0)]
-    assert sweep.speedup(base, base) == (pytest.approx(1.0), '')
-    assert sweep.speedup(base, [(100, 2.5), (200, 1.5)]) == (pytest.approx(200 / 150), '')  # 2.0 at 150
-    assert sweep.speedup(base, [(100, 3.5), (200, 2.5)]) == (pytest.approx(1.0), '<')  # never gets to 2.0
-    assert sweep.speedup(base, [(50, 1.9), (200, 1.0)]) == (pytest.approx(200 / 50), '>=')  # there at once
-    cell = sweep.format_speedups([(1.2, ''), (1.0, ''), (0.9, '<')])
-    assert cell.startswith(f"{(1.2 + 1.0 + 0.9) / 3:.2f} ± ") and '1/3 never reach it' in cell
-
-
-def test_mean_curve_over_seeds():
-    curve = sweep.mean_curve([[(10, 3.0), (20, 2.0)], [(12, 1.0), (22, 1.0)]])
-    assert curve == [(11, 2.0, 1.0, 3.0), (21, 1.5, 1.0, 2.0)]
-    with pytest.raises(SystemExit, match="different number"):
-        sweep.mean_curve([[(10, 3.0)], [(10, 3.0), (20, 2.0)]])
-
-
-def test_welch_t_on_known_samples():
-    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0]
-    # by hand: means 2.5 and 4, variances 5/3 and 4, squared standard errors 5/12 and 4/3
-    diff, se, t, df = sweep.welch(a, b)
-    assert diff == pytest.approx(-1.5)
-    assert se == pytest.approx(math.sqrt(5 / 12 + 4 / 3))
-    assert t == pytest.approx(-1.5 / math.sqrt(1.75))
-    assert df == pytest.approx(1.75 ** 2 / ((5 / 12) ** 2 / 3 + (4 / 3) ** 2 / 2))
-    try:
-        from scipy import stats
-    except ImportError:
-        return
-    assert t == pytest.approx(stats.ttest_ind(a, b, equal_var=False).statistic)
-    assert sweep.welch([1.0], b)[1:] == (None, None, None)  # one seed: no standard error
-    assert sweep.verdict(-0.01, -1.5, 3, 3) == "not distinguishable at 3 seeds"
-    assert sweep.verdict(-0.01, -4.0, 3, 3) == "lower loss"
+# a run's training time
 
 
 def test_training_time_is_the_cumulative_step_time():
@@ -357,36 +314,6 @@ def test_ctrl_c_makes_the_runs_save_and_stop(fake_train):
     stdout, stderr = sweep_process.communicate(timeout=60)
     assert 'interrupted' in stderr and 'to save a checkpoint' in stdout
     assert os.path.exists(os.path.join(out, 'relu2_lr1e-3_s0', 'saved'))  # the run got one SIGINT and saved
-
-
-def fake_summary(vals, tasks=None):
-    """A summary of runs with the given final val losses {name: [per seed]}, curves ending there."""
-    runs = []
-    for name, losses in vals.items():
-        for seed, loss in enumerate(losses):
-            runs.append({'name': name, 'activation': name, 'order': None, 'lr': None, 'seed': seed,
-                         'folder': f'{name}_s{seed}', 'state': 'done', 'val': loss, 'train': loss,
-                         'ms_per_step': 10.0, 'train_time_s': 2.0, 'analysis': None,
-                         'curve': [[10, 1000, 1.0, loss + 1], [20, 2000, 2.0, loss]],
-                         'tasks': {'hellaswag': {'step': 20, 'acc': 0.3, 'acc_norm': a, 'n': 100}
-                                   for a in [(tasks or {}).get(name, [None] * 9)[seed]] if a is not None}})
-    return {'config': 'preset.py', 'overrides': {}, 'hardware': 'test', 'lrs': None, 'seeds': 3, 'orders': None,
-            'base_order': 3, 'chosen_lr': {name: None for name in vals}, 'runs': runs}
-
-
-def test_report_words_follow_welch_and_tasks_show(tmp_path):
-    summary = fake_summary({'swiglu': [2.00, 2.01, 1.99], 'polynorm': [1.90, 1.91, 1.89], 'relu': [2.00, 2.02, 1.97]},
-                           tasks={'swiglu': [0.30, 0.32, 0.31], 'polynorm': [0.35, 0.36, 0.37]})
-    text = sweep.report(summary)
-    significance = text.split('## Against SwiGLU')[1].split('##')[0]
-    assert 'polynorm | -0.1000' in significance and 'lower loss' in significance
-    assert 'relu |' in significance and 'not distinguishable at 3 seeds' in significance
-    tasks = text.split('## Tasks')[1]
-    assert '0.360 ± 0.010 (n=100)' in tasks and 'relu | - |' in tasks
-    # regenerated from summary.json alone
-    (tmp_path / 'summary.json').write_text(json.dumps(summary))
-    sweep.main(['--report_only', '--out', str(tmp_path)])
-    assert (tmp_path / 'report.md').read_text() == text
 
 
 # -----------------------------------------------------------------------------
