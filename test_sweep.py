@@ -1,4 +1,4 @@
-"""Tests of sweep.py and analyze.py: the analyses' math, the report's numbers, and a tiny sweep end to end.
+"""Tests of sweep.py: planning, its checks, where a run stands, sweeps of fake runs, and a tiny sweep end to end.
 
     python -m pytest test_sweep.py -q
 """
@@ -12,70 +12,9 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 import sweep
-from analyze import analyze, effective_rank, layer_similarity, mean_off_diagonal
 from data.shards import write_dataset
-
-# -----------------------------------------------------------------------------
-# effective rank and layer similarity on matrices whose answer is known
-
-
-def test_effective_rank_of_identity_is_its_size():
-    for n in (1, 5, 32):
-        assert effective_rank(torch.eye(n)) == pytest.approx(n)
-
-
-def test_effective_rank_of_rank_one_matrix_is_one():
-    u, v = torch.randn(20, 1, dtype=torch.float64), torch.randn(1, 30, dtype=torch.float64)
-    assert effective_rank(u @ v) == pytest.approx(1.0, abs=1e-9)
-    assert effective_rank((u @ v).float()) == pytest.approx(1.0, abs=1e-4)  # float32 rounding adds a little
-
-
-def test_effective_rank_is_exp_entropy_of_singular_values():
-    s = torch.tensor([5.0, 3.0, 1.0, 0.5, 0.0])
-    p = s[s > 0] / s.sum()
-    expected = math.exp(-(p * p.log()).sum().item())
-    # hide the singular values behind random rotations on both sides; a tall matrix, then its transpose
-    q1, _ = torch.linalg.qr(torch.randn(8, 8))
-    q2, _ = torch.linalg.qr(torch.randn(5, 5))
-    w = q1[:, :5] @ torch.diag(s) @ q2
-    assert effective_rank(w) == pytest.approx(expected, rel=1e-6)
-    assert effective_rank(w.T) == pytest.approx(expected, rel=1e-6)
-    assert 1 < expected < 4  # between the two extremes, so the test tells rank-1 and full rank apart
-
-
-def test_effective_rank_rejects_bad_input():
-    with pytest.raises(ValueError, match="2-D"):
-        effective_rank(torch.ones(2, 3, 4))
-    with pytest.raises(ValueError, match="zero matrix"):
-        effective_rank(torch.zeros(3, 3))
-
-
-def test_identical_hidden_states_have_similarity_one():
-    h = torch.randn(2, 7, 16)
-    s = layer_similarity([h, h.clone(), 3 * h])  # scaling does not change a cosine
-    assert torch.allclose(s, torch.ones(3, 3), atol=1e-6)
-    assert mean_off_diagonal(s) == pytest.approx(1.0, abs=1e-6)
-
-
-def test_similarity_of_opposite_and_orthogonal_states():
-    e = torch.eye(4)
-    a = e[[0, 1]].view(1, 2, 4)  # tokens along axes 0 and 1
-    b = e[[2, 3]].view(1, 2, 4)  # orthogonal to a, token by token
-    s = layer_similarity([a, -a, b])
-    expected = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    assert torch.allclose(s, expected, atol=1e-6)
-    assert mean_off_diagonal(s) == pytest.approx(-2 / 6)
-
-
-def test_similarity_averages_per_token_cosines():
-    # token 0 is the same in both layers (cos 1), token 1 is orthogonal (cos 0): the mean is 0.5
-    a = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
-    b = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]])
-    assert layer_similarity([a, b])[0, 1].item() == pytest.approx(0.5)
-
 
 # -----------------------------------------------------------------------------
 # a run's training time
@@ -398,27 +337,3 @@ def test_restarted_sweep_redoes_nothing(tiny_sweep):
     assert again.returncode == 0 and open(os.path.join(out, 'report.md')).read() == report
     with pytest.raises(AssertionError, match="other settings"):  # the same folders with another model
         run_sweep(out, data_dir, '--n_embd=64')
-
-
-def test_analyze_tiny_checkpoint(tiny_sweep):
-    out, _, _ = tiny_sweep
-    for run, roles in (('swiglu_s0', {'up', 'down', 'gate'}), ('polynorm_s0', {'up', 'down'})):
-        result = analyze(os.path.join(out, run))
-        assert len(result['erank']) == 2  # one entry per layer
-        for layer in result['erank']:
-            assert set(layer) == roles
-            assert all(1 <= e <= 32 for e in layer.values())
-        s = result['similarity']
-        assert s.shape == (2, 2)
-        assert torch.allclose(s.diagonal(), torch.ones(2), atol=1e-5)
-        assert torch.allclose(s, s.T, atol=1e-6) and s.abs().max() <= 1 + 1e-5  # float32 rounding
-    command = [sys.executable, os.path.join(HERE, 'analyze.py'), '--out_dir', os.path.join(out, 'polynorm_s0')]
-    done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert 'effective rank of the FFN weights' in done.stdout and 'mean: erank_up' in done.stdout
-
-
-def test_analyze_without_checkpoint_says_so(tmp_path):
-    command = [sys.executable, os.path.join(HERE, 'analyze.py'), '--out_dir', str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
-    assert done.returncode == 2 and 'no checkpoint' in done.stderr
