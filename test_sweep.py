@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pytest
 
+import report
+import settings
 import sweep
 from data.shards import write_dataset
 
@@ -98,8 +100,20 @@ def test_presets_set_the_sweep_and_flags_win():
     assert args.lrs == [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]
     assert args.parallel == 2 and args.orders == [2, 4] and args.seeds == 3
     assert sweep.parse_args(['--preset', 'cpu-long', '--parallel', '1', '--activations', 'polynorm']).parallel == 1
-    settings = sweep.read_settings(sweep.preset_path('cpu-long'), {'max_steps': '7'})
-    assert settings['max_steps'] == 7 and settings['dataset'] == 'shakespeare_char'
+    resolved = sweep.read_settings(sweep.preset_path('cpu-long'), {'max_steps': '7'})  # the flags' text
+    assert resolved['max_steps'] == 7 and resolved['dataset'] == 'shakespeare_char'
+
+
+@pytest.mark.parametrize("flag, message", [
+    ('--max_step=7', "--max_step=7: unknown key 'max_step'; did you mean --max_steps"),
+    ('--max_steps=many', "--max_steps=many: max_steps must be int, got 'many' (str)"),
+    ('--max_steps=0', "max_steps must be positive, got 0"),
+])
+def test_settings_for_train_py_are_checked_before_any_run(flag, message, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        sweep.main(['--preset', 'cpu', '--out', str(tmp_path / 'out'), flag])
+    assert message in str(e.value) and '\n' not in str(e.value)
+    assert not (tmp_path / 'out').exists()  # nothing started
 
 
 def test_gpu_preset_plans_an_lr_grid(tmp_path, capsys):
@@ -135,8 +149,9 @@ def test_run_state_from_log_and_checkpoint(tmp_path):
     assert sweep.run_state(run, max_steps=20) == 'resume'
     with open(log, 'a') as f:
         f.write('\n' + json.dumps({'step': 20, 'tokens': 200, 'val_loss': 1.9}) + '\n')
-    with pytest.raises(SystemExit, match="not JSON"):  # a bad line in the middle is corruption, not a kill
-        sweep.run_state(run, max_steps=20)
+    with pytest.raises(SystemExit, match=r"line 4, is not a log record; delete .* to redo this run") as e:
+        sweep.run_state(run, max_steps=20)  # a bad line in the middle is corruption, not a kill
+    assert '\n' not in str(e.value)
     log.write_text(''.join(json.dumps(r) + '\n' for r in records + [{'step': 20, 'tokens': 200, 'val_loss': 1.9}]))
     assert sweep.run_state(run, max_steps=20) == 'done'
 
@@ -151,7 +166,8 @@ def test_child_threads_share_the_cores(monkeypatch):
 
 # -----------------------------------------------------------------------------
 # an lr-grid sweep of fake runs: a stand-in for train.py writes a log whose final val loss is lowest at
-# each activation's BEST lr, so the sweep's choices are known in advance
+# each activation's BEST lr, so the sweep's choices are known in advance; relu diverges above 3e-3 (exit status
+# settings.EXIT_DIVERGED), gelu fails
 
 FAKE_TRAIN = '''
 import json, math, os, sys
@@ -159,8 +175,9 @@ args = dict(arg[2:].split('=', 1) for arg in sys.argv[2:])
 out, activation, lr = args['out_dir'], args['activation'], float(args['learning_rate'])
 with open(os.path.join(os.path.dirname(out), 'calls.txt'), 'a') as f:
     f.write(os.path.basename(out) + (' resume' if args.get('init_from') == 'resume' else '') + '\\n')
-if activation == 'relu' and lr > 3e-3:
-    sys.exit('step 3: loss is nan; ' + {diverged!r})
+if activation == 'relu' and lr > 3e-3:  # diverges: train.py's message, and its own exit status
+    print('step 3: loss is nan', file=sys.stderr)
+    sys.exit({diverged})
 if activation == 'gelu':
     sys.exit('fake failure')
 if activation == 'relu2':  # a long run that saves on SIGINT, as train.py does
@@ -181,7 +198,7 @@ with open(os.path.join(out, 'log.jsonl'), 'w') as f:
 @pytest.fixture
 def fake_train(tmp_path, monkeypatch):
     path = tmp_path / 'fake_train.py'
-    path.write_text(FAKE_TRAIN.format(diverged=sweep.DIVERGED))
+    path.write_text(FAKE_TRAIN.format(diverged=settings.EXIT_DIVERGED))
     monkeypatch.setattr(sweep, 'TRAIN', str(path))
     out = tmp_path / 'out'
 
@@ -192,7 +209,7 @@ def fake_train(tmp_path, monkeypatch):
     return str(out), calls
 
 
-def test_lr_grid_sweep_picks_resumes_and_reports(fake_train, capsys):
+def test_lr_grid_sweep_picks_resumes_and_reports(fake_train, capsys, monkeypatch):
     out, calls = fake_train
     s = spec(out, ['swiglu', 'polynorm', 'relu'], lrs=[1e-3, 2e-3, 4e-3], orders=[2, 4], order_seeds=1)
     finals, runs = sweep.run_all(s, 'preset.py', {}, 20, parallel=2)
@@ -202,6 +219,8 @@ def test_lr_grid_sweep_picks_resumes_and_reports(fake_train, capsys):
     assert started[:9] == folders(runs)[:9] and all('_s0' in name for name in started[:9])  # the grid first
     assert sweep.pick_lrs(s, finals) == {'swiglu': 2e-3, 'polynorm': 4e-3, 'relu': 1e-3}
     assert finals[os.path.join(out, 'relu_lr4e-3_s0')] == math.inf  # diverged: a result of the grid
+    with open(os.path.join(out, 'relu_lr4e-3_s0', 'diverged.txt')) as f:
+        assert 'loss is nan' in f.read()  # the end of its log, kept
     assert 'polynorm_r2_lr4e-3_s0' in ran and 'polynorm_r4_lr4e-3_s0' in ran
 
     # restarted: nothing runs again; an interrupted run (log cut short, a checkpoint) resumes alone
@@ -215,17 +234,20 @@ def test_lr_grid_sweep_picks_resumes_and_reports(fake_train, capsys):
     sweep.run_all(s, 'preset.py', {}, 20, parallel=1)
     assert calls() == ['swiglu_lr2e-3_s1', 'resume']
 
-    # the report, from the summary of these runs (no checkpoints, so no analyses)
-    entries = [sweep.summarize_run(r, 'diverged' if finals[r['dir']] == math.inf else 'done', 20) for r in runs]
-    summary = {'config': 'preset.py', 'overrides': {}, 'hardware': 'test', 'lrs': s['lrs'], 'seeds': 2,
-               'orders': [2, 4], 'base_order': 3, 'chosen_lr': sweep.pick_lrs(s, finals), 'runs': entries}
-    text = sweep.report(json.loads(json.dumps(summary)))  # as read back from summary.json
+    # the summary of these runs (the fake runs have no checkpoints: no analyses), then its report
+    analyzed = []
+    monkeypatch.setattr(sweep, 'analyses', lambda run_dirs, out, device: analyzed.extend(run_dirs) or {})
+    summary = sweep.summarize(s, runs, finals, 'preset.py', {}, 'cpu')
+    assert sorted(os.path.basename(d) for d in analyzed) == sorted(  # the runs at each name's chosen lr
+        ['swiglu_lr2e-3_s0', 'swiglu_lr2e-3_s1', 'polynorm_lr4e-3_s0', 'polynorm_lr4e-3_s1', 'relu_lr1e-3_s0',
+         'relu_lr1e-3_s1', 'polynorm_r2_lr4e-3_s0', 'polynorm_r4_lr4e-3_s0'])
+    text = report.report(json.loads(json.dumps(summary)))  # as read back from summary.json
     section = text.split('## Learning rate grid')[1].split('##')[0]
     grid = {line.split('|')[1].strip(): line for line in section.splitlines() if line.startswith('| ')}
     assert 'widen the grid' in grid['polynorm'] and 'widen the grid' in grid['relu']  # 4e-3, 1e-3: the edges
     assert 'widen the grid' not in grid['swiglu'] and 'diverged' in grid['relu']
     assert "Order ablation" in text and 'polynorm_r2' in text
-    against = text.split('## Against SwiGLU')[1].split('##')[0]
+    against = text.split('## Against swiglu')[1].split('##')[0]
     assert '| polynorm | -0.0500 |' in against and 'lower loss' in against  # 0.05 lower, seeds 0.01 apart
     assert '| relu | +0.0000 |' in against and 'not distinguishable at 2 seeds' in against
 
@@ -238,6 +260,14 @@ def test_a_failing_run_stops_the_sweep_with_its_log(fake_train):
     # fixed and run again: the failed run had nothing to continue from, so it takes the new settings
     with pytest.raises(SystemExit, match="fake failure"):
         sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {'n_layer': '2'}, 20, parallel=1)
+
+
+def test_a_run_diverging_outside_the_grid_stops_the_sweep(fake_train):
+    out, calls = fake_train
+    with pytest.raises(SystemExit) as e:  # outside the grid a diverged run is no result: the sweep stops
+        sweep.run_all(spec(out, ['relu'], seeds=1), 'preset.py', {'learning_rate': '4e-3'}, 20, parallel=1)
+    assert f"exit code {settings.EXIT_DIVERGED})" in str(e.value) and 'loss is nan' in str(e.value)
+    assert calls() == ['relu_s0'] and not os.path.exists(os.path.join(out, 'relu_s0', 'diverged.txt'))
 
 
 def test_ctrl_c_makes_the_runs_save_and_stop(fake_train):
@@ -291,9 +321,9 @@ def tiny_sweep(tmp_path_factory):
     return out, data_dir, run_sweep(out, data_dir)
 
 
-def table_rows(report):
+def table_rows(text):
     """The results table's rows: name -> cells."""
-    section = report.split('## Results')[1].split('##')[0]
+    section = text.split('## Results')[1].split('##')[0]
     return {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
             for line in section.splitlines() if line.startswith('| ') and not line.startswith('| activation')}
 
@@ -303,9 +333,9 @@ def test_tiny_sweep_resumes_and_reports(tiny_sweep):
     assert 'resuming swiglu_s0' in stdout and 'starting polynorm_s0' in stdout
     _, evals, _ = sweep.read_log(os.path.join(out, 'swiglu_s0'))
     assert [r['step'] for r in evals] == [3, 6]  # the eval before the interruption is kept, the run completed
-    report = open(os.path.join(out, 'report.md')).read()
-    assert report in stdout
-    rows = table_rows(report)
+    text = open(os.path.join(out, 'report.md')).read()
+    assert text in stdout
+    rows = table_rows(text)
     assert list(rows) == ['swiglu', 'polynorm']
     for name, (lr, params, val, train, tokens, seconds, ms, *analyses) in rows.items():
         assert lr == '-' and params.endswith(' M') and 0.01 < float(params[:-2]) < 0.1  # 2 layers of 32, 256 bytes
@@ -331,9 +361,9 @@ def test_restarted_sweep_redoes_nothing(tiny_sweep):
     assert 'starting' not in stdout and 'resuming' not in stdout
     assert [os.path.getmtime(path) for path in ckpts] == mtimes
     assert table_rows(stdout) == table_rows(first)
-    report = open(os.path.join(out, 'report.md')).read()
-    again = subprocess.run([sys.executable, os.path.join(HERE, 'sweep.py'), '--report_only', '--out', out],
-                           capture_output=True, text=True, env=ENV, timeout=300)
-    assert again.returncode == 0 and open(os.path.join(out, 'report.md')).read() == report
+    text = open(os.path.join(out, 'report.md')).read()
+    again = subprocess.run([sys.executable, os.path.join(HERE, 'report.py'), '--out', out],
+                           capture_output=True, text=True, env=ENV, timeout=300)  # from the summary alone
+    assert again.returncode == 0 and open(os.path.join(out, 'report.md')).read() == text
     with pytest.raises(AssertionError, match="other settings"):  # the same folders with another model
         run_sweep(out, data_dir, '--n_embd=64')
