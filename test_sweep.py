@@ -12,11 +12,13 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 import report
 import settings
 import sweep
 from data.shards import write_dataset
+from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 # a run's training time
@@ -114,6 +116,20 @@ def test_settings_for_train_py_are_checked_before_any_run(flag, message, tmp_pat
         sweep.main(['--preset', 'cpu', '--out', str(tmp_path / 'out'), flag])
     assert message in str(e.value) and '\n' not in str(e.value)
     assert not (tmp_path / 'out').exists()  # nothing started
+
+
+def test_plan_counts_the_model_train_py_builds(tmp_path):
+    # the data's meta.json decides the vocabulary when the config leaves it to the data, as train.py does
+    (tmp_path / 'meta.json').write_text(json.dumps({'vocab_size': 65}))
+    (tmp_path / 'chars_train_000000.bin').write_bytes(b'')
+    config = sweep.preset_path('cpu-long')
+    facts = sweep.model_facts(sweep.read_settings(config, {'data_dir': str(tmp_path)}))
+    resolved, _ = settings.resolve([config, f'--data_dir={tmp_path}'])  # as train.py reads it
+    keys = settings.model_keys(resolved)
+    keys['vocab_size'] = keys['vocab_size'] or settings.padded_vocab(65)
+    with torch.device('meta'):  # shapes only
+        model = GPT(GPTConfig(**keys))
+    assert facts == (model.num_params()['non_embedding'], model.flops_per_token())
 
 
 def test_gpu_preset_plans_an_lr_grid(tmp_path, capsys):
