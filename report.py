@@ -325,7 +325,12 @@ def main(argv=None):
     if not os.path.exists(path):
         raise SystemExit(f"no {path}: run the sweep (python sweep.py --out {args.out}) to make it")
     with open(path) as f:
-        write_report(json.load(f), args.out)
+        try:
+            summary = json.load(f)
+        except json.JSONDecodeError as e:  # cut short or edited by hand: say where, not a traceback
+            raise SystemExit(f"{path} is not JSON ({e}); sweep again (python sweep.py --out {args.out}) to "
+                             "rewrite it") from None
+    write_report(summary, args.out)
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@
 dataset = 'shakespeare_char'
 
 # model: ffn_hidden is the non-gated width; SwiGLU takes 2/3 of it, so every activation has the same parameters
+vocab_size = None  # the data's vocabulary (meta.json), rounded up to a multiple of 64
 n_layer = 4
 n_head = 4
 n_embd = 128

@@ -18,6 +18,7 @@
 dataset = 'shakespeare_char'
 
 # model
+vocab_size = None  # the data's vocabulary (meta.json), rounded up to a multiple of 64
 n_layer = 4
 n_head = 4
 n_embd = 64
