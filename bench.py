@@ -6,34 +6,14 @@ What do PolyNorm and PolyReLU cost? This file times them next to ReLU, GELU, ReL
     python bench.py --model config/dense_1b.py --n_layer 4      whole training steps, one per activation
     python bench.py --model quickstart --act_impls plain compiled      the quick start's model, each PolyCom path
 
-The activation suite reports, for each (activation, implementation, shape):
-  - forward and forward+backward time per call. CUDA: calls run back to back in groups, each group between one
-    pair of CUDA events and queued behind a short device sleep, so that the GPU's work is timed and not the host's
-    (see cuda_ms_per_call); the median over the groups. CPU: the median of single calls timed with
-    time.perf_counter. The inputs rotate over enough buffers to exceed 4x the GPU's L2 cache, so every run reads
-    them from memory, as an FFN activation does in training.
-  - effective bandwidth: the bytes the activation cannot avoid moving (forward: read x, write y; backward: read
-    x and dy, write dx; gated activations read two inputs) over the time, as a share of a y.copy_(x) measured in
-    the same run.
-  - saved for backward: the bytes of the tensors autograd keeps between forward and backward, counted with
-    saved_tensors_hooks (exact and the same on any device: the activation memory a model pays per layer).
-  - peak extra (CUDA only): the most memory one forward+backward allocates, saved tensors and temporaries together.
-Implementations: eager (the plain PyTorch code of model.py), ckpt (PolyCom with activation checkpointing), compile
-(torch.compile of the plain code), fused (the Triton kernels of kernels.py), liger (Liger-Kernel's PolyNorm, when
-liger_kernel imports). Each is checked against the float64 definition (model.py's eager code on float64 copies of
-the inputs) before it is timed. Then the activation's share of one whole
-FFN (up projection, activation, down projection, forward+backward) is set next to its share of the FFN's FLOPs,
-counted from the formulas (see flops_per_token below).
-
-The model suite (--model) times forward+backward+AdamW steps of a config with each activation at matched
-parameters (only `activation` changes), for each --act_impls choice of PolyCom's implementation, and for MoE
-configs the grouped-GEMM experts against the reference loop. The variants are built first and then timed in
-interleaved rounds, so that a noisy machine slows them alike.
-
-Both write <out>.md (the table, ready for the README) and <out>.json (every raw figure and the environment).
-On a CPU the defaults shrink to small shapes in float32, and every table says that its figures are CPU figures.
+The activation suite times each (activation, implementation, shape) forward and forward+backward, after checking it
+against the float64 definition; reports its bandwidth against a copy's, the bytes it saves for backward and its
+peak memory; then its share of one whole FFN's time next to its share of the FLOPs. The model suite (--model)
+times forward+backward+AdamW steps of a config with each activation at matched parameters, and for MoE configs the
+grouped-GEMM experts against the loop, the variants interleaved so that a noisy machine slows them alike. The
+README's "Benchmarks" section defines every column. Both write <out>.md (the table) and <out>.json (every raw
+figure and the environment); on a CPU the defaults shrink to small shapes in float32, and the tables say so.
 """
-
 import argparse
 import ast
 import itertools
@@ -62,12 +42,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 IMPLS = ('eager', 'ckpt', 'compile', 'fused', 'liger')
 DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': torch.float32}
 
-# Defaults per device. GPU: the FFN widths of the paper's models (the non-gated width: 4096; 8256 is the dense 1B,
-# whose SwiGLU runs 5504; 16384) at 8192 and 16384 tokens. CPU: small shapes, so the suite takes well under a
-# minute on 2 cores, in float32 since CPUs without bf16 units emulate bf16 matmuls slowly; torch.compile is left
-# out there, as inductor's C++ build of every graph takes about a minute on 2 cores (add it with --impls). One
-# thread: shapes this small gain little from more, and a thread descheduled by other work on a shared machine
-# stalls every op that waits for it, which turned medians of 0.1 ms into 10 ms here.
+# Defaults per device. GPU: the paper's FFN widths (4096; the dense 1B's 8256, whose SwiGLU runs 5504; 16384).
+# CPU: small shapes in float32 (CPUs without bf16 units emulate it slowly), without torch.compile (inductor's C++
+# build takes about a minute a graph on 2 cores; add it with --impls), on one thread, since a thread descheduled
+# by other work on a shared machine stalls every op that waits for it (medians of 0.1 ms read 10 ms here).
 DEFAULTS = {
     'cuda': dict(rows=[8192, 16384], widths=[4096, 8256, 16384], repeats=50, dtype='bfloat16', ffn_embd=2048,
                  activations=list(ACTIVATIONS), impls=list(IMPLS), steps=10, threads=torch.get_num_threads()),
@@ -180,16 +158,11 @@ def measure(run, n_buffers, repeats, device, warmup=WARMUP, host_ahead=True):
 
 
 def cuda_ms_per_call(run, calls, device, host_ahead):
-    """GPU milliseconds per call: the median over GROUPS groups of back-to-back calls, each group between one pair
-    of CUDA events. A custom op with autograd costs the host about 0.1 ms per call before its kernel launches, more
-    than a small kernel's GPU time, so events around each call, or around calls the GPU runs as soon as they come,
-    would time the host. So each group is queued behind a device sleep long enough for the host to queue the whole
-    group first; the GPU then runs it back to back. If the sleep ends before the last call is queued (the host was
-    slower than its last group said, or the launch queue filled), the group is not counted, and the next one is
-    smaller and sleeps longer, up to MAX_SLEEP_MS: a function that synchronizes (its host waits out any sleep)
-    is refused after a few groups, within a second, as is one whose host takes over MAX_SLEEP_MS a call.
-    (CUDA graphs were the other way: every implementation would have to be capturable,
-    torch.compile's, checkpointing's and Liger's included, with its buffers static.)"""
+    """GPU milliseconds per call: the median over GROUPS groups of back-to-back calls, each between one pair of CUDA
+    events and queued behind a device sleep, so that the host's per-call cost (about 0.1 ms for a custom op with
+    autograd, more than a small kernel's GPU time) is not what is timed (README, "Benchmarks", says why not CUDA
+    graphs). A group that the sleep did not cover is not counted, and the next is smaller and sleeps longer, up to
+    MAX_SLEEP_MS: a function that synchronizes (its host waits out any sleep) is refused within a second."""
     if not host_ahead:
         ms, _, _ = timed_group(run, calls, device, 0.0)
         return ms
