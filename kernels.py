@@ -24,6 +24,8 @@ when TRITON_INTERPRET=1 is set before this module is imported (Triton reads it w
 how test_kernels.py checks them against a float64 reference on a CPU-only machine.
 """
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -231,7 +233,7 @@ def _as_rows(x):
 def norm_tiles(n_cols):
     """The PolyNorm kernels' launch settings for rows of n_cols columns: the tile width BLOCK, the width TAIL of the
     last tile of a row swept in tiles (0 when BLOCK divides the row), whether one tile holds the row, and the warps
-    per row. The register table in the README (bench.py --sass-report) is how these were chosen."""
+    per row. The register table in the README (sass.py) is how these were chosen."""
     if n_cols <= MAX_BLOCK:
         block, tail = triton.next_power_of_2(n_cols), 0
     else:
@@ -239,6 +241,12 @@ def norm_tiles(n_cols):
         tail = triton.next_power_of_2(rest) if rest else 0
     # 8 elements per thread, so that each thread loads 16 bytes of bf16 at a time
     return dict(BLOCK=block, TAIL=tail, ONE_TILE=n_cols <= MAX_BLOCK, num_warps=max(4, min(16, block // 256)))
+
+
+def launch_device(device):
+    """The context a kernel launches in: Triton launches on the current CUDA device, which need not be the one
+    that holds the tensors (cuda:1 while cuda:0 is current), so make it theirs."""
+    return torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
 
 
 def _split_partials(partial, order):
@@ -254,9 +262,10 @@ def _poly_norm_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     rstd = torch.empty(*x.shape[:-1], order, dtype=torch.float32, device=x.device)  # (..., r)
     if xr.shape[0] > 0:
-        _poly_norm_fwd_kernel[(xr.shape[0],)](
-            xr, weight.contiguous(), bias, y, rstd, n_cols, eps,
-            ORDER=order, R=triton.next_power_of_2(order), **norm_tiles(n_cols))
+        with launch_device(x.device):
+            _poly_norm_fwd_kernel[(xr.shape[0],)](
+                xr, weight.contiguous(), bias, y, rstd, n_cols, eps,
+                ORDER=order, R=triton.next_power_of_2(order), **norm_tiles(n_cols))
     return y, rstd
 
 
@@ -274,9 +283,10 @@ def _poly_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     partial = torch.empty(xr.shape[0], order + 1, dtype=torch.float32, device=x.device)  # (M, r+1)
     if xr.shape[0] > 0:
-        _poly_norm_bwd_kernel[(xr.shape[0],)](
-            dyr, xr, weight.contiguous(), rstd.contiguous(), dx, partial, n_cols,
-            ORDER=order, R=triton.next_power_of_2(order), **norm_tiles(n_cols))
+        with launch_device(x.device):
+            _poly_norm_bwd_kernel[(xr.shape[0],)](
+                dyr, xr, weight.contiguous(), rstd.contiguous(), dx, partial, n_cols,
+                ORDER=order, R=triton.next_power_of_2(order), **norm_tiles(n_cols))
     dw, db = _split_partials(partial, order)
     return dx, dw, db
 
@@ -309,9 +319,10 @@ def _poly_relu_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     xc = x.contiguous()
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if x.numel() > 0:
-        _poly_relu_fwd_kernel[(triton.cdiv(x.numel(), RELU_BLOCK),)](
-            xc, weight.contiguous(), bias, y, x.numel(),
-            ORDER=order, R=triton.next_power_of_2(order), BLOCK=RELU_BLOCK, num_warps=4)
+        with launch_device(x.device):
+            _poly_relu_fwd_kernel[(triton.cdiv(x.numel(), RELU_BLOCK),)](
+                xc, weight.contiguous(), bias, y, x.numel(),
+                ORDER=order, R=triton.next_power_of_2(order), BLOCK=RELU_BLOCK, num_warps=4)
     return y
 
 
@@ -328,9 +339,10 @@ def _poly_relu_bwd(dy: torch.Tensor, x: torch.Tensor,
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     partial = torch.empty(programs, order + 1, dtype=torch.float32, device=x.device)  # (programs, r+1)
     if programs > 0:
-        _poly_relu_bwd_kernel[(programs,)](
-            dy.contiguous(), x.contiguous(), weight.contiguous(), dx, partial, x.numel(),
-            ORDER=order, R=triton.next_power_of_2(order), BLOCK=RELU_BLOCK, num_warps=4)
+        with launch_device(x.device):
+            _poly_relu_bwd_kernel[(programs,)](
+                dy.contiguous(), x.contiguous(), weight.contiguous(), dx, partial, x.numel(),
+                ORDER=order, R=triton.next_power_of_2(order), BLOCK=RELU_BLOCK, num_warps=4)
     dw, db = _split_partials(partial, order)
     return dx, dw, db
 

@@ -329,13 +329,13 @@ class MoE(nn.Module):
         if self.impl != 'auto':
             return self.impl == 'grouped'
         # torch._grouped_mm wants rows of 16-byte multiples, and takes bf16 everywhere but float32 only in
-        # eager mode on the CPU; GPUs older than Hopper lack its kernels. Elsewhere the loop is the answer.
+        # eager mode on the CPU (never float64); GPUs older than Hopper lack its kernels. Elsewhere the loop.
         if not all(d % 8 == 0 for d in self.w_up.shape[1:]):
             return False
-        bf16 = compute_dtype(x) == torch.bfloat16
+        dtype = compute_dtype(x)
         if x.is_cuda:
-            return bf16 and torch.cuda.get_device_capability(x.device) >= (9, 0)
-        return bf16 or not torch.compiler.is_compiling()
+            return dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device) >= (9, 0)
+        return dtype == torch.bfloat16 or (dtype == torch.float32 and not torch.compiler.is_compiling())
 
     def expert_ffn(self, h, expert, w_gate, w_up, w_down, mm):
         """One FFN applied with matmul `mm`, so that the loop and the grouped path share the math. expert: whose

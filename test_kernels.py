@@ -4,13 +4,16 @@ the paper's formulas, forward and backward. On a CPU-only machine the kernels ru
 Run: python -m pytest -q test_kernels.py
 """
 
+import contextlib
 
+import numpy
 import pytest
 import torch
 
 # conftest.py sets TRITON_INTERPRET=1 on machines without a GPU, before kernels.py is imported (Triton reads it
 # when a kernel is defined): the kernels then run on CPU tensors in Triton's interpreter; with a GPU, on CUDA.
-pytest.importorskip("triton", reason="Triton is not installed; kernels.py is optional and the model runs without it")
+triton = pytest.importorskip("triton", reason="Triton is not installed; kernels.py is optional and the model runs "
+                                              "without it")
 import kernels  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -19,6 +22,19 @@ if DEVICE == "cpu" and not kernels.INTERPRETED:
                 "when it is unset)", allow_module_level=True)
 
 EPS = 1e-6
+
+
+def version(text):
+    return tuple(int(part) for part in text.split('.')[:2])
+
+
+# Triton's interpreter up to 3.6 reads a runtime loop bound with int() of a 1-element array, which numpy 2.4 refuses
+# (fixed by triton-lang/triton#9172): a CPU-only bug that tiled PolyNorm rows meet; compiled kernels are unaffected.
+old_interpreter = pytest.mark.skipif(
+    kernels.INTERPRETED and version(triton.__version__) < (3, 7) and version(numpy.__version__) >= (2, 4),
+    reason=f"triton {triton.__version__}'s interpreter breaks on numpy {numpy.__version__} in a runtime-bounded "
+           "loop (triton-lang/triton#9172); install numpy<2.4 or a newer triton")
+
 FUSED = {"norm": lambda x, w, b: kernels.poly_norm_fused(x, w, b, EPS), "relu": kernels.poly_relu_fused}
 
 
@@ -82,13 +98,14 @@ def test_matches_float64_reference(device, op, order, dtype, width):
 
 
 @pytest.mark.parametrize("width", [4097, 8256])
-@pytest.mark.parametrize("op", ["norm", "relu"])
+@pytest.mark.parametrize("op", [pytest.param("norm", marks=old_interpreter), "relu"])
 def test_wide_rows_are_processed_in_tiles(device, op, width):
     # past MAX_BLOCK a PolyNorm row is swept in tiles; 4097 ends in a 1-wide tail, 8256 (the dense 1B) in a 64-wide one
     torch.manual_seed(0)
     assert_matches_reference(op, torch.randn(2, width, device=device).to(torch.bfloat16), order=3)
 
 
+@old_interpreter
 @pytest.mark.parametrize("width", [65, 100, 192])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("order", [2, 4])
@@ -113,6 +130,13 @@ def test_tiles_leave_little_padding():
             assert (t["TAIL"] == 0) == (rest == 0) and rest <= t["TAIL"] < 2 * rest + (rest == 0)
     assert kernels.norm_tiles(8256) == dict(BLOCK=2048, TAIL=64, ONE_TILE=False, num_warps=8)
     assert kernels.norm_tiles(4096) == dict(BLOCK=4096, TAIL=0, ONE_TILE=True, num_warps=16)
+
+
+def test_kernels_launch_on_the_tensors_device():
+    # Triton launches on the current CUDA device; cuda:1's tensors must not be launched on cuda:0
+    guard = kernels.launch_device(torch.device("cuda", 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert isinstance(kernels.launch_device(torch.device("cpu")), contextlib.nullcontext)
 
 
 @pytest.mark.parametrize("layout", ["transposed", "strided"])

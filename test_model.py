@@ -475,6 +475,18 @@ def test_moe_auto_picks_grouped_where_it_applies():
     assert not MoE(tiny(n_experts=4, top_k=2, n_embd=30, n_head=3, moe_ffn_hidden=45)).use_grouped(torch.zeros(1))
 
 
+def test_float64_moe_auto_takes_the_loop():
+    # torch._grouped_mm refuses float64 ("Expected mat_a to be Float32, BFloat16 or Float16")
+    torch.manual_seed(0)
+    moe = MoE(tiny(n_experts=4, top_k=2)).double()
+    for p in moe.parameters():  # MoE leaves its weights to GPT's init
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(2, 8, moe.w_up.shape[1], dtype=torch.float64)
+    assert not moe.use_grouped(x)
+    y, _ = moe(x)
+    assert y.dtype == torch.float64 and torch.isfinite(y).all()
+
+
 def test_compiled_float32_moe_falls_back_to_the_loop():
     # compiled torch._grouped_mm accepts only bf16; in float32, 'auto' must pick the loop (graph breaks allowed)
     torch._dynamo.reset()
