@@ -15,7 +15,6 @@ README's "Benchmarks" section defines every column. Both write <out>.md (the tab
 figure and the environment); on a CPU the defaults shrink to small shapes in float32, and the tables say so.
 """
 import argparse
-import ast
 import itertools
 import json
 import math
@@ -31,7 +30,8 @@ import torch
 
 from common import cpu_name, model_config, peak_flops
 from data.shards import atomic_write
-from model import ACT_IMPLS, ACTIVATIONS, FFN, GATED, GPT, GPTConfig, make_activation, read_config, swiglu_width
+from model import ACT_IMPLS, ACTIVATIONS, FFN, GATED, GPT, GPTConfig, make_activation, swiglu_width
+from settings import QUICKSTART, data_vocab, resolve
 
 try:  # the fused Triton kernels; without Triton their rows say why they did not run
     import kernels
@@ -614,29 +614,6 @@ def run_activations(args, device):
 # 6. The model suite: whole training steps
 
 
-def quick_start_settings():
-    """The quick start's model and micro batch: train.py's QUICK_START_MODEL and TRAINING['micro_batch_size'],
-    read from its source (plain dict(...) literals) rather than imported, since a script never imports another;
-    GPTConfig's defaults fill the other keys. The numbers stay in one place."""
-    path = os.path.join(HERE, 'train.py')
-    found = {}
-    try:
-        with open(path) as f:
-            tree = ast.parse(f.read())
-        for node in ast.walk(tree):
-            name = getattr(node.targets[0], 'id', None) if isinstance(node, ast.Assign) else None
-            if name in ('QUICK_START_MODEL', 'TRAINING'):
-                found[name] = {k.arg: k.value for k in node.value.keywords}
-        settings = {k: ast.literal_eval(v) for k, v in found['QUICK_START_MODEL'].items()}
-        settings['micro_batch_size'] = ast.literal_eval(found['TRAINING']['micro_batch_size'])
-    except (OSError, SyntaxError, ValueError, KeyError, AttributeError) as e:
-        raise SystemExit(f"--model {QUICK_START}: could not read QUICK_START_MODEL and TRAINING's micro_batch_size "
-                         f"from {path} ({type(e).__name__}: {e}); give a config file instead") from None
-    # None means the data's vocabulary; the quick start's corpus (stdlib) is UTF-8 bytes
-    settings['vocab_size'] = settings.get('vocab_size') or 256
-    return settings
-
-
 def model_variants(args, moe):
     """(activation, act_impl, moe_impl, compile mode) of every row, in table order."""
     if moe:
@@ -690,19 +667,20 @@ def warm_up(cfg, batch_size, compile_mode, args, device):
 
 
 def model_settings(args):
-    """The model and micro batch that --model names, with --n_layer and --block_size applied: the one place that
-    reads a config."""
-    settings = quick_start_settings() if args.model == QUICK_START else read_config(args.model)
-    settings.update({k: getattr(args, k) for k in ('n_layer', 'block_size') if getattr(args, k) is not None})
-    return settings
+    """The settings of the model --model names, resolved as train.py resolves them (settings.resolve), with
+    --n_layer and --block_size applied."""
+    config, _ = resolve([QUICKSTART if args.model == QUICK_START else args.model])
+    config['vocab_size'] = data_vocab(config)
+    config.update({k: getattr(args, k) for k in ('n_layer', 'block_size') if getattr(args, k) is not None})
+    return config
 
 
 def run_model(args, device):
     """Every variant built and warmed first, then timed in ROUNDS interleaved rounds of args.steps steps each;
     a variant's figure is the median of its rounds."""
     settings = model_settings(args)
-    batch_size = args.batch_size or settings.get('micro_batch_size', 1)
-    moe = settings.get('n_experts', 0) > 0
+    batch_size = args.batch_size or settings['micro_batch_size']
+    moe = settings['n_experts'] > 0
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
     rows, steps = [], {}
     with compile_room(2 * len(model_variants(args, moe))):

@@ -614,7 +614,5 @@ def summary(cfg):
 if __name__ == '__main__':  # python model.py CONFIG [--key=value ...]: the model a config means, in numbers
     import settings
     config, _ = settings.resolve(sys.argv[1:])
-    if config['vocab_size'] is None:  # the data decides it in train.py; gpt2's is the common case
-        config['vocab_size'] = GPTConfig.vocab_size
-        print(f"vocab_size: None (the data's) in the config; counted with {GPTConfig.vocab_size}")
+    config['vocab_size'] = settings.data_vocab(config)  # as train.py decides it, when the config leaves it to the data
     print(summary(GPTConfig(**settings.model_keys(config))))

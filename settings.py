@@ -12,6 +12,7 @@ config file, a run is the quick start, config/quickstart.py.
 
 import ast
 import difflib
+import json
 import os
 import sys
 
@@ -119,6 +120,20 @@ def model_keys(config):
 def padded_vocab(n):
     """vocab_size=None's choice: the data's vocabulary rounded up to a multiple of 64, for faster matmuls."""
     return -(-n // 64) * 64
+
+
+def data_vocab(config):
+    """The vocab_size a run of config trains with, for scripts that build its model without its data (bench.py,
+    sweep.py, model.py): its own, or the prepared data's (meta.json) as train.py pads it, or gpt2's 50304 when
+    the data is not prepared yet."""
+    if config['vocab_size'] is not None:
+        return config['vocab_size']
+    folder = config['data_dir'] or os.path.join(HERE, 'data', config['dataset'])
+    try:
+        with open(os.path.join(folder, 'meta.json')) as f:
+            return padded_vocab(json.load(f)['vocab_size'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 50304
 
 
 # -----------------------------------------------------------------------------

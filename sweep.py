@@ -50,7 +50,7 @@ import checkpoint
 from common import cpu_name, model_config
 from data.shards import atomic_write
 from model import ACTIVATIONS, GPT
-from settings import EXIT_DIVERGED, padded_vocab, resolve
+from settings import EXIT_DIVERGED, data_vocab, resolve
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TRAIN = os.path.join(ROOT, 'train.py')
@@ -196,12 +196,7 @@ def count_runs(spec):
 def model_facts(settings):
     """(non-embedding parameters, training FLOPs per token) of the preset's model, built on the meta device
     (shapes only); the vocabulary from the data's meta.json when the config leaves it to the data."""
-    keys = dict(settings)
-    target, ready = data_folder(settings)
-    if keys['vocab_size'] is None and ready:  # the data's, as train.py decides it
-        with open(os.path.join(target, 'meta.json')) as f:
-            keys['vocab_size'] = padded_vocab(json.load(f)['vocab_size'])
-    keys['vocab_size'] = keys['vocab_size'] or 50304  # before the data is there: gpt2's
+    keys = {**settings, 'vocab_size': data_vocab(settings)}
     with torch.device('meta'):
         model = GPT(model_config(keys))
     return model.num_params()['non_embedding'], model.flops_per_token()

@@ -1,6 +1,7 @@
 """Tests of bench.py on the CPU: the suites run end to end on tiny shapes, and the cost models, the memory
 counting and the timing loop are checked against values worked out by hand."""
 
+import argparse
 import builtins
 import json
 import os
@@ -283,8 +284,8 @@ def test_model_suite_dense_and_moe(tmp_path):
 
 
 def test_model_suite_quick_start_compares_act_impls(tmp_path):
-    settings = bench.quick_start_settings()  # train.py's quick start, read from its source
-    assert settings['vocab_size'] == 256 and settings['micro_batch_size'] > 0
+    settings = bench.model_settings(argparse.Namespace(model='quickstart', n_layer=None, block_size=None))
+    assert settings['n_embd'] == 128 and settings['micro_batch_size'] == 16  # config/quickstart.py, as train.py reads it
     report = bench.main(['--device', 'cpu', '--model', 'quickstart', '--n_layer', '1', '--batch_size', '2',
                          '--steps', '1', '--activations', 'relu2', 'polynorm', '--act_impls', 'plain', 'compiled',
                          '--out', str(tmp_path / 'quick')])
@@ -295,18 +296,11 @@ def test_model_suite_quick_start_compares_act_impls(tmp_path):
     for r in runs:
         assert 'error' not in r, r
         assert (r['n_embd'], r['block_size'], r['vocab_size'], r['n_layer']) == (
-            settings['n_embd'], settings['block_size'], 256, 1)
+            settings['n_embd'], settings['block_size'], settings['vocab_size'], 1)
         assert len(r['round_ms']) == bench.ROUNDS and r['step_ms'] == sorted(r['round_ms'])[1]
     table = table_rows(open(tmp_path / 'quick.md').read())
     assert [row[:2] for row in table] == [['relu2', '-'], ['polynorm', 'plain'], ['polynorm', 'compiled']]
     assert table[0][4] == '1.00x'  # the ratio column: each step against the first activation's
-
-
-def test_quick_start_without_its_settings_says_so(tmp_path, monkeypatch):
-    (tmp_path / 'train.py').write_text("TRAINING = dict(micro_batch_size=16)\n")  # no QUICK_START_MODEL
-    monkeypatch.setattr(bench, 'HERE', str(tmp_path))
-    with pytest.raises(SystemExit, match="could not read QUICK_START_MODEL"):
-        bench.quick_start_settings()
 
 
 def test_fused_kernels_in_the_triton_interpreter(tmp_path):

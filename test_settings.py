@@ -164,15 +164,16 @@ def test_print_config_shows_every_key_and_its_source_without_importing_torch():
 def test_every_config_resolves_and_means_one_model_everywhere(path):
     """train.py, sweep.py, bench.py --model and `python model.py` build a config's model from settings.resolve:
     the same GPTConfig, whatever the script."""
+    import argparse
+
     import bench
     import sweep
     from model import GPTConfig, summary
     config = resolve(path)
-    keys = settings.model_keys(config)
-    keys['vocab_size'] = keys['vocab_size'] or GPTConfig.vocab_size  # left to the data: counted as gpt2's
-    expected = GPTConfig(**keys)
+    expected = GPTConfig(**{**settings.model_keys(config), 'vocab_size': settings.data_vocab(config)})
     assert settings.model_keys(sweep.read_settings(path, {})) == settings.model_keys(config)
-    assert bench.model_from_config(path) == expected
+    benched = bench.model_settings(argparse.Namespace(model=path, n_layer=None, block_size=None))
+    assert GPTConfig(**settings.model_keys(benched)) == expected
     printed = subprocess.run([sys.executable, 'model.py', path], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert printed.returncode == 0, printed.stderr
     assert summary(expected) in printed.stdout
