@@ -235,7 +235,7 @@ def test_lm_eval_scores_a_task_as_eval_py_does(gpt2, tmp_path, monkeypatch):
 
     monkeypatch.chdir(TASK)  # the YAML names its jsonl relative to the working directory
     out = lm_eval.simple_evaluate(model='hf', model_args=f'pretrained={to},trust_remote_code=True',
-                                  tasks=['mc_tiny'], task_manager=TaskManager(include_path=TASK), device='cpu',
+                                  tasks=['mc_tiny'], task_manager=TaskManager(include_path=TASK, include_defaults=False), device='cpu',
                                   batch_size=4, bootstrap_iters=0, log_samples=True)
     theirs = out['results']['mc_tiny']
     samples = sorted(out['samples']['mc_tiny'], key=lambda s: s['doc_id'])
