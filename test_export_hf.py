@@ -89,9 +89,22 @@ def export(model, tmp_path, meta=BYTES):
     return to
 
 
+def import_transformers():
+    """transformers, imported once with this folder off sys.path: transformers 5 looks for the Hugging Face
+    `kernels` package by importing any top-level module of that name it finds, and this project's kernels.py
+    (not that package) fails to import without Triton. transformers remembers the answer for later imports."""
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != ROOT]
+    try:
+        import transformers.modeling_utils  # where the check runs
+    finally:
+        sys.path[:] = saved
+    return transformers
+
+
 def load_hf(folder):
     """The export through AutoModelForCausalLM, every parameter filled from the file and none left over."""
-    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM = import_transformers().AutoModelForCausalLM
     model, info = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
     assert not any(info[key] for key in ('missing_keys', 'unexpected_keys', 'mismatched_keys')), info
     return model.eval()
@@ -181,7 +194,7 @@ def test_a_sharded_checkpoint_exports_the_same_weights(tmp_path):
 
 @needs_transformers
 def test_gpt2_data_gets_a_tokenizer_that_tokenizes_as_tiktoken(gpt2, tmp_path):
-    from transformers import AutoTokenizer
+    AutoTokenizer = import_transformers().AutoTokenizer
     encode, _ = gpt2
     to = export(tiny_gpt(vocab_size=50304), tmp_path, gpt2_meta('test'))
     tokenizer = AutoTokenizer.from_pretrained(to)
@@ -225,6 +238,7 @@ def test_lm_eval_scores_a_task_as_eval_py_does(gpt2, tmp_path, monkeypatch):
     for name, value in (('HF_DATASETS_OFFLINE', '1'), ('HF_HUB_OFFLINE', '1'),
                         ('HF_DATASETS_CACHE', str(tmp_path / 'datasets'))):
         monkeypatch.setenv(name, value)
+    import_transformers()
     lm_eval = pytest.importorskip('lm_eval', reason='lm-evaluation-harness is not installed: pip install "lm_eval[hf]"')
     pytest.importorskip('accelerate', reason="lm-eval's hf model needs accelerate: pip install \"lm_eval[hf]\"")
     from lm_eval.tasks import TaskManager
