@@ -2,7 +2,7 @@
 Export a trained checkpoint as a Hugging Face transformers model folder.
 
     python export_hf.py --out_dir=out --to=hf_out
-    python export_hf.py --out_dir=out/dense_1b_polynorm --to=hf/dense_1b_polynorm --overwrite   # replace an export
+    python export_hf.py --out_dir=out/dense_1b_polynorm --to=exports/dense_1b_polynorm --overwrite   # replace an earlier export
 
 The folder holds config.json, the weights as model.safetensors (float32, as trained), modeling_polycom.py (this
 project's forward restated for transformers, copied from hf/), the gpt2 tokenizer's files when the data was
@@ -152,10 +152,14 @@ model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
 - Generation: `model.generate` works without a KV cache: each new token recomputes the whole context window.
 - Loss: with `labels`, the mean next-token cross-entropy only (an MoE's auxiliary losses are not added).
 - Weights in float32, as trained.
+{lm_eval_note(meta)}"""
 
-Score it with lm-evaluation-harness (gpt2 tokenizer only):
-`lm_eval --model hf --model_args pretrained=FOLDER,trust_remote_code=True --tasks hellaswag,arc_easy,piqa`
-"""
+
+def lm_eval_note(meta):
+    if meta['tokenizer'] != 'gpt2':  # lm-eval tokenizes with the folder's tokenizer
+        return "\nlm-evaluation-harness needs a tokenizer that transformers loads, which byte and character data lack.\n"
+    return ("\nScore it with lm-evaluation-harness:\n"
+            "`lm_eval --model hf --model_args pretrained=FOLDER,trust_remote_code=True --tasks hellaswag,arc_easy,piqa`\n")
 
 
 def is_export(path):

@@ -174,6 +174,7 @@ def test_padded_rows_compute_what_they_compute_alone(tmp_path):
 
 
 @needs_safetensors
+@pytest.mark.filterwarnings('ignore:torch.distributed is disabled')  # saving in one process is the point here
 def test_a_sharded_checkpoint_exports_the_same_weights(tmp_path):
     """The sharded ckpt/ of an fsdp run (written here in one process) gives the same model.safetensors."""
     from safetensors.torch import load_file
