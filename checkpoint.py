@@ -7,6 +7,7 @@ resume) and the log, log.jsonl (one JSON record per line).
     resume(out_dir, fsdp, model, optimizer, config) -> state    the run back, exactly where it was saved
     load_checkpoint(out_dir)    a trained model, ready to sample, evaluate or analyze
     read_log(out_dir), append_log(out_dir, record), trim_log(out_dir, step)
+    start_wandb(cfg, run_id)    the W&B run that the log's records also go to (wandb_log=True)
 """
 
 import glob
@@ -295,6 +296,18 @@ def log_records(out_dir):
             except json.JSONDecodeError:
                 records.append((n, None, line))
     return records
+
+
+def start_wandb(cfg, run_id=None):
+    """The Weights & Biases run that a training run's log records also go to: run_id (kept in the checkpoint)
+    continues the same W&B run after a resume. A missing wandb is one line, before any step is trained."""
+    try:
+        import wandb
+    except ImportError:
+        raise SystemExit("wandb_log=True needs the wandb package: pip install wandb (or --wandb_log=False)") from None
+    name = cfg.wandb_run_name or os.path.basename(os.path.abspath(cfg.out_dir))
+    return wandb.init(project=cfg.wandb_project, name=name, config=vars(cfg), id=run_id, resume='allow',
+                      reinit='finish_previous')  # a second run in one process (tests) is a run of its own
 
 
 def trim_log(out_dir, step):

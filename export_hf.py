@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 
-from common import load_checkpoint
+from checkpoint import load_checkpoint
 
 MODELING = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'hf', 'modeling_polycom.py')
 

@@ -59,11 +59,15 @@ TRAINING = dict(
     task_interval=0,  # score `task` every this many steps and at max_steps, into log.jsonl; 0 = off
     task='hellaswag',  # 'hellaswag' (downloaded to data/hellaswag/ on first use) or a generic multiple-choice .jsonl
     task_limit=0,  # score only the first task_limit items; 0 = all
+    # run tracking with Weights & Biases (optional: pip install wandb), as nanoGPT names its keys
+    wandb_log=False,  # True: log what log.jsonl gets to W&B too (WANDB_MODE=offline keeps it on this machine)
+    wandb_project='polycom',  # the W&B project
+    wandb_run_name=None,  # None: out_dir's folder name
 )
 
 # keys whose default is None, or that take None as well: None or this type
 OPTIONAL = {'vocab_size': int, 'data_dir': str, 'stop_step': int, 'device': str, 'dtype': str,
-            'compile': bool, 'peak_flops': float, 'threads': int}
+            'compile': bool, 'peak_flops': float, 'threads': int, 'wandb_run_name': str}
 CHOICES = {'init_from': ('scratch', 'resume'), 'device': (None, 'cpu', 'cuda'), 'dtype': (None, 'float32', 'bfloat16')}
 RANGES = [  # (keys, test, what the test asks); None passes (see OPTIONAL)
     (('block_size', 'n_layer', 'n_head', 'n_embd', 'threads', 'tokens_per_step', 'micro_batch_size', 'max_steps',

@@ -315,9 +315,10 @@ def log_tail(path, lines=15):
 # 5. Running the runs, up to --parallel train.py subprocesses at a time
 
 
-def child_env(parallel):
-    """The environment of each train.py: the cores shared out between the runs side by side."""
-    env = dict(os.environ)
+def child_env(parallel, out):
+    """The environment of each train.py: the cores shared out between the runs side by side, and the sweep's
+    folder as the W&B group of its runs (with --wandb_log=True; each run is named after its folder)."""
+    env = {'WANDB_RUN_GROUP': os.path.basename(os.path.abspath(out)), **os.environ}
     if 'OMP_NUM_THREADS' not in env:
         env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // parallel))
     return env
@@ -406,7 +407,7 @@ def waiting_runs(runs, finals, busy, config, overrides, max_steps):
 def run_all(spec, config, overrides, max_steps, parallel):
     """Run every planned run to its end, up to `parallel` at a time, planning the other seeds as each lr
     grid finishes; return (finals: run folder -> final val loss, the runs)."""
-    env = child_env(parallel)
+    env = child_env(parallel, spec['out'])
     finals, running = {}, []
 
     def on_signal(signum, frame):

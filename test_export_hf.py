@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import export_hf
-from common import atomic_save
+from checkpoint import atomic_save
 from data import tasks
 from data.shards import get_tokenizer, gpt2_meta
 from model import ACTIVATIONS, GPT, GPTConfig

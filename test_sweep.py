@@ -175,9 +175,11 @@ def test_run_state_from_log_and_checkpoint(tmp_path):
 def test_child_threads_share_the_cores(monkeypatch):
     monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
     monkeypatch.setattr(os, 'cpu_count', lambda: 8)
-    assert sweep.child_env(2)['OMP_NUM_THREADS'] == '4' and sweep.child_env(16)['OMP_NUM_THREADS'] == '1'
+    assert sweep.child_env(2, 'out/sw')['OMP_NUM_THREADS'] == '4'
+    assert sweep.child_env(16, 'out/sw')['OMP_NUM_THREADS'] == '1'
     monkeypatch.setenv('OMP_NUM_THREADS', '3')
-    assert sweep.child_env(2)['OMP_NUM_THREADS'] == '3'  # the user's choice stays
+    assert sweep.child_env(2, 'out/sw')['OMP_NUM_THREADS'] == '3'  # the user's choice stays
+    assert sweep.child_env(2, 'out/sw')['WANDB_RUN_GROUP'] == 'sw'  # the sweep's runs, one W&B group
 
 
 # -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Tests for train.py and sample.py: tiny models, a few dozen steps, all on the CPU
 
 The distributed tests start 2 processes with torchrun over gloo, as a GPU cluster would with NCCL.
 """
+import glob
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -445,3 +447,50 @@ def test_load_model_returns_the_trained_model_and_its_config(baseline):
     assert not model.training and config['n_layer'] == 2 and config['max_steps'] == 24
     ckpt = torch.load(os.path.join(baseline, 'ckpt.pt'), weights_only=True)
     assert all(torch.equal(model.state_dict()[k], ckpt['model'][k]) for k in ckpt['model'])
+
+
+# -----------------------------------------------------------------------------
+# run tracking
+
+
+class FakeWandb:
+    """wandb's init and log as train.py uses them, recorded."""
+    def __init__(self):
+        self.inits, self.records = [], []
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        return types.SimpleNamespace(id=kwargs['id'] or 'run1', log=lambda record, step: self.records.append(
+            (step, record)))
+
+
+def test_wandb_gets_what_the_log_gets_and_keeps_its_run_across_a_resume(tmp_path, data_dir, monkeypatch):
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, 'wandb', fake)
+    out = run(tmp_path, data_dir, '--wandb_log=True', '--wandb_project=p', f'--stop_step={STOP}')
+    run(out, data_dir, '--wandb_log=True', '--wandb_project=p', '--init_from=resume')
+    with open(os.path.join(out, 'log.jsonl')) as f:
+        logged = [json.loads(line) for line in f]
+    assert [record for _, record in fake.records] == logged  # every record, in order, across the resume
+    assert all(step == record['step'] for step, record in fake.records)
+    first, again = fake.inits
+    assert first['project'] == 'p' and first['name'] == os.path.basename(out) and first['id'] is None
+    assert again['id'] == 'run1' and again['resume'] == 'allow'  # the resumed run continues the same W&B run
+
+
+def test_wandb_missing_is_one_line(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'wandb', None)  # import wandb fails
+    with pytest.raises(SystemExit, match=r"^wandb_log=True needs the wandb package: pip install wandb"):
+        run(tmp_path, data_dir, '--wandb_log=True', '--max_steps=1')
+
+
+def test_wandb_offline_run_holds_the_logged_records(tmp_path, data_dir):
+    pytest.importorskip('wandb', reason="wandb is not installed")
+    env = {**ENV, 'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}
+    cmd = [sys.executable, 'train.py', *TINY, f'--data_dir={data_dir}', f'--out_dir={tmp_path / "run"}',
+           '--max_steps=8', '--wandb_log=True', '--wandb_run_name=tiny']
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (records,) = glob.glob(str(tmp_path / 'wandb' / 'offline-run-*' / '*.wandb'))
+    data = open(records, 'rb').read()  # wandb's record file: protobuf, whose strings stay readable
+    assert b'tiny' in data and b'val_loss' in data and b'tok_per_s' in data

@@ -382,7 +382,7 @@ def train(cfg, meta, rank, world_size, device, stop):
     # steps done, tokens trained on, and seconds spent in training steps (not evaluating, saving, or the first
     # step after each start, which compiles and warms up); all three go on across resumes
     progress = {'step': 0, 'tokens': 0, 'train_time_s': 0.0}
-    interval = new_interval()
+    interval, saved = new_interval(), {}
     if cfg.init_from == 'resume':
         saved = checkpoint.resume(cfg.out_dir, cfg.fsdp, raw, optimizer, vars(cfg))
         train_loader.load_state_dict(saved['loader'])
@@ -394,9 +394,15 @@ def train(cfg, meta, rank, world_size, device, stop):
     elif rank == 0 and os.path.exists(checkpoint.log_path(cfg.out_dir)):
         os.remove(checkpoint.log_path(cfg.out_dir))  # a new run, a new log
 
+    # what log.jsonl gets goes to Weights & Biases too (wandb_log), into the same W&B run across resumes
+    wandb_run = checkpoint.start_wandb(cfg, saved.get('wandb_id')) if cfg.wandb_log and rank == 0 else None
+
     def log(record):
         if rank == 0:
-            checkpoint.append_log(cfg.out_dir, {'step': progress['step'], 'tokens': progress['tokens'], **record})
+            record = {'step': progress['step'], 'tokens': progress['tokens'], **record}
+            checkpoint.append_log(cfg.out_dir, record)
+            if wandb_run:
+                wandb_run.log(record, step=progress['step'])
 
     flops_per_token = raw.flops_per_token(cfg.block_size)
     peak = cfg.peak_flops or (peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None)
@@ -470,7 +476,7 @@ def train(cfg, meta, rank, world_size, device, stop):
             check_finite_weights(raw, step, cfg)
             checkpoint.save(cfg.out_dir, cfg.fsdp, raw, optimizer, {
                 **progress, 'interval': interval, 'loader': train_loader.state_dict(), 'config': vars(cfg),
-                'meta': meta}, rank)
+                'meta': meta, 'wandb_id': wandb_run and wandb_run.id}, rank)
             say(f"saved {checkpoint.checkpoint_path(cfg.out_dir, cfg.fsdp)} at step {step}")
         if stopping:
             say(f"stopped by a signal at step {step}; continue with the same command and --init_from=resume")
