@@ -5,6 +5,7 @@ Tests for settings.py: one path for every script's settings, torch-free.
 """
 import glob
 import os
+import runpy
 import subprocess
 import sys
 from dataclasses import asdict
@@ -161,7 +162,7 @@ def test_print_config_shows_every_key_and_its_source_without_importing_torch():
 
 
 @pytest.mark.parametrize('path', CONFIGS)
-def test_every_config_resolves_and_means_one_model_everywhere(path):
+def test_every_config_resolves_and_means_one_model_everywhere(path, capsys, monkeypatch):
     """train.py, sweep.py, bench.py --model and `python model.py` build a config's model from settings.resolve:
     the same GPTConfig, whatever the script."""
     import argparse
@@ -174,6 +175,6 @@ def test_every_config_resolves_and_means_one_model_everywhere(path):
     assert settings.model_keys(sweep.read_settings(path, {})) == settings.model_keys(config)
     benched = bench.model_settings(argparse.Namespace(model=path, n_layer=None, block_size=None))
     assert GPTConfig(**settings.model_keys(benched)) == expected
-    printed = subprocess.run([sys.executable, 'model.py', path], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert printed.returncode == 0, printed.stderr
-    assert summary(expected) in printed.stdout
+    monkeypatch.setattr(sys, 'argv', ['model.py', path])  # `python model.py CONFIG`, run in this process
+    runpy.run_path(os.path.join(ROOT, 'model.py'), run_name='__main__')
+    assert summary(expected) in capsys.readouterr().out
