@@ -2,7 +2,8 @@
 A training run's files in its out_dir, in one home for every script: the checkpoint (its format, atomic saves,
 resume) and the log, log.jsonl (one JSON record per line).
 
-    prepare_out_dir(out_dir, init_from, overwrite, rank)      before a run: finish a killed save, guard old runs
+    lock_out_dir(out_dir, rank)                                 one run per out_dir (a context), however it ends
+    prepare_out_dir(out_dir, init_from, overwrite, rank) -> 'scratch' or 'resume': finish a killed save, guard runs
     save(out_dir, fsdp, model, optimizer, state, rank)          the run, atomically (train.py)
     resume(out_dir, fsdp, model, optimizer, config) -> state    the run back, exactly where it was saved
     load_checkpoint(out_dir)    a trained model, ready to sample, evaluate or analyze
@@ -10,13 +11,17 @@ resume) and the log, log.jsonl (one JSON record per line).
     start_wandb(cfg, run_id)    the W&B run that the log's records also go to (wandb_log=True)
 """
 
+import errno
+import fcntl
 import glob
 import json
 import os
 import random
 import shutil
+import socket
 import warnings
 import zipfile
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -57,10 +62,42 @@ def fsync_dir(path):
 def atomic_save(obj, path):
     """torch.save through path + '.tmp' (data.shards.atomic_file: on disk, then renamed onto path), streamed
     rather than held in memory: a crash mid-save leaves the old checkpoint whole, and a killed save leaves one
-    temp file that the next save replaces (and finish_interrupted_save removes)."""
-    with atomic_file(path) as f:
-        torch.save(obj, f)
+    temp file that the next save replaces (and finish_interrupted_save removes). A full disk stops the run in
+    one line, the old checkpoint whole and the temp file removed."""
+    try:
+        with atomic_file(path) as f:
+            torch.save(obj, f)
+    except Exception as e:
+        full = disk_full(e)
+        if not full:
+            raise
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+        raise SystemExit(f"could not save {path}: {full.strerror} (it needs about {mib(tensor_bytes(obj))}; its "
+                         f"filesystem has {mib(free)} free, less any quota or ulimit -f); the previous checkpoint "
+                         "is intact: make room, then run again with --init_from=auto") from None
     fsync_dir(os.path.dirname(os.path.abspath(path)))  # the rename itself survives a crash
+
+
+def disk_full(error):
+    """The OSError of a full disk, a quota or a file-size limit behind error, or None (torch.save reports a
+    failed write as a RuntimeError of its own, raised while handling the OSError)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def tensor_bytes(obj):
+    """The bytes of the tensors in a nest of dicts, lists and tuples: about what torch.save writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nbytes
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return sum(tensor_bytes(value) for value in values)
+
+
+def mib(n):
+    return f"{n / 2 ** 20:,.1f} MiB"
 
 
 def is_complete_sharded(path):
@@ -158,9 +195,46 @@ def barrier():
         dist.barrier()
 
 
+@contextmanager
+def lock_out_dir(out_dir, rank):
+    """Hold out_dir for this run while the block runs: one run per out_dir. Rank 0 holds an flock on
+    out_dir/run.lock, which the OS drops however the process ends, so that a crashed or killed run never blocks
+    the next; the file names the holder. A second run into a held out_dir stops at once (every rank)."""
+    refusal, lock = None, None
+    if rank == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        lock = open(os.path.join(out_dir, 'run.lock'), 'a+')  # 'a+': opened without emptying the holder's line
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock.truncate(0)
+            lock.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+            lock.flush()
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "a process that is starting"
+            lock.close()
+            refusal = (f"{out_dir} is in use by another run ({holder}): wait for it to end, or train into "
+                       "another --out_dir")
+        except OSError as e:  # a file system without locks (e.g. Lustre mounted without -o flock)
+            print(f"warning: could not lock {lock.name} ({e.strerror}): two runs into {out_dir} at once would "
+                  "not be kept apart", flush=True)
+    if dist.is_initialized():
+        shared = [refusal]
+        dist.broadcast_object_list(shared)  # rank 0's answer, so that every rank stops together
+        refusal = shared[0]
+    if refusal:
+        raise SystemExit(refusal)
+    try:
+        yield
+    finally:
+        if lock:
+            lock.close()
+
+
 def prepare_out_dir(out_dir, init_from, overwrite, rank):
     """Make out_dir ready for a run: finish or clear what a killed save left (rank 0), and refuse a scratch
-    run that would replace a checkpoint, unless told to (every rank: they all stop together)."""
+    run that would replace a checkpoint, unless told to (every rank: they all stop together). Returns 'scratch'
+    or 'resume': init_from, with 'auto' decided (resume when out_dir holds a checkpoint)."""
     if rank == 0:
         os.makedirs(out_dir, exist_ok=True)
         for line in finish_interrupted_save(out_dir):
@@ -169,16 +243,17 @@ def prepare_out_dir(out_dir, init_from, overwrite, rank):
         if os.path.exists(tmp_log):
             os.remove(tmp_log)
     barrier()
-    if init_from == 'scratch' and not overwrite:
-        for fsdp in (False, True):
-            path = find_checkpoint(out_dir, fsdp)
-            if path:
-                try:
-                    held = f"a run at step {read_checkpoint(path)['step']}"
-                except ValueError:
-                    held = "an unreadable checkpoint"
-                raise SystemExit(f"{path} holds {held}: continue it with --init_from=resume, replace it with "
-                                 "--overwrite=True, or train into another --out_dir")
+    found = [path for path in (find_checkpoint(out_dir, False), find_checkpoint(out_dir, True)) if path]
+    if init_from == 'auto':
+        return 'resume' if found else 'scratch'  # either kind: resume() names one saved with the other fsdp
+    if init_from == 'scratch' and found and not overwrite:
+        try:
+            held = f"a run at step {read_checkpoint(found[0])['step']}"
+        except ValueError:
+            held = "an unreadable checkpoint"
+        raise SystemExit(f"{found[0]} holds {held}: continue it with --init_from=resume, replace it with "
+                         "--overwrite=True, or train into another --out_dir")
+    return init_from
 
 
 def save(out_dir, fsdp, model, optimizer, state, rank):

@@ -5,17 +5,21 @@ checkpoint.py a run's files).
     model_config(config)          the GPTConfig inside a run's config dict
     peak_flops(device_name)       a GPU's dense bf16 FLOP/s, for MFU
     cpu_name()                    the CPU's model name, for reports
-    join_processes(kind)          (rank, world_size, device), joining torchrun's process group when launched by it
+    join_processes(kind, timeout_s)   (rank, world_size, device), joining torchrun's process group when launched by it
+    lost_processes(error, timeout_s)  the one line for a process group's error: a process stopped, or timed out
     check_memory(...), cpu_threads()   refuse what cannot fit; the threads the idle cores allow
     pyplot(), save_figure(fig, path, dpi)   optional matplotlib, and PNGs written whole
 """
 
+import datetime
 import io
 import os
 import platform
+import re
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
 from data.shards import atomic_write
 from model import GPTConfig
@@ -51,10 +55,11 @@ def cpu_name():
         return platform.processor() or platform.machine()
 
 
-def join_processes(kind):
+def join_processes(kind, timeout_s=None):
     """(rank, world_size, device) for device kind 'cuda' or 'cpu'. Launched by torchrun (which sets RANK,
     LOCAL_RANK and WORLD_SIZE for every process), this process joins the process group: nccl from its own GPU,
-    or gloo on the CPU; otherwise it is the only process."""
+    or gloo on the CPU; otherwise it is the only process. timeout_s bounds every wait for the others, joining
+    and each collective (None: torch's default)."""
     if 'RANK' not in os.environ:
         return 0, 1, torch.device(kind)
     cuda = kind == 'cuda'
@@ -62,8 +67,29 @@ def join_processes(kind):
     device = torch.device('cuda', int(os.environ['LOCAL_RANK'])) if cuda else torch.device('cpu')
     if cuda:
         torch.cuda.set_device(device)  # before NCCL starts, so that each process talks from its own GPU
-    dist.init_process_group('nccl' if cuda else 'gloo', device_id=device if cuda else None)
+    timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else default_pg_timeout
+    store, rank, world_size = next(dist.rendezvous('env://', timeout=timeout))  # what init_process_group would do
+    prefix = 'default_pg'
+    if os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True':
+        # torchrun's agent keeps one store for the whole job and gives every restart its address, and the keys
+        # that joining writes (the peers' addresses) have the same names in every attempt: a restart would read
+        # the dead attempt's and connect to dead peers, or hang. The attempt's number keeps them apart.
+        prefix = f"attempt{os.environ['TORCHELASTIC_RESTART_COUNT']}/{prefix}"
+    dist.init_process_group('nccl' if cuda else 'gloo', store=dist.PrefixStore(prefix, store), rank=rank,
+                            world_size=world_size, timeout=timeout, device_id=device if cuda else None)
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def lost_processes(e, timeout_s):
+    """The one line that says what an error of the process group means (a process stopped, or the others waited
+    for it longer than timeout_s); None for any other error."""
+    text = str(e).strip()
+    if not (isinstance(e, dist.DistError) or '/gloo/' in text):
+        return None
+    detail = re.sub(r'^\[[^]]*\] ', '', text.splitlines()[0] if text else type(e).__name__).split('. ')[0]
+    return (f"the processes lost each other ({detail}): a process stopped (see its own error or exit code), or "
+            f"the others waited for it more than dist_timeout_s={timeout_s:g} s; if one process may pause that long "
+            "(a slow checkpoint save, say), raise --dist_timeout_s")
 
 
 # -----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ TRAINING = dict(
     dataset='stdlib',  # shards in data/<dataset>/, made by data/<dataset>/prepare.py (stdlib: made on demand)
     data_dir=None,  # None: data/<dataset> beside train.py
     out_dir='out',  # checkpoint (ckpt.pt, or ckpt/ with fsdp) and log.jsonl
-    init_from='scratch',  # 'scratch' or 'resume' (from out_dir's checkpoint)
+    init_from='scratch',  # 'scratch', 'resume' (from out_dir's checkpoint), or 'auto' (resume if there is one)
     overwrite=False,  # True: a scratch run may replace the checkpoint already in out_dir
     # batch: tokens_per_step = micro_batch_size * block_size * processes * gradient accumulation steps
     tokens_per_step=2048,  # tokens in one optimizer step, over all processes
@@ -47,6 +47,7 @@ TRAINING = dict(
     dtype=None,  # None: 'bfloat16' on GPUs that have it, else 'float32'
     compile=None,  # torch.compile the model; None: on CUDA only (on the CPU it compiles longer than it saves)
     fsdp=False,  # shard parameters, gradients and optimizer state with FSDP2 (launch with torchrun)
+    dist_timeout_s=600,  # seconds a process waits for the others (to join, in a collective), then stops with an error
     threads=None,  # CPU threads per process; None: $OMP_NUM_THREADS if set, else the cores other work leaves idle
     seed=1337,  # sets the initial weights and the order of the training windows: the same seed, the same run
     peak_flops=None,  # the device's dense bf16 FLOP/s for MFU; None: looked up from the GPU's name
@@ -68,10 +69,12 @@ TRAINING = dict(
 # keys whose default is None, or that take None as well: None or this type
 OPTIONAL = {'vocab_size': int, 'data_dir': str, 'stop_step': int, 'device': str, 'dtype': str,
             'compile': bool, 'peak_flops': float, 'threads': int, 'wandb_run_name': str}
-CHOICES = {'init_from': ('scratch', 'resume'), 'device': (None, 'cpu', 'cuda'), 'dtype': (None, 'float32', 'bfloat16')}
+CHOICES = {'init_from': ('scratch', 'resume', 'auto'), 'device': (None, 'cpu', 'cuda'),
+           'dtype': (None, 'float32', 'bfloat16')}
 RANGES = [  # (keys, test, what the test asks); None passes (see OPTIONAL)
     (('block_size', 'n_layer', 'n_head', 'n_embd', 'threads', 'tokens_per_step', 'micro_batch_size', 'max_steps',
-      'stop_step', 'eval_interval', 'eval_steps', 'log_interval', 'ckpt_interval', 'learning_rate', 'peak_flops'),
+      'stop_step', 'eval_interval', 'eval_steps', 'log_interval', 'ckpt_interval', 'learning_rate', 'peak_flops',
+      'dist_timeout_s'),
      lambda v: v > 0, "positive"),
     (('warmup_steps', 'min_lr', 'weight_decay', 'grad_clip', 'task_interval', 'task_limit'), lambda v: v >= 0,
      "zero or positive"),

@@ -178,3 +178,12 @@ def test_every_config_resolves_and_means_one_model_everywhere(path, capsys, monk
     monkeypatch.setattr(sys, 'argv', ['model.py', path])  # `python model.py CONFIG`, run in this process
     runpy.run_path(os.path.join(ROOT, 'model.py'), run_name='__main__')
     assert summary(expected) in capsys.readouterr().out
+
+
+def test_train_py_names_every_training_key_on_its_first_screen():
+    """train.py's docstring lists the training keys by group: none missing, none that does not exist."""
+    with open(os.path.join(ROOT, 'train.py')) as f:
+        first_screen = f.read().split('"""')[1]
+    listed = first_screen.split('The\ntraining keys, by group:')[1].split('. Exit status')[0]
+    names = {name.strip() for group in listed.split('|') for name in group.replace('\n', ' ').split(',')}
+    assert names == set(settings.TRAINING)

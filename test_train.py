@@ -8,8 +8,11 @@ The distributed tests start 2 processes with torchrun over gloo, as a GPU cluste
 import glob
 import json
 import os
+import re
+import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,6 +100,12 @@ def stopped(tmp_path_factory, data_dir):
     return run(tmp_path_factory.mktemp('stopped'), data_dir, f'--stop_step={STOP}')
 
 
+@pytest.fixture(scope='module')
+def ddp_stopped(tmp_path_factory, data_dir):
+    """The stopped run on two processes (DDP)."""
+    return torchrun(2, tmp_path_factory.mktemp('ddp_stopped'), data_dir, f'--stop_step={STOP}')
+
+
 # -----------------------------------------------------------------------------
 # training
 
@@ -181,12 +190,12 @@ def test_logged_loss_is_the_interval_mean_also_across_a_resume(baseline, tmp_pat
     assert losses[24] == pytest.approx(mean(21, 24), rel=1e-12)
 
 
-def test_two_process_ddp_matches_one_process(baseline, tmp_path, data_dir):
-    out = torchrun(2, tmp_path / 'ddp', data_dir)
-    (losses, val_losses), (expected, expected_val) = read_log(out), read_log(baseline)
-    assert losses == pytest.approx(expected, rel=1e-5)
-    assert val_losses == pytest.approx(expected_val, rel=1e-5)
-    assert list(weights(out)) == list(weights(baseline))  # saved unwrapped: no 'module.' prefixes
+def test_two_process_ddp_matches_one_process(baseline, ddp_stopped):
+    (losses, val_losses), (expected, expected_val) = read_log(ddp_stopped), read_log(baseline)
+    assert sorted(losses) == list(range(1, STOP + 1)) and sorted(val_losses) == [8]
+    assert losses == pytest.approx({step: expected[step] for step in losses}, rel=1e-5)
+    assert val_losses[8] == pytest.approx(expected_val[8], rel=1e-5)
+    assert list(weights(ddp_stopped)) == list(weights(baseline))  # saved unwrapped: no 'module.' prefixes
 
 
 def test_fsdp_trains_saves_and_resumes_on_another_number_of_ranks(baseline, stopped, tmp_path, data_dir):
@@ -303,7 +312,7 @@ def test_stale_temp_files_are_cleared_and_saves_fsync_before_renaming(stopped, t
     real_replace = checkpoint.os.replace
     monkeypatch.setattr(checkpoint.os, 'replace', lambda a, b: (order.append('replace'), real_replace(a, b)))
     run(out, data_dir, '--init_from=resume', f'--stop_step={STOP + 1}')
-    assert sorted(os.listdir(out)) == ['ckpt.pt', 'log.jsonl']
+    assert sorted(os.listdir(out)) == ['ckpt.pt', 'log.jsonl', 'run.lock']  # run.lock: see lock_out_dir
     assert order[:2] == ['fsync', 'replace']
 
 
@@ -408,6 +417,138 @@ def test_errors_under_torchrun_are_printed_once_without_tracebacks(tmp_path, dat
     assert result.returncode != 0
     assert output.count("unknown key 'learning_rat'; did you mean --learning_rate?") == 1, output
     assert 'train.py", line' not in output  # no traceback from the training processes
+
+
+# -----------------------------------------------------------------------------
+# what clusters do: a process killed, a peer that never comes, a double launch, a full disk, another world size
+
+# train.py under torchrun with the faults of a restart: rank 0 SIGKILLed before step KILLED + 1 in the first attempt,
+# and rank 1 late to join the next (with the dead attempt's keys still in torchrun's store, that made the restarted
+# processes connect to dead peers or wait for each other forever)
+FAULTY_TRAIN = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import train
+attempt, rank = int(os.environ['TORCHELASTIC_RESTART_COUNT']), int(os.environ['RANK'])
+if attempt and rank == 1:
+    time.sleep(2)
+lr_at = train.lr_at
+
+def lr_or_kill(step, cfg):
+    if (attempt, rank, step) == (0, 0, {killed}):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return lr_at(step, cfg)
+
+train.lr_at = lr_or_kill
+train.main(sys.argv[1:])
+"""
+KILLED = 14  # the steps done when rank 0 dies; the last checkpoint is at step 10
+
+
+def test_a_killed_process_restarts_by_itself_and_ends_with_the_same_weights(baseline, tmp_path, data_dir):
+    script = tmp_path / 'faulty_train.py'
+    script.write_text(FAULTY_TRAIN.format(root=ROOT, killed=KILLED))
+    out = tmp_path / 'out'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '--max_restarts=1',
+           str(script), *TINY, f'--data_dir={data_dir}', f'--out_dir={out}', '--init_from=auto', '--ckpt_interval=5']
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert 'exitcode: -9' in output and f"resumed from {out}/ckpt.pt at step 10" in output
+    # the uninterrupted single process's log and weights (two processes sum the validation loss in another order)
+    (losses, val_losses), (expected, expected_val) = read_log(out), read_log(baseline)
+    assert losses == pytest.approx(expected, rel=1e-6) and val_losses == pytest.approx(expected_val, rel=1e-6)
+    restarted, uninterrupted = weights(out), weights(baseline)
+    for k in uninterrupted:
+        torch.testing.assert_close(restarted[k], uninterrupted[k], rtol=0, atol=1e-6)
+
+
+def test_a_peer_that_never_comes_is_one_line_after_dist_timeout_s(tmp_path, data_dir):
+    # rank 0 of two, launched by hand as torchrun would; rank 1 never comes
+    env = {**ENV, 'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '2', 'MASTER_ADDR': '127.0.0.1',
+           'MASTER_PORT': str(free_port())}
+    cmd = [sys.executable, 'train.py', *TINY, f'--data_dir={data_dir}', f'--out_dir={tmp_path}', '--dist_timeout_s=2']
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 1 and 'Traceback' not in output, output
+    assert output.splitlines()[-1].startswith("the processes lost each other (")  # then torch's reason
+    assert output.splitlines()[-1].endswith("the others waited for it more than dist_timeout_s=2 s; if one process "
+                                            "may pause that long (a slow checkpoint save, say), raise --dist_timeout_s")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_a_second_run_into_a_held_out_dir_is_refused_and_a_killed_one_blocks_nothing(tmp_path, data_dir, capsys):
+    cmd = [sys.executable, 'train.py', *TINY, f'--data_dir={data_dir}', f'--out_dir={tmp_path}', '--max_steps=100000',
+           '--ckpt_interval=1']
+    runs = [subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]  # the same command twice at once: a double submit
+    try:
+        deadline = time.time() + 120
+        while all(p.poll() is None for p in runs):
+            assert time.time() < deadline
+            time.sleep(0.05)
+        refused, holder = sorted(runs, key=lambda p: p.poll() is None)
+        output = refused.communicate(timeout=60)[0]
+        assert refused.returncode == 1 and holder.poll() is None, output
+        assert output.strip().splitlines()[-1] == (f"{tmp_path} is in use by another run (pid {holder.pid} on host "
+                                                   f"{socket.gethostname()}): wait for it to end, or train into "
+                                                   "another --out_dir")
+        log = tmp_path / 'log.jsonl'
+        while not (log.exists() and len(log.read_text().splitlines()) >= 3):  # step 1 saved
+            assert holder.poll() is None and time.time() < deadline, holder.communicate()[0]
+            time.sleep(0.05)
+    finally:
+        for p in runs:
+            p.kill()  # SIGKILL: the holder has no chance to unlock
+            p.wait()
+    step = torch.load(tmp_path / 'ckpt.pt', weights_only=True)['step']
+    run(tmp_path, data_dir, '--max_steps=100000', '--init_from=auto', f'--stop_step={step + 1}')
+    assert f"resumed from {tmp_path}/ckpt.pt at step {step}" in capsys.readouterr().out
+    assert sorted(read_log(tmp_path)[0]) == list(range(1, step + 2))  # one run's steps, each once
+
+
+def test_a_disk_that_fills_during_a_save_keeps_the_last_checkpoint(baseline, stopped, tmp_path, data_dir):
+    out = shutil.copytree(stopped, tmp_path / 'full')
+    path = os.path.join(out, 'ckpt.pt')
+    before = open(path, 'rb').read()
+    limit = len(before) // 2  # ulimit -f: no file may grow past half a checkpoint, so the next save cannot fit
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    cmd = [sys.executable, 'train.py', *TINY, f'--data_dir={data_dir}', f'--out_dir={out}', '--init_from=auto',
+           '--ckpt_interval=2', '--act_impl=plain']  # plain: no compiler, whose files the limit would stop first
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120, preexec_fn=small_disk)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 1 and 'Traceback' not in output, output
+    assert re.fullmatch(rf"could not save {path}: File too large \(it needs about 0\.4 MiB; its filesystem has "
+                        r"[\d,.]+ MiB free, less any quota or ulimit -f\); the previous checkpoint is intact: make "
+                        r"room, then run again with --init_from=auto", output.splitlines()[-1]), output
+    assert open(path, 'rb').read() == before and not os.path.exists(path + '.tmp')
+    run(out, data_dir, '--init_from=auto')  # room again: it goes on from step 12
+    assert read_log(out) == read_log(baseline)
+    resumed, uninterrupted = weights(out), weights(baseline)
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+
+
+def test_a_ddp_checkpoint_of_two_processes_resumes_on_one_and_on_four(baseline, ddp_stopped, tmp_path, data_dir):
+    # the data position is counted in windows over all processes (12 steps x 4 windows of 32 tokens), so it
+    # means the same on any number of them: each step reads the same windows, whatever the split
+    assert torch.load(os.path.join(ddp_stopped, 'ckpt.pt'), weights_only=True)['loader']['index'] == STOP * 4
+    one = run(shutil.copytree(ddp_stopped, tmp_path / 'one'), data_dir, '--init_from=auto')
+    four = torchrun(4, shutil.copytree(ddp_stopped, tmp_path / 'four'), data_dir, '--init_from=auto',
+                    '--micro_batch_size=1')  # 128 tokens per step = 1 x 32 x 4 processes
+    for out in (one, four):
+        (losses, val_losses), (expected, expected_val) = read_log(out), read_log(baseline)
+        assert losses == pytest.approx(expected, rel=1e-5) and val_losses == pytest.approx(expected_val, rel=1e-5)
+        resumed, uninterrupted = weights(out), weights(baseline)
+        for k in uninterrupted:
+            torch.testing.assert_close(resumed[k], uninterrupted[k], rtol=0, atol=1e-5)
 
 
 # -----------------------------------------------------------------------------

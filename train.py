@@ -6,15 +6,16 @@ Train a GPT with PolyCom activations: on a laptop CPU, one GPU, many GPUs or nod
     torchrun --standalone --nproc_per_node=8 train.py config/dense_1b_polynorm.py
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 train.py config/moe_1b7b_polynorm.py
     python train.py <the same arguments> --init_from=resume   # continue from out_dir's checkpoint
+    torchrun --standalone --nproc_per_node=8 --max_restarts=3 train.py <config> --init_from=auto  # restarts resume
     python train.py config/dense_1b_polynorm.py --print_config  # every setting of the run, and where it came from
 
 Settings (settings.py): GPTConfig's defaults (model.py) and the training keys' (settings.TRAINING), then config
 files (plain Python assignments), then --key=value flags. `--help` lists every key with its meaning. The
 training keys, by group: dataset, data_dir, out_dir, init_from, overwrite | tokens_per_step, micro_batch_size |
 learning_rate, min_lr, warmup_steps, max_steps, stop_step, weight_decay, beta1, beta2, grad_clip | device, dtype,
-compile, fsdp, threads, seed, peak_flops | eval_interval, eval_steps, log_interval, ckpt_interval | task_interval,
-task, task_limit. Exit status: 0 done (or stopped by a signal, with a checkpoint), 3 the loss or the weights
-turned non-finite (settings.EXIT_DIVERGED), else 1.
+compile, fsdp, dist_timeout_s, threads, seed, peak_flops | eval_interval, eval_steps, log_interval, ckpt_interval |
+task_interval, task, task_limit | wandb_log, wandb_project, wandb_run_name. Exit status: 0 done (or stopped by a
+signal, with a checkpoint), 3 the loss or the weights turned non-finite (settings.EXIT_DIVERGED), else 1.
 
 The story: 1. processes and devices, 2. data, 3. model, 4. optimizer and schedule, 5. the training loop.
 """
@@ -41,7 +42,7 @@ import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 import checkpoint  # noqa: E402
-from common import check_memory, cpu_threads, join_processes, model_config, peak_flops  # noqa: E402
+from common import check_memory, cpu_threads, join_processes, lost_processes, model_config, peak_flops  # noqa: E402
 from data.shards import ShardError, ShardLoader, read_meta  # noqa: E402
 from data.tasks import evaluate_task, load_task  # noqa: E402
 from model import GPT, summary  # noqa: E402
@@ -67,7 +68,7 @@ def start_processes(config):
     if config['fsdp'] and 'RANK' not in os.environ:  # torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
         raise SystemExit("fsdp=True shards the model over processes: launch with torchrun "
                          "(e.g. torchrun --standalone --nproc_per_node=8 train.py ...), or use --fsdp=False")
-    return join_processes(kind)
+    return join_processes(kind, config['dist_timeout_s'])
 
 
 def decide(config, device, rank):
@@ -327,6 +328,8 @@ def catch_stop_signals():
     """On SIGINT or SIGTERM, set the returned event: the loop finishes its step, saves and stops. The
     signal's old handler comes back at once, so a second Ctrl-C interrupts as usual."""
     stop, previous = threading.Event(), {}
+    if hasattr(signal, 'SIGXFSZ'):  # past a file-size limit (ulimit -f) a write fails like on a full disk, not a kill
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     def handler(signum, frame):
         stop.set()
@@ -347,9 +350,15 @@ def main(argv=None):
         rank, world_size, device = start_processes(config)
         cfg, meta = decide(config, device, rank)
         torch.set_num_threads(cfg.threads)
-        train(cfg, meta, rank, world_size, device, stop)
+        with checkpoint.lock_out_dir(cfg.out_dir, rank):  # one run per out_dir
+            train(cfg, meta, rank, world_size, device, stop)
     except ShardError as e:  # a bad shard met mid-run, when the loader opens it
         raise SystemExit(str(e)) from None
+    except RuntimeError as e:  # a process that stopped, or one that the others waited for too long
+        line = lost_processes(e, config['dist_timeout_s'])
+        if line is None:
+            raise
+        raise SystemExit(line if rank == 0 else 1) from None
     except SystemExit as e:
         if rank != 0 and isinstance(e.code, str):  # every process stops; rank 0 says why, once
             raise SystemExit(EXIT_DIVERGED if isinstance(e, Diverged) else 1) from None
@@ -370,7 +379,7 @@ def train(cfg, meta, rank, world_size, device, stop):
     evaluations and checkpoints along the way."""
     say = print if rank == 0 else (lambda *args, **kwargs: None)
     grad_accum = gradient_accumulation(cfg, world_size)
-    checkpoint.prepare_out_dir(cfg.out_dir, cfg.init_from, cfg.overwrite, rank)
+    init_from = checkpoint.prepare_out_dir(cfg.out_dir, cfg.init_from, cfg.overwrite, rank)  # 'auto' decided
     train_loader, val_loader = make_loaders(cfg, meta, rank, world_size)
     say("config:\n" + '\n'.join(f"  {key} = {value!r}" for key, value in vars(cfg).items()))
     say(summary(model_config(vars(cfg))))
@@ -383,7 +392,7 @@ def train(cfg, meta, rank, world_size, device, stop):
     # step after each start, which compiles and warms up); all three go on across resumes
     progress = {'step': 0, 'tokens': 0, 'train_time_s': 0.0}
     interval, saved = new_interval(), {}
-    if cfg.init_from == 'resume':
+    if init_from == 'resume':
         saved = checkpoint.resume(cfg.out_dir, cfg.fsdp, raw, optimizer, vars(cfg))
         train_loader.load_state_dict(saved['loader'])
         progress = {key: saved[key] for key in progress}
