@@ -7,23 +7,28 @@ checkpoint.py a run's files).
     cpu_name()                    the CPU's model name, for reports
     join_processes(kind, timeout_s)   (rank, world_size, device), joining torchrun's process group when launched by it
     lost_processes(error, timeout_s)  the one line for a process group's error: a process stopped, or timed out
+    one_line_errors(timeout_s), catch_stop_signals(), torch_threads(n)   what a training process runs inside
     check_memory(...), cpu_threads()   refuse what cannot fit; the threads the idle cores allow
     pyplot(), save_figure(fig, path, dpi)   optional matplotlib, and PNGs written whole
 """
 
 import datetime
+import gc
 import io
 import os
 import platform
 import re
+import signal
+import threading
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 from torch.distributed.constants import default_pg_timeout
 
-from data.shards import atomic_write
+from data.shards import ShardError, atomic_write
 from model import GPTConfig
-from settings import model_keys
+from settings import EXIT_DIVERGED, model_keys
 
 # -----------------------------------------------------------------------------
 # Configs and hardware
@@ -90,6 +95,68 @@ def lost_processes(e, timeout_s):
     return (f"the processes lost each other ({detail}): a process stopped (see its own error or exit code), or "
             f"the others waited for it more than dist_timeout_s={timeout_s:g} s; if one process may pause that long "
             "(a slow checkpoint save, say), raise --dist_timeout_s")
+
+
+class Diverged(SystemExit):
+    """The loss or the weights turned non-finite: the run stops with EXIT_DIVERGED, its checkpoint untouched."""
+
+
+@contextmanager
+def one_line_errors(timeout_s):
+    """Every process's error as one line, said once: rank 0 says it, the others exit with its status alone. A
+    bad shard met mid-run and a lost process become one line too. At the end the process group goes."""
+    rank = int(os.environ.get('RANK', 0))  # torchrun's, known before the process group starts
+    try:
+        yield
+    except ShardError as e:  # a bad shard met mid-run, when the loader opens it
+        raise SystemExit(str(e) if rank == 0 else 1) from None
+    except RuntimeError as e:  # a process that stopped, or one that the others waited for too long
+        line = lost_processes(e, timeout_s)
+        if line is None:
+            raise
+        raise SystemExit(line if rank == 0 else 1) from None
+    except SystemExit as e:
+        if rank != 0 and isinstance(e.code, str):
+            raise SystemExit(EXIT_DIVERGED if isinstance(e, Diverged) else 1) from None
+        raise
+    finally:
+        if dist.is_initialized():
+            # DDP's reducer lives in reference cycles: free it while its process group still exists, or
+            # freeing it as the interpreter shuts down can abort the process (seen with gloo)
+            gc.collect()
+            dist.destroy_process_group()
+
+
+@contextmanager
+def catch_stop_signals():
+    """On SIGINT or SIGTERM, set the event it yields: the training loop finishes its step, saves and stops. The
+    signal's old handler comes back at once, so a second Ctrl-C interrupts as usual, and all of them at the end."""
+    stop, previous = threading.Event(), {}
+    if hasattr(signal, 'SIGXFSZ'):  # past a file-size limit (ulimit -f) a write fails like on a full disk, not a kill
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def handler(signum, frame):
+        stop.set()
+        signal.signal(signum, previous[signum])
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        yield stop
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+@contextmanager
+def torch_threads(n):
+    """torch's CPU threads set to n, and as they were afterwards (for a caller that trains in its own process)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # -----------------------------------------------------------------------------

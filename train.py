@@ -20,13 +20,10 @@ signal, with a checkpoint), 3 the loss or the weights turned non-finite (setting
 The story: 1. processes and devices, 2. data, 3. model, 4. optimizer and schedule, 5. the training loop.
 """
 
-import gc
 import glob
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from types import SimpleNamespace
@@ -42,16 +39,13 @@ import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 import checkpoint  # noqa: E402
-from common import check_memory, cpu_threads, join_processes, lost_processes, model_config, peak_flops  # noqa: E402
-from data.shards import ShardError, ShardLoader, read_meta  # noqa: E402
+from common import (Diverged, catch_stop_signals, check_memory, cpu_threads, join_processes,  # noqa: E402
+                    model_config, one_line_errors, peak_flops, torch_threads)
+from data.shards import ShardLoader, read_meta  # noqa: E402
 from data.tasks import evaluate_task, load_task  # noqa: E402
 from model import GPT, summary  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-class Diverged(SystemExit):
-    """The loss or the weights turned non-finite: the run stops with EXIT_DIVERGED, its checkpoint untouched."""
 
 
 # -----------------------------------------------------------------------------
@@ -324,54 +318,14 @@ def log_line(step, end_step, cfg, means, lr, dt, tok_per_s, mfu):
             f"grad {means['grad_norm']:.3f} | {speed}")
 
 
-def catch_stop_signals():
-    """On SIGINT or SIGTERM, set the returned event: the loop finishes its step, saves and stops. The
-    signal's old handler comes back at once, so a second Ctrl-C interrupts as usual."""
-    stop, previous = threading.Event(), {}
-    if hasattr(signal, 'SIGXFSZ'):  # past a file-size limit (ulimit -f) a write fails like on a full disk, not a kill
-        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-    def handler(signum, frame):
-        stop.set()
-        signal.signal(signum, previous[signum])
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, handler)
-    return stop, previous
-
-
 def main(argv=None):
     """Train with the settings of argv (config files and flags; sys.argv when None)."""
     config, _ = CONFIG if argv is None else settings.resolve(argv)
-    rank = int(os.environ.get('RANK', 0))  # torchrun's, known before the process group starts
-    stop, previous_handlers = catch_stop_signals()
-    threads = torch.get_num_threads()
-    try:
+    with catch_stop_signals() as stop, one_line_errors(config['dist_timeout_s']):
         rank, world_size, device = start_processes(config)
         cfg, meta = decide(config, device, rank)
-        torch.set_num_threads(cfg.threads)
-        with checkpoint.lock_out_dir(cfg.out_dir, rank):  # one run per out_dir
+        with torch_threads(cfg.threads), checkpoint.lock_out_dir(cfg.out_dir, rank):  # one run per out_dir
             train(cfg, meta, rank, world_size, device, stop)
-    except ShardError as e:  # a bad shard met mid-run, when the loader opens it
-        raise SystemExit(str(e)) from None
-    except RuntimeError as e:  # a process that stopped, or one that the others waited for too long
-        line = lost_processes(e, config['dist_timeout_s'])
-        if line is None:
-            raise
-        raise SystemExit(line if rank == 0 else 1) from None
-    except SystemExit as e:
-        if rank != 0 and isinstance(e.code, str):  # every process stops; rank 0 says why, once
-            raise SystemExit(EXIT_DIVERGED if isinstance(e, Diverged) else 1) from None
-        raise
-    finally:
-        torch.set_num_threads(threads)  # as it was, for a caller that runs main() in its own process
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
-        if dist.is_initialized():
-            # DDP's reducer lives in reference cycles: free it while its process group still exists, or
-            # freeing it as the interpreter shuts down can abort the process (seen with gloo)
-            gc.collect()
-            dist.destroy_process_group()
 
 
 def train(cfg, meta, rank, world_size, device, stop):
