@@ -3,6 +3,7 @@ What the scripts share about the machine, so that no script imports another (set
 checkpoint.py a run's files).
 
     model_config(config)          the GPTConfig inside a run's config dict
+    device_kind(asked)            'cuda' or 'cpu': the one asked for, else the GPU when there is one
     peak_flops(device_name)       a GPU's dense bf16 FLOP/s, for MFU
     cpu_name()                    the CPU's model name, for reports
     join_processes(kind, timeout_s)   (rank, world_size, device), joining torchrun's process group when launched by it
@@ -42,6 +43,11 @@ def model_config(config):
 # Dense BF16 tensor-core peak per GPU, from the vendors' datasheets; the first name found in the device's wins.
 PEAK_FLOPS = [('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H200 NVL', 835e12), ('H100', 989e12), ('H200', 989e12),
               ('A100', 312e12)]
+
+
+def device_kind(asked=None):
+    """'cuda' or 'cpu': the one asked for, else the GPU when torch sees one."""
+    return asked or ('cuda' if torch.cuda.is_available() else 'cpu')
 
 
 def peak_flops(device_name):

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from checkpoint import load_checkpoint
-from common import join_processes
+from common import device_kind, join_processes
 from data.tasks import evaluate_task, load_task
 
 
@@ -43,7 +43,7 @@ def main(argv=None):
                                         "or a generic .jsonl file for --task=mc")
     parser.add_argument('--limit', type=int, help="score only the first N items")
     parser.add_argument('--batch_size', type=int, default=16, help="items per forward pass (default: 16)")
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--device', default=device_kind())
     args = parser.parse_args(argv)
     for name in ('limit', 'batch_size'):
         if getattr(args, name) is not None and getattr(args, name) < 1:

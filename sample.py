@@ -15,6 +15,7 @@ from contextlib import nullcontext
 import torch
 
 from checkpoint import load_checkpoint
+from common import device_kind
 from data.shards import get_tokenizer
 
 
@@ -35,7 +36,7 @@ def main(argv=None):
     parser.add_argument('--temperature', type=float, default=0.8, help="0 = greedy; higher = more random")
     parser.add_argument('--top_k', type=int, default=200, help="sample from the k likeliest tokens only; 0 = all")
     parser.add_argument('--seed', type=int, default=1337)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--device', default=device_kind())
     parser.add_argument('--no_cache', action='store_true', help="recompute the whole context for every token")
     args = parser.parse_args(argv)
     for name in ('num_samples', 'max_new_tokens'):

@@ -47,7 +47,7 @@ import time
 import torch
 
 import checkpoint
-from common import cpu_name, model_config
+from common import cpu_name, device_kind, model_config
 from data.shards import atomic_write
 from model import ACTIVATIONS, GPT
 from settings import EXIT_DIVERGED, data_vocab, resolve
@@ -617,7 +617,7 @@ def main(argv=None):
     finals, runs = run_all(spec, config, args.overrides, settings['max_steps'], args.parallel)
     print(f"all {len(runs)} runs finished; this sweep call took {time.time() - t0:.0f} s", flush=True)
 
-    device = settings['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')  # as train.py chooses
+    device = device_kind(settings['device'])  # as train.py chooses
     summary = summarize(spec, runs, finals, config, args.overrides, device)
     os.makedirs(args.out, exist_ok=True)
     atomic_write(os.path.join(args.out, 'summary.json'), json.dumps(summary, indent=1).encode())

@@ -39,8 +39,8 @@ import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 import checkpoint  # noqa: E402
-from common import (Diverged, catch_stop_signals, check_memory, cpu_threads, join_processes,  # noqa: E402
-                    model_config, one_line_errors, peak_flops, torch_threads)
+from common import (Diverged, catch_stop_signals, check_memory, cpu_threads, device_kind,  # noqa: E402
+                    join_processes, model_config, one_line_errors, peak_flops, torch_threads)
 from data.shards import ShardLoader, read_meta  # noqa: E402
 from data.tasks import evaluate_task, load_task  # noqa: E402
 from model import GPT, summary  # noqa: E402
@@ -54,7 +54,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def start_processes(config):
     """(rank, world_size, device) of this process; under torchrun it joins the process group first."""
-    kind = config['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+    kind = device_kind(config['device'])
     if kind == 'cuda' and not torch.cuda.is_available():
         raise SystemExit("device='cuda' but torch sees no GPU; use --device=cpu")
     if kind == 'cuda':
