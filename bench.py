@@ -1,18 +1,11 @@
 """
-What do PolyNorm and PolyReLU cost? This file times them next to ReLU, GELU, ReLU^2 and SwiGLU.
+What do PolyNorm and PolyReLU cost? This file times them next to ReLU, GELU, ReLU^2 and SwiGLU at matched
+parameters: each activation and implementation alone, checked against float64 first, then its share of one FFN;
+or, with --model, whole training steps of a config per activation. Both write <out>.md (the tables) and
+<out>.json (every raw figure and the environment). Usage and every column: README.md, "Benchmarks".
 
-    python bench.py                     every activation and implementation at the paper's FFN shapes, in bf16
-    python bench.py --quick             PolyNorm's implementations (Liger's too) at the paper's widths: about a minute
-    python bench.py --model config/dense_1b.py --n_layer 4      whole training steps, one per activation
-    python bench.py --model quickstart --act_impls plain compiled      the quick start's model, each PolyCom path
-
-The activation suite times each (activation, implementation, shape) forward and forward+backward, after checking it
-against the float64 definition; reports its bandwidth against a copy's, the bytes it saves for backward and its
-peak memory; then its share of one whole FFN's time next to its share of the FLOPs. The model suite (--model)
-times forward+backward+AdamW steps of a config with each activation at matched parameters, and for MoE configs the
-grouped-GEMM experts against the loop, the variants interleaved so that a noisy machine slows them alike. The
-README's "Benchmarks" section defines every column. Both write <out>.md (the table) and <out>.json (every raw
-figure and the environment); on a CPU the defaults shrink to small shapes in float32, and the tables say so.
+    python bench.py --quick                                   PolyNorm's implementations at the paper's widths
+    python bench.py --model config/dense_1b.py --n_layer 4    whole training steps, one per activation
 """
 import argparse
 import itertools
