@@ -64,30 +64,39 @@ QUICK_START = 'quickstart'  # --model quickstart: train.py's quick-start model
 # 1. Command line
 
 
+def positive(text):
+    """argparse's type for a count: an int of at least 1."""
+    if int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return int(text)
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog='bench.py', description="Time the PolyCom activations against the usual ones.")
     p.add_argument('--device', choices=['cuda', 'cpu'], default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--rows', type=int, nargs='+', help="tokens per call (the rows of the FFN activation)")
-    p.add_argument('--widths', type=int, nargs='+',
+    p.add_argument('--rows', type=positive, nargs='+', help="tokens per call (the rows of the FFN activation)")
+    p.add_argument('--widths', type=positive, nargs='+',
                    help="FFN hidden sizes, as ffn_hidden in a config; gated activations run 2/3 of each on two inputs")
-    p.add_argument('--activations', nargs='+', help=f"any of {', '.join(ACTIVATIONS)} (default: all)")
-    p.add_argument('--impls', nargs='+', help=f"any of {', '.join(IMPLS)}")
-    p.add_argument('--order', type=int, default=3, help="the PolyCom order r")
+    p.add_argument('--activations', nargs='+', choices=ACTIVATIONS, metavar='ACTIVATION',
+                   help=f"any of {', '.join(ACTIVATIONS)} (default: all)")
+    p.add_argument('--impls', nargs='+', choices=IMPLS, metavar='IMPL', help=f"any of {', '.join(IMPLS)}")
+    p.add_argument('--order', type=int, choices=range(1, 9), default=3, metavar='R', help="the PolyCom order, 1 to 8")
     p.add_argument('--dtype', choices=list(DTYPES), help="bfloat16 on a GPU, float32 on a CPU by default")
-    p.add_argument('--repeats', type=int, help="timed calls per figure")
-    p.add_argument('--threads', type=int, help="CPU threads for torch (1 on a CPU run, so timings stay steady)")
-    p.add_argument('--ffn_embd', type=int, help="n_embd of the FFN whose share the activation is (2048 on a GPU)")
+    p.add_argument('--repeats', type=positive, help="timed calls per figure")
+    p.add_argument('--threads', type=positive, help="CPU threads for torch (1 on a CPU run, so timings stay steady)")
+    p.add_argument('--ffn_embd', type=positive, help="n_embd of the FFN whose share the activation is (2048 on a GPU)")
     p.add_argument('--out', help="prefix of the .md and .json written (default out/bench or out/bench_<config>)")
     p.add_argument('--quick', action='store_true', help="the goals' shape and activations, fewer repeats or steps")
     p.add_argument('--model', help=f"a config file, or {QUICK_START} for train.py's quick-start model: time whole "
                                    "training steps instead of the activations alone")
-    p.add_argument('--act_impls', nargs='+', choices=ACT_IMPLS,
+    p.add_argument('--act_impls', nargs='+', choices=ACT_IMPLS, default=['auto'],
                    help="PolyCom's implementations to time in the FFN-share table and in --model runs, each a row "
                         "(default: auto)")
-    p.add_argument('--n_layer', type=int, help="with --model: keep this many layers, so a big model runs fast")
-    p.add_argument('--batch_size', type=int, help="with --model: sequences per step (the config's micro_batch_size)")
-    p.add_argument('--block_size', type=int, help="with --model: tokens per sequence (the config's block_size)")
-    p.add_argument('--steps', type=int, help="with --model: timed training steps per round")
+    p.add_argument('--n_layer', type=positive, help="with --model: keep this many layers, so a big model runs fast")
+    p.add_argument('--batch_size', type=positive,
+                   help="with --model: sequences per step (the config's micro_batch_size)")
+    p.add_argument('--block_size', type=positive, help="with --model: tokens per sequence (the config's block_size)")
+    p.add_argument('--steps', type=positive, help="with --model: timed training steps per round")
     p.add_argument('--compile', action=argparse.BooleanOptionalAction,
                    help="with --model: torch.compile the model (default: on CUDA only)")
     args = p.parse_args(argv)
@@ -103,25 +112,11 @@ def check_args(p, args):
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    for name in ('rows', 'widths'):
-        if any(n < 1 for n in getattr(args, name)):
-            p.error(f"--{name} must be positive integers, got {getattr(args, name)}")
-    for name in ('repeats', 'threads', 'ffn_embd', 'steps', 'n_layer', 'batch_size', 'block_size'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            p.error(f"--{name} must be a positive integer, got {value}")
-    for name, allowed in (('activations', ACTIVATIONS), ('impls', IMPLS)):
-        wrong = [a for a in getattr(args, name) if a not in allowed]
-        if wrong:
-            p.error(f"--{name}: {', '.join(wrong)} not known; choose from {', '.join(allowed)}")
-    if not 1 <= args.order <= 8:
-        p.error(f"--order must be between 1 and 8, got {args.order}")
     if args.model not in (None, QUICK_START) and not os.path.isfile(args.model):
         p.error(f"--model {args.model}: no such file; give a config file such as config/dense_1b.py, "
                 f"or {QUICK_START}")
     if args.model is None and any(getattr(args, n) is not None for n in ('n_layer', 'batch_size', 'block_size')):
         p.error("--n_layer, --batch_size and --block_size go with --model config/<name>.py")
-    args.act_impls = args.act_impls or ['auto']
     if args.compile is None:
         args.compile = args.device == 'cuda'
     if args.out is None:

@@ -363,10 +363,11 @@ def test_liger_rows_say_their_powers_are_not_float32():
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['--rows', '0'], '--rows must be positive'),
-    (['--activations', 'swish'], 'swish not known'),
-    (['--impls', 'triton'], 'triton not known'),
-    (['--repeats', '0'], '--repeats must be a positive integer'),
+    (['--rows', '0'], 'argument --rows: must be a positive integer'),
+    (['--activations', 'swish'], "invalid choice: 'swish'"),
+    (['--impls', 'triton'], "invalid choice: 'triton'"),
+    (['--repeats', '0'], 'argument --repeats: must be a positive integer'),
+    (['--order', '9'], "invalid choice: 9"),
     (['--model', 'no/such/config.py'], 'no such file'),
     (['--n_layer', '2'], 'go with --model'),
     (['--act_impls', 'fast'], "invalid choice: 'fast'"),
