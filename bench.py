@@ -225,22 +225,16 @@ def saved_bytes(forward, inputs, params):
     return sum(kept.values())
 
 
-def peak_extra_bytes(run, device):
-    """The most memory one run(0) allocates on top of what is already allocated (CUDA only; None on a CPU)."""
+def with_peak_memory(fn, device):
+    """(fn(), the most memory it allocated on top of what was allocated before): CUDA only, None on a CPU."""
     if device.type != 'cuda':
-        return None
+        return fn(), None
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    run(0)
+    result = fn()
     torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - before
-
-
-def cache_bytes(device):
-    if device.type == 'cuda':
-        return torch.cuda.get_device_properties(device).L2_cache_size
-    return CPU_CACHE_BYTES
+    return result, torch.cuda.max_memory_allocated(device) - before
 
 
 def copy_bandwidth(dtype, repeats, device):
@@ -256,8 +250,9 @@ def make_buffers(n_inputs, shape, dtype, device):
     """Sets of (inputs, dy), enough that cycling through them moves 4x the cache, so none is read from cache.
     The inputs' row count is marked dynamic: a compiled implementation then serves every row count with one graph
     per width."""
+    cache = torch.cuda.get_device_properties(device).L2_cache_size if device.type == 'cuda' else CPU_CACHE_BYTES
     set_bytes = (n_inputs + 1) * math.prod(shape) * dtype.itemsize
-    n = min(MAX_BUFFERS, max(2, math.ceil(4 * cache_bytes(device) / set_bytes)))
+    n = min(MAX_BUFFERS, max(2, math.ceil(4 * cache / set_bytes)))
     buffers = []
     for _ in range(n):
         inputs = [torch.randn(shape, dtype=dtype, device=device, requires_grad=True) for _ in range(n_inputs)]
@@ -335,6 +330,11 @@ def poly(activation):
     """The PolyCom activation inside: 'polynorm' for 'polynorm' and 'polynorm_glu', None for the baselines."""
     base = activation.removesuffix('_glu')
     return base if base in ('polynorm', 'polyrelu') else None
+
+
+def act_impls(activation, args):
+    """The act_impls an activation runs with, a row each: --act_impls for PolyCom; None for a baseline."""
+    return args.act_impls if poly(activation) else [None]
 
 
 def applies(activation, impl):
@@ -480,7 +480,7 @@ def bench_activation(activation, rows, width, built, reference, buffers, args, d
         row[f'{phase}_roofline'] = row[f'{phase}_GBps'] / copy_GBps
     row['input_bytes'] = n_inputs(activation) * rows * width * dtype.itemsize
     row['saved_bytes'] = saved_bytes(forward, inputs, params)
-    row['peak_extra_bytes'] = peak_extra_bytes(fwd_bwd, device)
+    _, row['peak_extra_bytes'] = with_peak_memory(lambda: fwd_bwd(0), device)
     return row
 
 
@@ -489,7 +489,7 @@ def bench_ffn(activation, act_impl, rows, hidden, args, device):
     act_impl, next to its share of the FLOPs."""
     dtype = DTYPES[args.dtype]
     cfg = GPTConfig(n_embd=args.ffn_embd, n_head=1, ffn_hidden=hidden, activation=activation,
-                    poly_order=args.order, act_impl=act_impl)
+                    poly_order=args.order, act_impl=act_impl or 'auto')
     ffn = FFN(cfg).to(device)  # float32 weights, matmuls in args.dtype under autocast: as in training
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     width = act_width(activation, hidden)
@@ -579,10 +579,10 @@ def ffn_rows(args, device):
     rows = max(args.rows)  # the share hardly depends on the token count: one row count is enough
     for hidden in args.widths:
         for activation in args.activations:
-            for act_impl in args.act_impls if poly(activation) else args.act_impls[:1]:
-                label = f"FFN {activation}{f' {act_impl}' if poly(activation) else ''} {rows}x{hidden}"
-                row = {'activation': activation, 'act_impl': act_impl if poly(activation) else None, 'rows': rows,
-                       'hidden': hidden, **guarded(label, bench_ffn, activation, act_impl, rows, hidden, args, device)}
+            for act_impl in act_impls(activation, args):
+                label = ' '.join(['FFN', activation, *filter(None, [act_impl]), f"{rows}x{hidden}"])
+                row = {'activation': activation, 'act_impl': act_impl, 'rows': rows, 'hidden': hidden,
+                       **guarded(label, bench_ffn, activation, act_impl, rows, hidden, args, device)}
                 results.append(row)
                 log(f"  {label}: " + (row.get('error') or
                                       f"FFN {row['ffn_ms']:.3f} ms, activation {100 * row['time_share']:.1f} %"))
@@ -603,7 +603,7 @@ def run_activations(args, device):
 
 
 def model_variants(args, moe):
-    """(activation, act_impl, moe_impl, compile mode) of every row, in table order."""
+    """(activation, act_impl, moe_impl, compile mode) of every row, in table order; None where not chosen."""
     if moe:
         # the grouped path is one graph (fullgraph); the loop's data-dependent shapes break the graph at every
         # expert and recompile as the token counts change, so it runs eager, next to an eager grouped run
@@ -612,12 +612,12 @@ def model_variants(args, moe):
     else:
         paths = [(None, 'compiled' if args.compile else 'eager')]  # as train.py compiles
     return [(activation, act_impl, moe_impl, mode) for activation in args.activations
-            for act_impl in (args.act_impls if poly(activation) else args.act_impls[:1])
-            for moe_impl, mode in paths]
+            for act_impl in act_impls(activation, args) for moe_impl, mode in paths]
 
 
 def build_step(cfg, batch_size, compile_mode, args, device):
-    """A function that runs one forward + backward + AdamW step on a fixed random batch, and the model."""
+    """A function that runs one forward + backward + AdamW step on a fixed random batch, after WARMUP such steps
+    (they compile); and the model."""
     dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
     gpt = GPT(cfg).to(device)
@@ -636,20 +636,16 @@ def build_step(cfg, batch_size, compile_mode, args, device):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    for _ in range(WARMUP):
+        step(0)
     return step, gpt
 
 
 def warm_up(cfg, batch_size, compile_mode, args, device):
-    """Build a variant and run its warm-up steps (they compile); returns (step, row figures). Its peak memory is
-    what it adds at its highest to what earlier variants hold."""
-    before = torch.cuda.memory_allocated(device) if device.type == 'cuda' else None
-    if before is not None:
-        torch.cuda.reset_peak_memory_stats(device)
-    step, gpt = build_step(cfg, batch_size, compile_mode, args, device)
-    for _ in range(WARMUP):
-        step(0)
+    """Build a variant and run its warm-up steps; returns (step, row figures). Its peak memory is what it adds at
+    its highest to what earlier variants hold."""
+    (step, gpt), peak = with_peak_memory(lambda: build_step(cfg, batch_size, compile_mode, args, device), device)
     n = gpt.num_params()
-    peak = torch.cuda.max_memory_allocated(device) - before if before is not None else None
     return step, dict(flops_per_token=gpt.flops_per_token(cfg.block_size), peak_memory_bytes=peak,
                       params_total=n['total'], params_active=n['active'])
 
@@ -673,16 +669,16 @@ def run_model(args, device):
     rows, steps = [], {}
     with compile_room(2 * len(model_variants(args, moe))):
         for activation, act_impl, moe_impl, mode in model_variants(args, moe):
-            extra = {'moe_impl': moe_impl} if moe_impl else {}
-            if not poly(activation):  # per-expert coefficients exist for PolyCom only: the baselines run without
-                extra['poly_per_expert'] = False
+            # per-expert coefficients exist for PolyCom only: the baselines run without
+            extra = {'act_impl': act_impl} if act_impl else {'poly_per_expert': False}
+            if moe_impl:
+                extra['moe_impl'] = moe_impl
             try:
-                cfg = model_config({**settings, 'activation': activation, 'act_impl': act_impl, **extra})
+                cfg = model_config({**settings, 'activation': activation, **extra})
             except ValueError as e:  # GPTConfig's checks, e.g. act_impl='triton' with poly_per_expert
                 raise SystemExit(f"--model {args.model}: {e}") from None
-            label = ' '.join([activation, *([act_impl] if poly(activation) else []), *([moe_impl] if moe_impl else []),
-                              f"({mode})"])
-            row = {'activation': activation, 'act_impl': act_impl if poly(activation) else None, 'moe_impl': moe_impl,
+            label = ' '.join([activation, *filter(None, [act_impl, moe_impl]), f"({mode})"])
+            row = {'activation': activation, 'act_impl': act_impl, 'moe_impl': moe_impl,
                    'compile': mode, 'n_layer': cfg.n_layer, 'n_embd': cfg.n_embd, 'block_size': cfg.block_size,
                    'vocab_size': cfg.vocab_size, 'batch_size': batch_size, 'dtype': args.dtype, 'steps': args.steps,
                    'label': label}
