@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 from datetime import datetime, timezone
+from contextlib import nullcontext
 from functools import cache, partial
 
 import torch
@@ -263,6 +264,11 @@ def make_buffers(n_inputs, shape, dtype, device):
     return buffers
 
 
+def autocast(dtype, device):
+    """Matmuls in dtype over float32 weights, as in training; plain float32 without autocast."""
+    return torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != 'float32')
+
+
 def compile_room(n_entries):
     """A context with room for n_entries compiled variants of one piece of code. Dynamo keeps at most 8 per code
     object by default (recompile_limit) and runs the rest eager, silently; here the variants share code (glu, an
@@ -354,12 +360,10 @@ def liger_poly_norm_class():
     """(Liger-Kernel's PolyNorm class, None), or (None, why it cannot be had)."""
     try:  # the module itself, not liger_kernel.transformers, whose __init__ may pull in `transformers`
         from liger_kernel.transformers.poly_norm import LigerPolyNorm
-    except ModuleNotFoundError as e:
-        if (e.name or '').startswith('liger_kernel'):
-            return None, "liger_kernel is not installed (pip install liger-kernel)"
-        return None, f"liger_kernel failed to import: {type(e).__name__}: {e}"
     except Exception as e:  # noqa: BLE001 -- e.g. built for another Triton: reported, and the suite goes on
-        return None, f"liger_kernel failed to import: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if isinstance(e, ModuleNotFoundError) and (e.name or '').startswith('liger_kernel'):
+            return None, "liger_kernel is not installed (pip install liger-kernel)"
+        return None, f"liger_kernel failed to import: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
     return LigerPolyNorm, None
 
 
@@ -381,12 +385,6 @@ def unavailable(activation, impl, order, device):
     return None
 
 
-def poly_coefficients(order):
-    """Unequal PolyCom coefficients, set in every implementation, so that a mixed-up weight order shows in the
-    check against float64 (model.py's initial 1/r each would hide it)."""
-    return torch.arange(1, order + 1, dtype=torch.float32) / order, torch.tensor([0.1])
-
-
 def glu(act, gate, up):  # a gated FFN's activation, as in model.FFN: act(gate(x)) * up(x)
     return act(gate) * up
 
@@ -396,11 +394,10 @@ def build(activation, impl, order, device):
     cfg = GPTConfig(activation=activation, poly_order=order, act_checkpointing=impl == 'ckpt', act_impl='plain')
     act = make_activation(cfg).to(device)
     params = list(act.parameters())
-    if params:
-        weight, bias = poly_coefficients(order)
+    if params:  # unequal coefficients, so that a mixed-up weight order shows against float64 (1/r each would not)
         with torch.no_grad():
-            act.weight.copy_(weight)
-            act.bias.copy_(bias)
+            act.weight.copy_(torch.arange(1, order + 1) / order)
+            act.bias.fill_(0.1)
     forward = act
     if impl == 'fused' and poly(activation) == 'polynorm':  # the kernels called directly, whatever 'auto' picks
         forward = partial(kernels.poly_norm_fused, weight=act.weight, bias=act.bias, eps=act.eps)
@@ -430,7 +427,7 @@ def liger_poly_norm(act):
 
 
 def relative_diff(a, b):
-    """max |a - b| / max |b|: how far an implementation lands from eager, on the scale of the values."""
+    """max |a - b| / max |b|: how far a lands from b, on the scale of b's values."""
     return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30)).item()
 
 
@@ -448,6 +445,16 @@ def diff_from_float64(forward, reference, inputs, dy):
 
 # -----------------------------------------------------------------------------
 # 5. The activation suite
+
+
+def forward_backward(forward, params, buffers, autocast=nullcontext()):
+    """run(i): forward on buffer i's inputs, then backward from its dy into the inputs and params."""
+    def run(i):
+        inputs, dy = buffers[i]
+        with autocast:
+            y = forward(*inputs)
+        torch.autograd.grad(y, [*inputs, *params], dy)
+    return run
 
 
 def bench_activation(activation, rows, width, built, reference, buffers, args, device, copy_GBps):
@@ -468,10 +475,7 @@ def bench_activation(activation, rows, width, built, reference, buffers, args, d
     def fwd(i):  # a training forward: autograd records the graph and keeps what backward needs
         forward(*buffers[i][0])
 
-    def fwd_bwd(i):
-        inputs, dy = buffers[i]
-        torch.autograd.grad(forward(*inputs), [*inputs, *params], dy)
-
+    fwd_bwd = forward_backward(forward, params, buffers)
     row['fwd_ms'] = measure(fwd, len(buffers), args.repeats, device)
     row['fwd_bwd_ms'] = measure(fwd_bwd, len(buffers), args.repeats, device)
     row['fwd_bytes'], row['fwd_bwd_bytes'] = bytes_moved(activation, rows, width, dtype.itemsize)
@@ -490,24 +494,17 @@ def bench_ffn(activation, act_impl, rows, hidden, args, device):
     dtype = DTYPES[args.dtype]
     cfg = GPTConfig(n_embd=args.ffn_embd, n_head=1, ffn_hidden=hidden, activation=activation,
                     poly_order=args.order, act_impl=act_impl or 'auto')
-    ffn = FFN(cfg).to(device)  # float32 weights, matmuls in args.dtype under autocast: as in training
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    ffn = FFN(cfg).to(device)
     width = act_width(activation, hidden)
-    act = partial(glu, ffn.act) if activation in GATED else ffn.act
-    act_params = list(ffn.act.parameters())
 
-    def timed(forward, params, k, shape):
+    def ms(forward, params, k, shape):
         buffers = make_buffers(k, shape, dtype, device)
+        run = forward_backward(forward, params, buffers, autocast(args.dtype, device))
+        return measure(run, len(buffers), args.repeats, device)
 
-        def fwd_bwd(i):
-            inputs, dy = buffers[i]
-            with autocast:
-                y = forward(*inputs)
-            torch.autograd.grad(y, [*inputs, *params], dy)
-        return measure(fwd_bwd, len(buffers), args.repeats, device)
-
-    ffn_ms = timed(lambda h: ffn(h)[0], list(ffn.parameters()), 1, (rows, args.ffn_embd))
-    act_ms = timed(act, act_params, n_inputs(activation), (rows, width))
+    ffn_ms = ms(lambda h: ffn(h)[0], list(ffn.parameters()), 1, (rows, args.ffn_embd))
+    act = partial(glu, ffn.act) if activation in GATED else ffn.act
+    act_ms = ms(act, list(ffn.act.parameters()), n_inputs(activation), (rows, width))
     matmul_flops, act_flops = flops_per_token(activation, args.ffn_embd, hidden, args.order)
     return dict(width=width, n_embd=args.ffn_embd, ffn_ms=ffn_ms, act_ms=act_ms, time_share=act_ms / ffn_ms,
                 matmul_flops_per_token=matmul_flops, act_flops_per_token=act_flops,
@@ -618,19 +615,18 @@ def model_variants(args, moe):
 def build_step(cfg, batch_size, compile_mode, args, device):
     """A function that runs one forward + backward + AdamW step on a fixed random batch, after WARMUP such steps
     (they compile); and the model."""
-    dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
     gpt = GPT(cfg).to(device)
     optimizer = torch.optim.AdamW(gpt.optim_groups(0.1), lr=1e-4, betas=(0.9, 0.95), fused=device.type == 'cuda')
     step_model = gpt
     if compile_mode != 'eager':
         step_model = torch.compile(gpt, fullgraph=compile_mode == 'compiled, fullgraph')
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     tokens = torch.randint(cfg.vocab_size, (batch_size, cfg.block_size + 1), device=device)
     x, y = tokens[:, :-1], tokens[:, 1:]  # one fixed batch: the step is timed, not the data loading
+    amp = autocast(args.dtype, device)
 
     def step(_):
-        with autocast:
+        with amp:
             _, losses = step_model(x, y)
         losses['loss'].backward()
         optimizer.step()
