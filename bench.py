@@ -9,21 +9,19 @@ or, with --model, whole training steps of a config per activation. Both write <o
 """
 import argparse
 import itertools
-import json
 import math
 import os
 import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from contextlib import nullcontext
+from datetime import datetime, timezone
 from functools import cache, partial
 
 import torch
 
-from common import cpu_name, model_config, peak_flops
-from data.shards import atomic_write
+from common import cpu_name, model_config, peak_flops, write_results
 from model import ACT_IMPLS, ACTIVATIONS, FFN, GATED, GPT, GPTConfig, make_activation, swiglu_width
 from settings import QUICKSTART, data_vocab, resolve
 
@@ -32,7 +30,6 @@ try:  # the fused Triton kernels; without Triton their rows say why they did not
 except ImportError:
     kernels = None
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 IMPLS = ('eager', 'ckpt', 'compile', 'fused', 'liger')
 DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': torch.float32}
 
@@ -121,8 +118,8 @@ def check_args(p, args):
     if args.compile is None:
         args.compile = args.device == 'cuda'
     if args.out is None:
-        stem = os.path.splitext(os.path.basename(args.model))[0] if args.model else None
-        args.out = os.path.join('out', f'bench_{stem}' if stem else 'bench')
+        args.out = os.path.join('out', f"bench_{os.path.splitext(os.path.basename(args.model))[0]}" if args.model
+                                else 'bench')
 
 
 # -----------------------------------------------------------------------------
@@ -148,10 +145,9 @@ def measure(run, n_buffers, repeats, device, warmup=WARMUP, host_ahead=True):
 
 def cuda_ms_per_call(run, calls, device, host_ahead):
     """GPU milliseconds per call: the median over GROUPS groups of back-to-back calls, each between one pair of CUDA
-    events and queued behind a device sleep, so that the host's per-call cost (about 0.1 ms for a custom op with
-    autograd, more than a small kernel's GPU time) is not what is timed (README, "Benchmarks", says why not CUDA
-    graphs). A group that the sleep did not cover is not counted, and the next is smaller and sleeps longer, up to
-    MAX_SLEEP_MS: a function that synchronizes (its host waits out any sleep) is refused within a second."""
+    events and queued behind a device sleep, so that the host's per-call cost is not what is timed (README,
+    "Benchmarks", says why, and why not CUDA graphs). A group that the sleep did not cover is not counted, and the
+    next is smaller and sleeps longer, up to MAX_SLEEP_MS: a function that synchronizes is refused within a second."""
     if not host_ahead:
         ms, _, _ = timed_group(run, calls, device, 0.0)
         return ms
@@ -709,8 +705,7 @@ def run_model(args, device):
 # 7. The report
 
 
-def log(message):
-    print(message, flush=True)
+log = partial(print, flush=True)  # progress, shown as it comes
 
 
 def fmt_GBps(v):
@@ -754,8 +749,9 @@ def header(title, env, device):
 
 
 def table(columns, rows):
+    """Markdown lines; a short row (a failure's) ends in empty cells."""
     return [f"| {' | '.join(columns)} |", f"|{'|'.join('---' for _ in columns)}|",
-            *(f"| {' | '.join(row)} |" for row in rows)]
+            *(f"| {' | '.join(row + [''] * (len(columns) - len(row)))} |" for row in rows)]
 
 
 def shape_text(r):
@@ -775,13 +771,13 @@ def activations_markdown(report, args, device):
               if device.type == 'cuda' else f"median of {args.repeats} calls")
     lines += [f"Copy bandwidth (the roofline): {fmt_GBps(act['copy_GBps'])} GB/s. {timing}; {args.repeats} timed "
               "calls per figure. GB/s counts the bytes that must move (inputs and y forward; inputs, dy and dx "
-              "backward). Gated activations run 2/3 of the width on two inputs (same parameters). vs float64: the largest "
-              "difference of y and the input gradients from the definition in float64, relative to its largest value.",
-              '']
+              "backward). Gated activations run 2/3 of the width on two inputs (same parameters). vs float64: the "
+              "largest difference of y and the input gradients from the definition in float64, relative to its "
+              "largest value.", '']
     rows = []
     for r in act['activations']:
         if 'error' in r:
-            rows.append([r['activation'], impl_text(r), shape_text(r), f"failed: {r['error']}", *[''] * 6])
+            rows.append([r['activation'], impl_text(r), shape_text(r), f"failed: {r['error']}"])
             continue
         rows.append([r['activation'], impl_text(r), shape_text(r), f"{r['fwd_ms']:.3f}", f"{r['fwd_bwd_ms']:.3f}",
                      f"{fmt_GBps(r['fwd_GBps'])} ({100 * r['fwd_roofline']:.0f} %)",
@@ -800,7 +796,7 @@ def activations_markdown(report, args, device):
     for r in act['ffn']:
         head = [r['activation'], r['act_impl'] or '-', f"{r['rows']} x {r['hidden']}"]
         if 'error' in r:
-            rows.append([*head, f"failed: {r['error']}", '', '', ''])
+            rows.append([*head, f"failed: {r['error']}"])
             continue
         rows.append([*head, f"{r['ffn_ms']:.3f}", f"{r['act_ms']:.3f}", f"{100 * r['time_share']:.1f} %",
                      f"{100 * r['flops_share']:.2f} %"])
@@ -809,24 +805,20 @@ def activations_markdown(report, args, device):
     return '\n'.join(lines) + '\n'
 
 
-def precision(dtype):
-    return 'float32' if dtype == 'float32' else f"{dtype} autocast over float32 weights"
-
-
 def model_markdown(report, args, device):
     env, runs = report['environment'], report['model']['runs']
     moe = report['model']['moe']
     first = runs[0]
     lines = header(f"Training steps, {args.model}", env, device)
-    timing = ("back-to-back steps between one pair of CUDA events" if device.type == 'cuda' else
-              "the median step")
+    timing = "back-to-back steps between one pair of CUDA events" if device.type == 'cuda' else "the median step"
+    precision = 'float32' if args.dtype == 'float32' else f"{args.dtype} autocast over float32 weights"
     lines += [f"{first['n_layer']} layers x {first['n_embd']}, vocabulary {first['vocab_size']}, batch "
-              f"{first['batch_size']} x {first['block_size']} tokens, {precision(args.dtype)}, AdamW. Each variant "
+              f"{first['batch_size']} x {first['block_size']} tokens, {precision}, AdamW. Each variant "
               f"is built and warmed up ({WARMUP} steps) first, then all are timed in {ROUNDS} interleaved rounds of "
               f"{args.steps} steps ({timing}); step ms is the median round. Only `activation` (and `act_impl`, "
               "PolyCom's implementation) changes between rows (matched parameters). MFU: model.flops_per_token "
               "against the device's dense BF16 peak.", '']
-    baseline = {}  # the first activation's step time, per (act_impl, MoE path, compile mode), for the ratio column
+    baseline = {}  # the first activation's step time, per (MoE path, compile mode), for the ratio column
     for r in runs:
         if 'error' not in r and r['activation'] == first['activation']:
             baseline.setdefault((r['moe_impl'], r['compile']), r['step_ms'])
@@ -834,7 +826,7 @@ def model_markdown(report, args, device):
     for r in runs:
         head = [r['activation'], r['act_impl'] or '-', *([r['moe_impl']] if moe else []), r['compile']]
         if 'error' in r:
-            rows.append([*head, f"failed: {r['error']}", '', '', '', ''])
+            rows.append([*head, f"failed: {r['error']}"])
             continue
         base = baseline.get((r['moe_impl'], r['compile']))
         rows.append([*head, f"{r['step_ms']:.1f}", f"{r['step_ms'] / base:.2f}x" if base else 'n/a',
@@ -866,14 +858,9 @@ def main(argv=None):
     finally:
         torch.set_num_threads(threads)  # main() may run inside another program, the tests for one
     report['seconds'] = time.perf_counter() - start
-    if args.model:
-        markdown = model_markdown(report, args, device)
-    else:
-        markdown = activations_markdown(report, args, device)
+    markdown = (model_markdown if args.model else activations_markdown)(report, args, device)
     print('\n' + markdown)
-    os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-    atomic_write(args.out + '.md', markdown.encode())
-    atomic_write(args.out + '.json', (json.dumps(report, indent=1) + '\n').encode())
+    write_results(args.out, markdown, report)
     log(f"wrote {args.out}.md and {args.out}.json in {report['seconds']:.0f} s")
     return report
 

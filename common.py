@@ -8,9 +8,11 @@ checkpoint.py a run's files).
     join_processes(kind)          (rank, world_size, device), joining torchrun's process group when launched by it
     check_memory(...), cpu_threads()   refuse what cannot fit; the threads the idle cores allow
     pyplot(), save_figure(fig, path, dpi)   optional matplotlib, and PNGs written whole
+    write_results(prefix, markdown, report)   a benchmark's <prefix>.md and <prefix>.json, written whole
 """
 
 import io
+import json
 import os
 import platform
 
@@ -126,7 +128,7 @@ def cpu_threads():
 
 
 # -----------------------------------------------------------------------------
-# Figures
+# Figures and results
 
 
 def pyplot():
@@ -145,3 +147,11 @@ def save_figure(fig, path, dpi):
     png = io.BytesIO()
     fig.savefig(png, format='png', dpi=dpi)
     atomic_write(path, png.getvalue())
+
+
+def write_results(prefix, markdown, report):
+    """A benchmark's results (bench.py's, sass.py's): <prefix>.md, its tables, and <prefix>.json, every figure
+    and the environment; each file written whole."""
+    os.makedirs(os.path.dirname(prefix) or '.', exist_ok=True)
+    atomic_write(prefix + '.md', markdown.encode())
+    atomic_write(prefix + '.json', (json.dumps(report, indent=1) + '\n').encode())
