@@ -35,13 +35,15 @@ DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': torch
 
 # Defaults per device. GPU: the paper's FFN widths (4096; the dense 1B's 8256, whose SwiGLU runs 5504; 16384).
 # CPU: small shapes in float32 (CPUs without bf16 units emulate it slowly), without torch.compile (inductor's C++
-# build takes about a minute a graph on 2 cores; add it with --impls), on one thread, since a thread descheduled
-# by other work on a shared machine stalls every op that waits for it (medians of 0.1 ms read 10 ms here).
+# build takes about a minute a graph on 2 cores; add it with --impls or --compile), on one thread, since a thread
+# descheduled by other work on a shared machine stalls every op that waits for it (medians of 0.1 ms read 10 ms).
 DEFAULTS = {
     'cuda': dict(rows=[8192, 16384], widths=[4096, 8256, 16384], repeats=50, dtype='bfloat16', ffn_embd=2048,
-                 activations=list(ACTIVATIONS), impls=list(IMPLS), steps=10, threads=torch.get_num_threads()),
+                 activations=list(ACTIVATIONS), impls=list(IMPLS), steps=10, threads=torch.get_num_threads(),
+                 compile=True),
     'cpu': dict(rows=[256], widths=[512, 1024], repeats=20, dtype='float32', ffn_embd=512,
-                activations=list(ACTIVATIONS), impls=['eager', 'ckpt', 'fused', 'liger'], steps=3, threads=1),
+                activations=list(ACTIVATIONS), impls=['eager', 'ckpt', 'fused', 'liger'], steps=3, threads=1,
+                compile=False),
 }
 # --quick on a GPU: PolyNorm at 16384 tokens and the paper's widths, the MoE 1B/7B expert's 1536, the dense 1B's 8256
 # and its gated width 5504 (PolyNorm-GLU's), each implementation side by side, the speed goals' shape among them;
@@ -115,8 +117,6 @@ def check_args(p, args):
                 f"or {QUICK_START}")
     if args.model is None and any(getattr(args, n) is not None for n in ('n_layer', 'batch_size', 'block_size')):
         p.error("--n_layer, --batch_size and --block_size go with --model config/<name>.py")
-    if args.compile is None:
-        args.compile = args.device == 'cuda'
     if args.out is None:
         args.out = os.path.join('out', f"bench_{os.path.splitext(os.path.basename(args.model))[0]}" if args.model
                                 else 'bench')
@@ -134,7 +134,7 @@ def measure(run, n_buffers, repeats, device, warmup=WARMUP, host_ahead=True):
         run(i % n_buffers)
     calls = [(warmup + i) % n_buffers for i in range(repeats)]
     if device.type == 'cuda':
-        return cuda_ms_per_call(run, calls, device, host_ahead)
+        return cuda_ms_per_call(run, calls, device) if host_ahead else timed_group(run, calls, device, 0.0)[0]
     times = []
     for i in calls:
         t0 = time.perf_counter()
@@ -143,14 +143,11 @@ def measure(run, n_buffers, repeats, device, warmup=WARMUP, host_ahead=True):
     return statistics.median(times)
 
 
-def cuda_ms_per_call(run, calls, device, host_ahead):
+def cuda_ms_per_call(run, calls, device):
     """GPU milliseconds per call: the median over GROUPS groups of back-to-back calls, each between one pair of CUDA
     events and queued behind a device sleep, so that the host's per-call cost is not what is timed (README,
     "Benchmarks", says why, and why not CUDA graphs). A group that the sleep did not cover is not counted, and the
     next is smaller and sleeps longer, up to MAX_SLEEP_MS: a function that synchronizes is refused within a second."""
-    if not host_ahead:
-        ms, _, _ = timed_group(run, calls, device, 0.0)
-        return ms
     size = max(1, len(calls) // GROUPS)
     cycle = itertools.cycle(calls)
     sleep_ms, figures = 1.0, []
@@ -651,49 +648,52 @@ def model_settings(args):
     return config
 
 
+def variant_config(settings, activation, act_impl, moe_impl, args):
+    """The config's GPTConfig with one row's activation and implementations."""
+    # per-expert coefficients exist for PolyCom only: the baselines run without
+    extra = {'act_impl': act_impl} if act_impl else {'poly_per_expert': False}
+    if moe_impl:
+        extra['moe_impl'] = moe_impl
+    try:
+        return model_config({**settings, 'activation': activation, **extra})
+    except ValueError as e:  # GPTConfig's checks, e.g. act_impl='triton' with poly_per_expert
+        raise SystemExit(f"--model {args.model}: {e}") from None
+
+
 def run_model(args, device):
     """Every variant built and warmed first, then timed in ROUNDS interleaved rounds of args.steps steps each;
     a variant's figure is the median of its rounds."""
     settings = model_settings(args)
     batch_size = args.batch_size or settings['micro_batch_size']
     moe = settings['n_experts'] > 0
-    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
-    rows, steps = [], {}
-    with compile_room(2 * len(model_variants(args, moe))):
-        for activation, act_impl, moe_impl, mode in model_variants(args, moe):
-            # per-expert coefficients exist for PolyCom only: the baselines run without
-            extra = {'act_impl': act_impl} if act_impl else {'poly_per_expert': False}
-            if moe_impl:
-                extra['moe_impl'] = moe_impl
-            try:
-                cfg = model_config({**settings, 'activation': activation, **extra})
-            except ValueError as e:  # GPTConfig's checks, e.g. act_impl='triton' with poly_per_expert
-                raise SystemExit(f"--model {args.model}: {e}") from None
+    variants = model_variants(args, moe)
+    rows, steps = [], {}  # steps: a row's index -> its step function, until a step fails
+    with compile_room(2 * len(variants)):
+        for i, (activation, act_impl, moe_impl, mode) in enumerate(variants):
+            cfg = variant_config(settings, activation, act_impl, moe_impl, args)
             label = ' '.join([activation, *filter(None, [act_impl, moe_impl]), f"({mode})"])
-            row = {'activation': activation, 'act_impl': act_impl, 'moe_impl': moe_impl,
-                   'compile': mode, 'n_layer': cfg.n_layer, 'n_embd': cfg.n_embd, 'block_size': cfg.block_size,
+            row = {'activation': activation, 'act_impl': act_impl, 'moe_impl': moe_impl, 'compile': mode,
+                   'n_layer': cfg.n_layer, 'n_embd': cfg.n_embd, 'block_size': cfg.block_size,
                    'vocab_size': cfg.vocab_size, 'batch_size': batch_size, 'dtype': args.dtype, 'steps': args.steps,
                    'label': label}
+            rows.append(row)
             built = guarded(label, warm_up, cfg, batch_size, mode, args, device)
             if isinstance(built, dict):  # the error of a variant that did not build or warm up
                 row.update(built)
-            else:
-                steps[label], figures = built
-                row.update(figures)
-                log(f"  {label}: built and warmed up")
-            rows.append(row)
+                continue
+            steps[i], figures = built
+            row.update(figures)
+            log(f"  {label}: built and warmed up")
         for _ in range(ROUNDS):
-            for row in rows:
-                if row['label'] in steps:
-                    ms = guarded(row['label'], measure, steps[row['label']], 1, args.steps, device, 0, False)
-                    if isinstance(ms, dict):
-                        steps.pop(row['label'])
-                        row.update(ms)
-                    else:
-                        row.setdefault('round_ms', []).append(ms)
-    for row in rows:
-        if 'error' in row:
-            continue
+            for i, step in list(steps.items()):
+                ms = guarded(rows[i]['label'], measure, step, 1, args.steps, device, 0, False)
+                if isinstance(ms, dict):
+                    rows[i].update(ms)
+                    del steps[i]
+                else:
+                    rows[i].setdefault('round_ms', []).append(ms)
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
+    for row in [r for r in rows if 'error' not in r]:
         row['step_ms'] = statistics.median(row['round_ms'])
         row['tokens_per_s'] = batch_size * row['block_size'] / (row['step_ms'] / 1e3)
         row['mfu'] = row['flops_per_token'] * row['tokens_per_s'] / peak if peak else None
@@ -722,24 +722,20 @@ def fmt_bytes(n):
 
 
 def environment(device, argv):
-    try:
-        import triton
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
     _, liger_reason = liger_poly_norm_class()
     return {'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else f"CPU: {cpu_name()}",
             'cpu': cpu_name(), 'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__,
-            'triton': triton_version, 'cuda': torch.version.cuda, 'python': platform.python_version(),
-            'liger_kernel': liger_reason or 'imported',
+            'triton': kernels and kernels.triton.__version__, 'cuda': torch.version.cuda,
+            'python': platform.python_version(), 'liger_kernel': liger_reason or 'imported',
             'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
             'command': ' '.join(['python', 'bench.py', *(sys.argv[1:] if argv is None else argv)])}
 
 
-def header(title, env, device):
+def header(title, env, device, method):
+    """A table's title, the machine and the command, how it was measured, and on a CPU what that means."""
     lines = [f"### {title}", '',
              f"{env['device']}; torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}; {env['date']}",
-             f"`{env['command']}`", '']
+             f"`{env['command']}`", '', method + ' Columns: README.md, "Benchmarks".', '']
     if device.type != 'cuda':
         lines += [f"**CPU figures** (torch threads: {env['cpu_threads']}, timed with time.perf_counter): they rank the "
                   "implementations on this CPU and say nothing of a GPU. Small shapes stay partly in the CPU's "
@@ -748,10 +744,13 @@ def header(title, env, device):
     return lines
 
 
-def table(columns, rows):
-    """Markdown lines; a short row (a failure's) ends in empty cells."""
-    return [f"| {' | '.join(columns)} |", f"|{'|'.join('---' for _ in columns)}|",
-            *(f"| {' | '.join(row + [''] * (len(columns) - len(row)))} |" for row in rows)]
+def table(columns, records, head, figures):
+    """Markdown lines, a row per record: head(r), then figures(r), or r's error where it failed."""
+    lines = [f"| {' | '.join(columns)} |", f"|{'|'.join('---' for _ in columns)}|"]
+    for r in records:
+        cells = [*head(r), *([f"failed: {r['error']}"] if 'error' in r else figures(r))]
+        lines.append(f"| {' | '.join(cells + [''] * (len(columns) - len(cells)))} |")
+    return lines
 
 
 def shape_text(r):
@@ -763,78 +762,66 @@ def impl_text(r):
     return f"liger (powers in {r['dtype']})" if r['impl'] == 'liger' and r['dtype'] != 'float32' else r['impl']
 
 
+def activation_cells(r):
+    return [f"{r['fwd_ms']:.3f}", f"{r['fwd_bwd_ms']:.3f}",
+            f"{fmt_GBps(r['fwd_GBps'])} ({100 * r['fwd_roofline']:.0f} %)",
+            f"{fmt_GBps(r['fwd_bwd_GBps'])} ({100 * r['fwd_bwd_roofline']:.0f} %)",
+            f"{fmt_bytes(r['saved_bytes'])} ({r['saved_bytes'] / r['input_bytes']:.1f}x)",
+            fmt_bytes(r['peak_extra_bytes']), f"{r['diff_vs_float64']:.1e}"]
+
+
 def activations_markdown(report, args, device):
     env, act = report['environment'], report['activations']
-    lines = header(f"Activation cost, {args.dtype}", env, device)
-    timing = (f"GPU time per call: median of {GROUPS} groups of back-to-back calls, each between one pair of CUDA "
-              "events, queued behind a device sleep so that the host's per-call cost is not timed"
-              if device.type == 'cuda' else f"median of {args.repeats} calls")
-    lines += [f"Copy bandwidth (the roofline): {fmt_GBps(act['copy_GBps'])} GB/s. {timing}; {args.repeats} timed "
-              "calls per figure. GB/s counts the bytes that must move (inputs and y forward; inputs, dy and dx "
-              "backward). Gated activations run 2/3 of the width on two inputs (same parameters). vs float64: the "
-              "largest difference of y and the input gradients from the definition in float64, relative to its "
-              "largest value.", '']
-    rows = []
-    for r in act['activations']:
-        if 'error' in r:
-            rows.append([r['activation'], impl_text(r), shape_text(r), f"failed: {r['error']}"])
-            continue
-        rows.append([r['activation'], impl_text(r), shape_text(r), f"{r['fwd_ms']:.3f}", f"{r['fwd_bwd_ms']:.3f}",
-                     f"{fmt_GBps(r['fwd_GBps'])} ({100 * r['fwd_roofline']:.0f} %)",
-                     f"{fmt_GBps(r['fwd_bwd_GBps'])} ({100 * r['fwd_bwd_roofline']:.0f} %)",
-                     f"{fmt_bytes(r['saved_bytes'])} ({r['saved_bytes'] / r['input_bytes']:.1f}x)",
-                     fmt_bytes(r['peak_extra_bytes']), f"{r['diff_vs_float64']:.1e}"])
+    timing = (f"GPU time per call: the median of {GROUPS} groups of back-to-back calls, each between one pair of "
+              "CUDA events, queued behind a device sleep so that the host's per-call cost is not timed"
+              if device.type == 'cuda' else "Time per call: the median of calls timed one by one")
+    lines = header(f"Activation cost, {args.dtype}", env, device,
+                   f"Copy bandwidth (the roofline): {fmt_GBps(act['copy_GBps'])} GB/s. {timing}; {args.repeats} "
+                   "timed calls per figure. vs float64: the largest difference of y and the input gradients from "
+                   "the definition in float64, relative to its largest value.")
     lines += table(['activation', 'impl', 'tokens x width', 'fwd ms', 'fwd+bwd ms', 'fwd GB/s (roofline)',
-                    'fwd+bwd GB/s (roofline)', 'saved for bwd (x input)', 'peak extra', 'vs float64'], rows)
+                    'fwd+bwd GB/s (roofline)', 'saved for bwd (x input)', 'peak extra', 'vs float64'],
+                   act['activations'], lambda r: [r['activation'], impl_text(r), shape_text(r)], activation_cells)
     lines += [''] + [f"- {note}" for note in act['notes']] + ([''] if act['notes'] else [])
     lines += [f"#### Share of one FFN (n_embd {args.ffn_embd}, forward+backward)", '',
               "The activation as model.py runs it with each act_impl, timed alone and inside up projection + "
-              "activation + down projection. FLOPs counted from the formulas: matmuls 6 x n_embd x width per "
-              "matrix per token; the activation 3 x its forward operations per element (see flops_per_token in "
-              "bench.py).", '']
-    rows = []
-    for r in act['ffn']:
-        head = [r['activation'], r['act_impl'] or '-', f"{r['rows']} x {r['hidden']}"]
-        if 'error' in r:
-            rows.append([*head, f"failed: {r['error']}"])
-            continue
-        rows.append([*head, f"{r['ffn_ms']:.3f}", f"{r['act_ms']:.3f}", f"{100 * r['time_share']:.1f} %",
-                     f"{100 * r['flops_share']:.2f} %"])
+              "activation + down projection, next to its share of the FLOPs (flops_per_token in bench.py).", '']
     lines += table(['activation', 'act_impl', 'tokens x FFN hidden', 'FFN ms', 'activation ms', 'time share',
-                    'FLOPs share'], rows)
+                    'FLOPs share'], act['ffn'],
+                   lambda r: [r['activation'], r['act_impl'] or '-', f"{r['rows']} x {r['hidden']}"],
+                   lambda r: [f"{r['ffn_ms']:.3f}", f"{r['act_ms']:.3f}", f"{100 * r['time_share']:.1f} %",
+                              f"{100 * r['flops_share']:.2f} %"])
     return '\n'.join(lines) + '\n'
 
 
 def model_markdown(report, args, device):
-    env, runs = report['environment'], report['model']['runs']
-    moe = report['model']['moe']
+    env, runs, moe = report['environment'], report['model']['runs'], report['model']['moe']
     first = runs[0]
-    lines = header(f"Training steps, {args.model}", env, device)
     timing = "back-to-back steps between one pair of CUDA events" if device.type == 'cuda' else "the median step"
     precision = 'float32' if args.dtype == 'float32' else f"{args.dtype} autocast over float32 weights"
-    lines += [f"{first['n_layer']} layers x {first['n_embd']}, vocabulary {first['vocab_size']}, batch "
-              f"{first['batch_size']} x {first['block_size']} tokens, {precision}, AdamW. Each variant "
-              f"is built and warmed up ({WARMUP} steps) first, then all are timed in {ROUNDS} interleaved rounds of "
-              f"{args.steps} steps ({timing}); step ms is the median round. Only `activation` (and `act_impl`, "
-              "PolyCom's implementation) changes between rows (matched parameters). MFU: model.flops_per_token "
-              "against the device's dense BF16 peak.", '']
+    lines = header(f"Training steps, {args.model}", env, device,
+                   f"{first['n_layer']} layers x {first['n_embd']}, vocabulary {first['vocab_size']}, batch "
+                   f"{first['batch_size']} x {first['block_size']} tokens, {precision}, AdamW. Each variant is "
+                   f"built and warmed up ({WARMUP} steps) first, then all are timed in {ROUNDS} interleaved rounds "
+                   f"of {args.steps} steps ({timing}); step ms is the median round. Only `activation` (and "
+                   "`act_impl`, PolyCom's implementation) changes between rows (matched parameters). MFU: "
+                   "model.flops_per_token against the device's dense BF16 peak.")
     baseline = {}  # the first activation's step time, per (MoE path, compile mode), for the ratio column
     for r in runs:
         if 'error' not in r and r['activation'] == first['activation']:
             baseline.setdefault((r['moe_impl'], r['compile']), r['step_ms'])
-    rows = []
-    for r in runs:
-        head = [r['activation'], r['act_impl'] or '-', *([r['moe_impl']] if moe else []), r['compile']]
-        if 'error' in r:
-            rows.append([*head, f"failed: {r['error']}"])
-            continue
+
+    def figures(r):
         base = baseline.get((r['moe_impl'], r['compile']))
-        rows.append([*head, f"{r['step_ms']:.1f}", f"{r['step_ms'] / base:.2f}x" if base else 'n/a',
-                     f"{r['tokens_per_s']:,.0f}", f"{100 * r['mfu']:.1f} %" if r['mfu'] is not None else 'n/a',
-                     fmt_bytes(r['peak_memory_bytes'])])
+        return [f"{r['step_ms']:.1f}", f"{r['step_ms'] / base:.2f}x" if base else 'n/a',
+                f"{r['tokens_per_s']:,.0f}", f"{100 * r['mfu']:.1f} %" if r['mfu'] is not None else 'n/a',
+                fmt_bytes(r['peak_memory_bytes'])]
+
     columns = ['activation', 'act_impl', *(['MoE experts'] if moe else []), 'run as', 'step ms',
                f"vs {first['activation']}", 'tokens/s', 'MFU', 'peak memory']
-    lines += table(columns, rows)
+    lines += table(columns, runs,
+                   lambda r: [r['activation'], r['act_impl'] or '-', *([r['moe_impl']] if moe else []), r['compile']],
+                   figures)
     return '\n'.join(lines) + '\n'
 
 

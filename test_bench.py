@@ -183,7 +183,7 @@ class VirtualGPU:
 def test_cuda_timing_on_a_virtual_clock(monkeypatch, host_ms, gpu_ms):
     gpu = VirtualGPU(host_ms, gpu_ms)
     monkeypatch.setattr(bench, 'timed_group', gpu)
-    assert bench.cuda_ms_per_call(None, list(range(25)), None, True) == pytest.approx(gpu_ms)
+    assert bench.cuda_ms_per_call(None, list(range(25)), None) == pytest.approx(gpu_ms)
     assert gpu.elapsed_ms < 25 * (host_ms + gpu_ms) + 2 * bench.GROUPS * bench.MAX_SLEEP_MS
 
 
@@ -193,7 +193,7 @@ def test_cuda_timing_refuses_within_a_second(monkeypatch, gpu):
     # the sleep once doubled without a cap: a synchronizing function slept the GPU about 1,150 s before the refusal
     monkeypatch.setattr(bench, 'timed_group', gpu)
     with pytest.raises(RuntimeError, match="could not queue the calls ahead of the GPU"):
-        bench.cuda_ms_per_call(None, list(range(25)), None, True)
+        bench.cuda_ms_per_call(None, list(range(25)), None)
     assert gpu.elapsed_ms < 1000
 
 
