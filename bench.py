@@ -21,7 +21,7 @@ from functools import cache, partial
 
 import torch
 
-from common import cpu_name, model_config, peak_flops, write_results
+from common import cpu_name, model_config, peak_flops, saved_bytes, write_results
 from model import ACT_IMPLS, ACTIVATIONS, FFN, GATED, GPT, GPTConfig, make_activation, swiglu_width
 from settings import QUICKSTART, data_vocab, resolve
 
@@ -202,23 +202,6 @@ def sleep_cycles_per_ms(device):
     return cycles / start.elapsed_time(end)
 
 
-def saved_bytes(forward, inputs, params):
-    """Bytes of the distinct tensors autograd keeps for backward after forward(*inputs), parameters not counted.
-    Tensors that share memory (x saved by three ops, a view of it) count once."""
-    skip = {p.untyped_storage().data_ptr() for p in params}
-    kept = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        forward(*inputs)
-    return sum(kept.values())
-
-
 def with_peak_memory(fn, device):
     """(fn(), the most memory it allocated on top of what was allocated before): CUDA only, None on a CPU."""
     if device.type != 'cuda':
@@ -244,9 +227,9 @@ def make_buffers(n_inputs, shape, dtype, device):
     """Sets of (inputs, dy), enough that cycling through them moves 4x the cache, so none is read from cache.
     The inputs' row count is marked dynamic: a compiled implementation then serves every row count with one graph
     per width."""
-    cache = torch.cuda.get_device_properties(device).L2_cache_size if device.type == 'cuda' else CPU_CACHE_BYTES
+    cache_bytes = torch.cuda.get_device_properties(device).L2_cache_size if device.type == 'cuda' else CPU_CACHE_BYTES
     set_bytes = (n_inputs + 1) * math.prod(shape) * dtype.itemsize
-    n = min(MAX_BUFFERS, max(2, math.ceil(4 * cache / set_bytes)))
+    n = min(MAX_BUFFERS, max(2, math.ceil(4 * cache_bytes / set_bytes)))
     buffers = []
     for _ in range(n):
         inputs = [torch.randn(shape, dtype=dtype, device=device, requires_grad=True) for _ in range(n_inputs)]

@@ -7,6 +7,7 @@ checkpoint.py a run's files).
     cpu_name()                    the CPU's model name, for reports
     join_processes(kind)          (rank, world_size, device), joining torchrun's process group when launched by it
     check_memory(...), cpu_threads()   refuse what cannot fit; the threads the idle cores allow
+    saved_bytes(forward, inputs, params)   the activation memory autograd keeps for backward
     pyplot(), save_figure(fig, path, dpi)   optional matplotlib, and PNGs written whole
     write_results(prefix, markdown, report)   a benchmark's <prefix>.md and <prefix>.json, written whole
 """
@@ -114,6 +115,23 @@ def available_ram():
             return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
         except (ValueError, OSError, AttributeError):
             return None
+
+
+def saved_bytes(forward, inputs, params):
+    """Bytes of the distinct tensors autograd keeps for backward after forward(*inputs), parameters not counted.
+    Tensors that share memory (x saved by three ops, a view of it) count once."""
+    skip = {p.untyped_storage().data_ptr() for p in params}
+    kept = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward(*inputs)
+    return sum(kept.values())
 
 
 def cpu_threads():
