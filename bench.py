@@ -402,21 +402,17 @@ def liger_poly_norm(act):
     return liger
 
 
-def relative_diff(a, b):
-    """max |a - b| / max |b|: how far a lands from b, on the scale of b's values."""
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30)).item()
-
-
 def diff_from_float64(forward, reference, inputs, dy):
-    """The largest relative difference, in y and in the input gradients, from the definition: the eager code
-    (model.py) run on float64 copies of the inputs. Against float64, not against eager in the same dtype, so that
-    a bf16 implementation is held to what bf16 can do, not to eager's own rounding."""
+    """The largest relative difference (max |a - b| / max |b|), in y and in the input gradients, from the
+    definition: the eager code (model.py) run on float64 copies of the inputs. Against float64, not against eager
+    in the same dtype, so that a bf16 implementation is held to what bf16 can do, not to eager's own rounding."""
     leaves = [x.detach().double().requires_grad_() for x in inputs]
     y_ref = reference(*leaves)
     ref = [y_ref.detach(), *torch.autograd.grad(y_ref, leaves, dy.double())]
     y = forward(*inputs)
     out = [y.detach(), *torch.autograd.grad(y, inputs, dy)]
-    return max(relative_diff(a, b) for a, b in zip(out, ref))
+    return max(((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30)).item()
+               for a, b in zip(out, ref))
 
 
 # -----------------------------------------------------------------------------
@@ -590,7 +586,7 @@ def model_variants(args, moe):
 
 def build_step(cfg, batch_size, compile_mode, args, device):
     """A function that runs one forward + backward + AdamW step on a fixed random batch, after WARMUP such steps
-    (they compile); and the model."""
+    (they compile); and the model's figures for its row."""
     torch.manual_seed(0)
     gpt = GPT(cfg).to(device)
     optimizer = torch.optim.AdamW(gpt.optim_groups(0.1), lr=1e-4, betas=(0.9, 0.95), fused=device.type == 'cuda')
@@ -610,16 +606,9 @@ def build_step(cfg, batch_size, compile_mode, args, device):
 
     for _ in range(WARMUP):
         step(0)
-    return step, gpt
-
-
-def warm_up(cfg, batch_size, compile_mode, args, device):
-    """Build a variant and run its warm-up steps; returns (step, row figures). Its peak memory is what it adds at
-    its highest to what earlier variants hold."""
-    (step, gpt), peak = with_peak_memory(lambda: build_step(cfg, batch_size, compile_mode, args, device), device)
     n = gpt.num_params()
-    return step, dict(flops_per_token=gpt.flops_per_token(cfg.block_size), peak_memory_bytes=peak,
-                      params_total=n['total'], params_active=n['active'])
+    return step, dict(flops_per_token=gpt.flops_per_token(cfg.block_size), params_total=n['total'],
+                      params_active=n['active'])
 
 
 def model_settings(args):
@@ -660,11 +649,11 @@ def run_model(args, device):
                    'vocab_size': cfg.vocab_size, 'batch_size': batch_size, 'dtype': args.dtype, 'steps': args.steps,
                    'label': label}
             rows.append(row)
-            built = guarded(label, warm_up, cfg, batch_size, mode, args, device)
+            built = guarded(label, with_peak_memory, lambda: build_step(cfg, batch_size, mode, args, device), device)
             if isinstance(built, dict):  # the error of a variant that did not build or warm up
                 row.update(built)
                 continue
-            steps[i], figures = built
+            (steps[i], figures), row['peak_memory_bytes'] = built  # the most it adds to what earlier variants hold
             row.update(figures)
             log(f"  {label}: built and warmed up")
         for _ in range(ROUNDS):
