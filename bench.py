@@ -499,39 +499,31 @@ def guarded(label, fn, *args):
 
 def runnable_impls(args, device):
     """activation -> the implementations to time here, and a note for each one that applies but cannot run."""
-    runnable, notes = {}, []
-    for activation in args.activations:
-        runnable[activation] = []
-        for impl in [i for i in args.impls if applies(activation, i)]:
-            reason = unavailable(activation, impl, args.order, device)
-            if reason:
-                notes.append(f"{activation} {impl}: not run, {reason}")
-            else:
-                runnable[activation].append(impl)
-    return runnable, notes
+    reasons = {(a, i): unavailable(a, i, args.order, device) for a in args.activations for i in args.impls
+               if applies(a, i)}
+    runnable = {a: [i for i in args.impls if (a, i) in reasons and not reasons[a, i]] for a in args.activations}
+    return runnable, [f"{a} {i}: not run, {reason}" for (a, i), reason in reasons.items() if reason]
 
 
 def activation_rows(args, device, copy_GBps, runnable):
     """The first table's rows. Each implementation is built once per activation and width and serves every row
     count, so torch.compile makes one graph per activation and width, not one per shape."""
-    dtype = DTYPES[args.dtype]
-    built, results = {}, []
-    for rows in args.rows:
-        for hidden in args.widths:
-            for activation in [a for a in args.activations if runnable[a]]:
-                width = act_width(activation, hidden)
-                buffers = make_buffers(n_inputs(activation), (rows, width), dtype, device)
-                reference, _ = build(activation, 'eager', args.order, device)
-                for impl in runnable[activation]:
+    results = []
+    for hidden in args.widths:
+        for activation in [a for a in args.activations if runnable[a]]:
+            width = act_width(activation, hidden)
+            reference, _ = build(activation, 'eager', args.order, device)
+            built = {impl: guarded(f"{activation} {impl} width {width}", build, activation, impl, args.order, device)
+                     for impl in runnable[activation]}
+            for rows in args.rows:
+                buffers = make_buffers(n_inputs(activation), (rows, width), DTYPES[args.dtype], device)
+                for impl, forward in built.items():
                     label = f"{activation} {impl} {rows}x{width}"
-                    key = (activation, impl, width)
-                    if key not in built:
-                        built[key] = guarded(label, build, activation, impl, args.order, device)
-                    if isinstance(built[key], dict):  # the build failed: its error is the row
-                        row = built[key]
+                    if isinstance(forward, dict):  # the build failed: its error is the row
+                        row = forward
                     else:
-                        row = guarded(label, bench_activation, activation, rows, width, built[key], reference,
-                                      buffers, args, device, copy_GBps)
+                        row = guarded(label, bench_activation, activation, rows, width, forward, reference, buffers,
+                                      args, device, copy_GBps)
                     row = {'activation': activation, 'impl': impl, 'rows': rows, 'hidden': hidden, 'width': width,
                            **row}
                     results.append(row)
