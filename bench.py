@@ -3,9 +3,6 @@ What do PolyNorm and PolyReLU cost? This file times them next to ReLU, GELU, ReL
 parameters: each activation and implementation alone, checked against float64 first, then its share of one FFN;
 or, with --model, whole training steps of a config per activation. Both write <out>.md (the tables) and
 <out>.json (every raw figure and the environment). Usage and every column: README.md, "Benchmarks".
-
-    python bench.py --quick                                   PolyNorm's implementations at the paper's widths
-    python bench.py --model config/dense_1b.py --n_layer 4    whole training steps, one per activation
 """
 import argparse
 import itertools
@@ -90,11 +87,9 @@ def parse_args(argv):
     p.add_argument('--model', help=f"a config file, or {QUICK_START} for train.py's quick-start model: time whole "
                                    "training steps instead of the activations alone")
     p.add_argument('--act_impls', nargs='+', choices=ACT_IMPLS, default=['auto'],
-                   help="PolyCom's implementations to time in the FFN-share table and in --model runs, each a row "
-                        "(default: auto)")
+                   help="PolyCom's implementations in the FFN-share table and --model runs, a row each (default: auto)")
     p.add_argument('--n_layer', type=positive, help="with --model: keep this many layers, so a big model runs fast")
-    p.add_argument('--batch_size', type=positive,
-                   help="with --model: sequences per step (the config's micro_batch_size)")
+    p.add_argument('--batch_size', type=positive, help="with --model: sequences per step (micro_batch_size)")
     p.add_argument('--block_size', type=positive, help="with --model: tokens per sequence (the config's block_size)")
     p.add_argument('--steps', type=positive, help="with --model: timed training steps per round")
     p.add_argument('--compile', action=argparse.BooleanOptionalAction,
@@ -191,15 +186,9 @@ def timed_group(run, group, device, sleep_ms):
 
 @cache  # one calibration per device and process
 def sleep_cycles_per_ms(device):
-    """GPU clock cycles of torch.cuda._sleep per millisecond, measured."""
+    """GPU clock cycles of torch.cuda._sleep per millisecond, measured after a first sleep that loads the kernel."""
     cycles = 10**7
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda._sleep(cycles)  # the first sleep loads the kernel
-    start.record()
-    torch.cuda._sleep(cycles)
-    end.record()
-    torch.cuda.synchronize(device)
-    return cycles / start.elapsed_time(end)
+    return cycles / measure(lambda _: torch.cuda._sleep(cycles), 1, 1, device, warmup=1, host_ahead=False)
 
 
 def with_peak_memory(fn, device):
@@ -293,10 +282,9 @@ def forward_flops_per_element(activation, order):
 
 
 def flops_per_token(activation, n_embd, hidden, order):
-    """Training FLOPs per token of one FFN, (matmuls, activation). Matmuls: 2 per multiply-add, times 3 for
-    forward+backward, over the FFN's weights (2 matrices of n_embd x hidden, or a gated FFN's 3 of 2/3 the width).
-    The activation: its forward count per element times the width, times the same 3, i.e. backward taken as
-    twice the forward, a rough count that cannot move a share this small."""
+    """Training FLOPs per token of one FFN, (matmuls, activation): 2 per multiply-add, times 3 for forward and
+    backward, over the FFN's weights (2 matrices, or a gated FFN's 3 at 2/3 the width); the activation's forward
+    count per element times the width, times the same 3, a rough count that cannot move a share this small."""
     width = act_width(activation, hidden)
     n_matrices = 3 if activation in GATED else 2
     matmul = 6 * n_matrices * n_embd * width
@@ -568,8 +556,8 @@ def model_variants(args, moe):
     if moe:
         # the grouped path is one graph (fullgraph); the loop's data-dependent shapes break the graph at every
         # expert and recompile as the token counts change, so it runs eager, next to an eager grouped run
-        paths = ([('grouped', 'compiled, fullgraph'), ('grouped', 'eager')] if args.compile else
-                 [('grouped', 'eager')]) + [('loop', 'eager')]
+        paths = [('grouped', 'compiled, fullgraph')] if args.compile else []
+        paths += [('grouped', 'eager'), ('loop', 'eager')]
     else:
         paths = [(None, 'compiled' if args.compile else 'eager')]  # as train.py compiles
     return [(activation, act_impl, moe_impl, mode) for activation in args.activations
@@ -726,14 +714,6 @@ def impl_text(r):
     return f"liger (powers in {r['dtype']})" if r['impl'] == 'liger' and r['dtype'] != 'float32' else r['impl']
 
 
-def activation_cells(r):
-    return [f"{r['fwd_ms']:.3f}", f"{r['fwd_bwd_ms']:.3f}",
-            f"{fmt_GBps(r['fwd_GBps'])} ({100 * r['fwd_roofline']:.0f} %)",
-            f"{fmt_GBps(r['fwd_bwd_GBps'])} ({100 * r['fwd_bwd_roofline']:.0f} %)",
-            f"{fmt_bytes(r['saved_bytes'])} ({r['saved_bytes'] / r['input_bytes']:.1f}x)",
-            fmt_bytes(r['peak_extra_bytes']), f"{r['diff_vs_float64']:.1e}"]
-
-
 def activations_markdown(report, args, device):
     env, act = report['environment'], report['activations']
     timing = (f"GPU time per call: the median of {GROUPS} groups of back-to-back calls, each between one pair of "
@@ -743,9 +723,17 @@ def activations_markdown(report, args, device):
                    f"Copy bandwidth (the roofline): {fmt_GBps(act['copy_GBps'])} GB/s. {timing}; {args.repeats} "
                    "timed calls per figure. vs float64: the largest difference of y and the input gradients from "
                    "the definition in float64, relative to its largest value.")
+
+    def figures(r):
+        return [f"{r['fwd_ms']:.3f}", f"{r['fwd_bwd_ms']:.3f}",
+                f"{fmt_GBps(r['fwd_GBps'])} ({100 * r['fwd_roofline']:.0f} %)",
+                f"{fmt_GBps(r['fwd_bwd_GBps'])} ({100 * r['fwd_bwd_roofline']:.0f} %)",
+                f"{fmt_bytes(r['saved_bytes'])} ({r['saved_bytes'] / r['input_bytes']:.1f}x)",
+                fmt_bytes(r['peak_extra_bytes']), f"{r['diff_vs_float64']:.1e}"]
+
     lines += table(['activation', 'impl', 'tokens x width', 'fwd ms', 'fwd+bwd ms', 'fwd GB/s (roofline)',
                     'fwd+bwd GB/s (roofline)', 'saved for bwd (x input)', 'peak extra', 'vs float64'],
-                   act['activations'], lambda r: [r['activation'], impl_text(r), shape_text(r)], activation_cells)
+                   act['activations'], lambda r: [r['activation'], impl_text(r), shape_text(r)], figures)
     lines += [''] + [f"- {note}" for note in act['notes']] + ([''] if act['notes'] else [])
     lines += [f"#### Share of one FFN (n_embd {args.ffn_embd}, forward+backward)", '',
               "The activation as model.py runs it with each act_impl, timed alone and inside up projection + "
@@ -802,10 +790,8 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         report = {'environment': environment(device, argv), 'args': vars(args)}
-        if args.model:
-            report['model'] = run_model(args, device)
-        else:
-            report['activations'] = run_activations(args, device)
+        suite = 'model' if args.model else 'activations'
+        report[suite] = (run_model if args.model else run_activations)(args, device)
     finally:
         torch.set_num_threads(threads)  # main() may run inside another program, the tests for one
     report['seconds'] = time.perf_counter() - start
