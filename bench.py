@@ -36,11 +36,9 @@ DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': torch
 # descheduled by other work on a shared machine stalls every op that waits for it (medians of 0.1 ms read 10 ms).
 DEFAULTS = {
     'cuda': dict(rows=[8192, 16384], widths=[4096, 8256, 16384], repeats=50, dtype='bfloat16', ffn_embd=2048,
-                 activations=list(ACTIVATIONS), impls=list(IMPLS), steps=10, threads=torch.get_num_threads(),
-                 compile=True),
+                 impls=list(IMPLS), steps=10, threads=torch.get_num_threads(), compile=True),
     'cpu': dict(rows=[256], widths=[512, 1024], repeats=20, dtype='float32', ffn_embd=512,
-                activations=list(ACTIVATIONS), impls=['eager', 'ckpt', 'fused', 'liger'], steps=3, threads=1,
-                compile=False),
+                impls=['eager', 'ckpt', 'fused', 'liger'], steps=3, threads=1, compile=False),
 }
 # --quick on a GPU: PolyNorm at 16384 tokens and the paper's widths, the MoE 1B/7B expert's 1536, the dense 1B's 8256
 # and its gated width 5504 (PolyNorm-GLU's), each implementation side by side, the speed goals' shape among them;
@@ -89,7 +87,7 @@ def parse_args(argv):
     p.add_argument('--act_impls', nargs='+', choices=ACT_IMPLS, default=['auto'],
                    help="PolyCom's implementations in the FFN-share table and --model runs, a row each (default: auto)")
     p.add_argument('--n_layer', type=positive, help="with --model: keep this many layers, so a big model runs fast")
-    p.add_argument('--batch_size', type=positive, help="with --model: sequences per step (micro_batch_size)")
+    p.add_argument('--batch_size', type=positive, help="with --model: sequences per step (default: micro_batch_size)")
     p.add_argument('--block_size', type=positive, help="with --model: tokens per sequence (the config's block_size)")
     p.add_argument('--steps', type=positive, help="with --model: timed training steps per round")
     p.add_argument('--compile', action=argparse.BooleanOptionalAction,
@@ -103,13 +101,12 @@ def check_args(p, args):
     """Fill the device's defaults and reject what cannot run, saying how to fix it (p.error exits)."""
     if args.device == 'cuda' and not torch.cuda.is_available():
         p.error("--device cuda, but this torch sees no CUDA device; run with --device cpu")
-    defaults = {**DEFAULTS[args.device], **(QUICK[args.device] if args.quick else {})}
+    defaults = {'activations': list(ACTIVATIONS), **DEFAULTS[args.device], **(QUICK[args.device] if args.quick else {})}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.model not in (None, QUICK_START) and not os.path.isfile(args.model):
-        p.error(f"--model {args.model}: no such file; give a config file such as config/dense_1b.py, "
-                f"or {QUICK_START}")
+        p.error(f"--model {args.model}: no such file; give a config file (config/dense_1b.py) or {QUICK_START}")
     if args.model is None and any(getattr(args, n) is not None for n in ('n_layer', 'batch_size', 'block_size')):
         p.error("--n_layer, --batch_size and --block_size go with --model config/<name>.py")
     if args.out is None:
@@ -208,8 +205,7 @@ def copy_bandwidth(dtype, repeats, device):
     n_bytes = 2**30 if device.type == 'cuda' else 2**26
     x = torch.randn(n_bytes // dtype.itemsize, dtype=dtype, device=device)
     y = torch.empty_like(x)
-    ms = measure(lambda i: y.copy_(x), 1, repeats, device)
-    return 2 * x.nbytes / ms / 1e6  # read x, write y
+    return 2 * x.nbytes / measure(lambda i: y.copy_(x), 1, repeats, device) / 1e6  # read x, write y
 
 
 def make_buffers(n_inputs, shape, dtype, device):
@@ -246,8 +242,7 @@ def compile_room(n_entries):
 
 
 def act_width(activation, hidden):
-    """The width the activation runs at: gated ones, act(gate) * up, take 2/3 of the FFN hidden size (model.py's
-    parameter match)."""
+    """The width the activation runs at: a gated one's is 2/3 of the FFN hidden size (model.py's parameter match)."""
     return swiglu_width(hidden) if activation in GATED else hidden
 
 
@@ -264,18 +259,16 @@ def bytes_moved(activation, rows, width, itemsize):
     return forward, forward + backward
 
 
-def forward_flops_per_element(activation, order):
-    """Arithmetic operations per element of the activation's input in the forward, counted from the formulas of
-    model.py; a max, multiply, add, divide, exp, erf or rsqrt counts one. Per-row work (PolyNorm's r rsqrt) is
-    left out: it is 1/width of the rest. A gated activation adds one multiply by up."""
-    r = order
+def forward_flops_per_element(activation, r):
+    """Arithmetic operations per element of the activation's input in the forward, at PolyCom order r, counted from
+    the formulas of model.py; a max, multiply, add, divide, exp, erf or rsqrt counts one. Per-row work (PolyNorm's
+    r rsqrt) is left out: it is 1/width of the rest. A gated activation adds one multiply by up."""
     counts = {'relu': 1,  # max(x, 0)
               'gelu': 5,  # x / sqrt(2), erf, + 1, * x, * 0.5
               'relu2': 2,  # max, square
               'swiglu': 5,  # silu(g) * u = g / (1 + exp(-g)) * u: negate, exp, add, divide, multiply
               'polyrelu': 3 * r,  # relu, r-1 powers, r weights, r adds (the bias included)
-              'polynorm': 6 * r - 1,  # r-1 powers; per power square, row-sum add, scale by rsqrt; r weights, r adds
-              }
+              'polynorm': 6 * r - 1}  # r-1 powers; per power square, row-sum add, scale by rsqrt; r weights, r adds
     if activation in GATED and activation != 'swiglu':
         return counts[activation.removesuffix('_glu')] + 1
     return counts[activation]
@@ -691,8 +684,8 @@ def header(title, env, device, method):
     if device.type != 'cuda':
         lines += [f"**CPU figures** (torch threads: {env['cpu_threads']}, timed with time.perf_counter): they rank the "
                   "implementations on this CPU and say nothing of a GPU. Small shapes stay partly in the CPU's "
-                  "caches, so GB/s can pass the copy roofline. Peak memory is n/a on a CPU; the saved-for-backward "
-                  "column is exact on any device.", '']
+                  "caches, so GB/s can pass the copy roofline. Peak memory is CUDA's alone; saved for bwd is exact.",
+                  '']
     return lines
 
 
