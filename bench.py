@@ -1,35 +1,24 @@
 """
-What do PolyNorm and PolyReLU cost? This file times them next to ReLU, GELU, ReLU^2 and SwiGLU.
-
-    python bench.py                     every activation and implementation at the paper's FFN shapes, in bf16
-    python bench.py --quick             PolyNorm's implementations (Liger's too) at the paper's widths: about a minute
-    python bench.py --model config/dense_1b.py --n_layer 4      whole training steps, one per activation
-    python bench.py --model quickstart --act_impls plain compiled      the quick start's model, each PolyCom path
-
-The activation suite times each (activation, implementation, shape) forward and forward+backward, after checking it
-against the float64 definition; reports its bandwidth against a copy's, the bytes it saves for backward and its
-peak memory; then its share of one whole FFN's time next to its share of the FLOPs. The model suite (--model)
-times forward+backward+AdamW steps of a config with each activation at matched parameters, and for MoE configs the
-grouped-GEMM experts against the loop, the variants interleaved so that a noisy machine slows them alike. The
-README's "Benchmarks" section defines every column. Both write <out>.md (the table) and <out>.json (every raw
-figure and the environment); on a CPU the defaults shrink to small shapes in float32, and the tables say so.
+What do PolyNorm and PolyReLU cost? This file times them next to ReLU, GELU, ReLU^2 and SwiGLU at matched
+parameters: each activation and implementation alone, checked against float64 first, then its share of one FFN;
+or, with --model, whole training steps of a config per activation. Both write <out>.md (the tables) and
+<out>.json (every raw figure and the environment). Usage and every column: README.md, "Benchmarks".
 """
 import argparse
 import itertools
-import json
 import math
 import os
 import platform
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from functools import cache, partial
 
 import torch
 
-from common import cpu_name, model_config, peak_flops
-from data.shards import atomic_write
+from common import cpu_name, model_config, peak_flops, saved_bytes, write_results
 from model import ACT_IMPLS, ACTIVATIONS, FFN, GATED, GPT, GPTConfig, make_activation, swiglu_width
 from settings import QUICKSTART, data_vocab, resolve
 
@@ -38,19 +27,18 @@ try:  # the fused Triton kernels; without Triton their rows say why they did not
 except ImportError:
     kernels = None
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 IMPLS = ('eager', 'ckpt', 'compile', 'fused', 'liger')
 DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': torch.float32}
 
 # Defaults per device. GPU: the paper's FFN widths (4096; the dense 1B's 8256, whose SwiGLU runs 5504; 16384).
 # CPU: small shapes in float32 (CPUs without bf16 units emulate it slowly), without torch.compile (inductor's C++
-# build takes about a minute a graph on 2 cores; add it with --impls), on one thread, since a thread descheduled
-# by other work on a shared machine stalls every op that waits for it (medians of 0.1 ms read 10 ms here).
+# build takes about a minute a graph on 2 cores; add it with --impls or --compile), on one thread, since a thread
+# descheduled by other work on a shared machine stalls every op that waits for it (medians of 0.1 ms read 10 ms).
 DEFAULTS = {
     'cuda': dict(rows=[8192, 16384], widths=[4096, 8256, 16384], repeats=50, dtype='bfloat16', ffn_embd=2048,
-                 activations=list(ACTIVATIONS), impls=list(IMPLS), steps=10, threads=torch.get_num_threads()),
+                 impls=list(IMPLS), steps=10, threads=torch.get_num_threads(), compile=True),
     'cpu': dict(rows=[256], widths=[512, 1024], repeats=20, dtype='float32', ffn_embd=512,
-                activations=list(ACTIVATIONS), impls=['eager', 'ckpt', 'fused', 'liger'], steps=3, threads=1),
+                impls=['eager', 'ckpt', 'fused', 'liger'], steps=3, threads=1, compile=False),
 }
 # --quick on a GPU: PolyNorm at 16384 tokens and the paper's widths, the MoE 1B/7B expert's 1536, the dense 1B's 8256
 # and its gated width 5504 (PolyNorm-GLU's), each implementation side by side, the speed goals' shape among them;
@@ -71,30 +59,37 @@ QUICK_START = 'quickstart'  # --model quickstart: train.py's quick-start model
 # 1. Command line
 
 
+def positive(text):
+    """argparse's type for a count: an int of at least 1."""
+    if int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return int(text)
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog='bench.py', description="Time the PolyCom activations against the usual ones.")
     p.add_argument('--device', choices=['cuda', 'cpu'], default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--rows', type=int, nargs='+', help="tokens per call (the rows of the FFN activation)")
-    p.add_argument('--widths', type=int, nargs='+',
+    p.add_argument('--rows', type=positive, nargs='+', help="tokens per call (the rows of the FFN activation)")
+    p.add_argument('--widths', type=positive, nargs='+',
                    help="FFN hidden sizes, as ffn_hidden in a config; gated activations run 2/3 of each on two inputs")
-    p.add_argument('--activations', nargs='+', help=f"any of {', '.join(ACTIVATIONS)} (default: all)")
-    p.add_argument('--impls', nargs='+', help=f"any of {', '.join(IMPLS)}")
-    p.add_argument('--order', type=int, default=3, help="the PolyCom order r")
+    p.add_argument('--activations', nargs='+', choices=ACTIVATIONS, metavar='ACTIVATION',
+                   help=f"any of {', '.join(ACTIVATIONS)} (default: all)")
+    p.add_argument('--impls', nargs='+', choices=IMPLS, metavar='IMPL', help=f"any of {', '.join(IMPLS)}")
+    p.add_argument('--order', type=int, choices=range(1, 9), default=3, metavar='R', help="the PolyCom order, 1 to 8")
     p.add_argument('--dtype', choices=list(DTYPES), help="bfloat16 on a GPU, float32 on a CPU by default")
-    p.add_argument('--repeats', type=int, help="timed calls per figure")
-    p.add_argument('--threads', type=int, help="CPU threads for torch (1 on a CPU run, so timings stay steady)")
-    p.add_argument('--ffn_embd', type=int, help="n_embd of the FFN whose share the activation is (2048 on a GPU)")
+    p.add_argument('--repeats', type=positive, help="timed calls per figure")
+    p.add_argument('--threads', type=positive, help="CPU threads for torch (1 on a CPU run, so timings stay steady)")
+    p.add_argument('--ffn_embd', type=positive, help="n_embd of the FFN whose share the activation is (2048 on a GPU)")
     p.add_argument('--out', help="prefix of the .md and .json written (default out/bench or out/bench_<config>)")
     p.add_argument('--quick', action='store_true', help="the goals' shape and activations, fewer repeats or steps")
     p.add_argument('--model', help=f"a config file, or {QUICK_START} for train.py's quick-start model: time whole "
                                    "training steps instead of the activations alone")
-    p.add_argument('--act_impls', nargs='+', choices=ACT_IMPLS,
-                   help="PolyCom's implementations to time in the FFN-share table and in --model runs, each a row "
-                        "(default: auto)")
-    p.add_argument('--n_layer', type=int, help="with --model: keep this many layers, so a big model runs fast")
-    p.add_argument('--batch_size', type=int, help="with --model: sequences per step (the config's micro_batch_size)")
-    p.add_argument('--block_size', type=int, help="with --model: tokens per sequence (the config's block_size)")
-    p.add_argument('--steps', type=int, help="with --model: timed training steps per round")
+    p.add_argument('--act_impls', nargs='+', choices=ACT_IMPLS, default=['auto'],
+                   help="PolyCom's implementations in the FFN-share table and --model runs, a row each (default: auto)")
+    p.add_argument('--n_layer', type=positive, help="with --model: keep this many layers, so a big model runs fast")
+    p.add_argument('--batch_size', type=positive, help="with --model: sequences per step (default: micro_batch_size)")
+    p.add_argument('--block_size', type=positive, help="with --model: tokens per sequence (the config's block_size)")
+    p.add_argument('--steps', type=positive, help="with --model: timed training steps per round")
     p.add_argument('--compile', action=argparse.BooleanOptionalAction,
                    help="with --model: torch.compile the model (default: on CUDA only)")
     args = p.parse_args(argv)
@@ -106,34 +101,17 @@ def check_args(p, args):
     """Fill the device's defaults and reject what cannot run, saying how to fix it (p.error exits)."""
     if args.device == 'cuda' and not torch.cuda.is_available():
         p.error("--device cuda, but this torch sees no CUDA device; run with --device cpu")
-    defaults = {**DEFAULTS[args.device], **(QUICK[args.device] if args.quick else {})}
+    defaults = {'activations': list(ACTIVATIONS), **DEFAULTS[args.device], **(QUICK[args.device] if args.quick else {})}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    for name in ('rows', 'widths'):
-        if any(n < 1 for n in getattr(args, name)):
-            p.error(f"--{name} must be positive integers, got {getattr(args, name)}")
-    for name in ('repeats', 'threads', 'ffn_embd', 'steps', 'n_layer', 'batch_size', 'block_size'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            p.error(f"--{name} must be a positive integer, got {value}")
-    for name, allowed in (('activations', ACTIVATIONS), ('impls', IMPLS)):
-        wrong = [a for a in getattr(args, name) if a not in allowed]
-        if wrong:
-            p.error(f"--{name}: {', '.join(wrong)} not known; choose from {', '.join(allowed)}")
-    if not 1 <= args.order <= 8:
-        p.error(f"--order must be between 1 and 8, got {args.order}")
     if args.model not in (None, QUICK_START) and not os.path.isfile(args.model):
-        p.error(f"--model {args.model}: no such file; give a config file such as config/dense_1b.py, "
-                f"or {QUICK_START}")
+        p.error(f"--model {args.model}: no such file; give a config file (config/dense_1b.py) or {QUICK_START}")
     if args.model is None and any(getattr(args, n) is not None for n in ('n_layer', 'batch_size', 'block_size')):
         p.error("--n_layer, --batch_size and --block_size go with --model config/<name>.py")
-    args.act_impls = args.act_impls or ['auto']
-    if args.compile is None:
-        args.compile = args.device == 'cuda'
     if args.out is None:
-        stem = os.path.splitext(os.path.basename(args.model))[0] if args.model else None
-        args.out = os.path.join('out', f'bench_{stem}' if stem else 'bench')
+        args.out = os.path.join('out', f"bench_{os.path.splitext(os.path.basename(args.model))[0]}" if args.model
+                                else 'bench')
 
 
 # -----------------------------------------------------------------------------
@@ -148,7 +126,7 @@ def measure(run, n_buffers, repeats, device, warmup=WARMUP, host_ahead=True):
         run(i % n_buffers)
     calls = [(warmup + i) % n_buffers for i in range(repeats)]
     if device.type == 'cuda':
-        return cuda_ms_per_call(run, calls, device, host_ahead)
+        return cuda_ms_per_call(run, calls, device) if host_ahead else timed_group(run, calls, device, 0.0)[0]
     times = []
     for i in calls:
         t0 = time.perf_counter()
@@ -157,15 +135,11 @@ def measure(run, n_buffers, repeats, device, warmup=WARMUP, host_ahead=True):
     return statistics.median(times)
 
 
-def cuda_ms_per_call(run, calls, device, host_ahead):
+def cuda_ms_per_call(run, calls, device):
     """GPU milliseconds per call: the median over GROUPS groups of back-to-back calls, each between one pair of CUDA
-    events and queued behind a device sleep, so that the host's per-call cost (about 0.1 ms for a custom op with
-    autograd, more than a small kernel's GPU time) is not what is timed (README, "Benchmarks", says why not CUDA
-    graphs). A group that the sleep did not cover is not counted, and the next is smaller and sleeps longer, up to
-    MAX_SLEEP_MS: a function that synchronizes (its host waits out any sleep) is refused within a second."""
-    if not host_ahead:
-        ms, _, _ = timed_group(run, calls, device, 0.0)
-        return ms
+    events and queued behind a device sleep, so that the host's per-call cost is not what is timed (README,
+    "Benchmarks", says why, and why not CUDA graphs). A group that the sleep did not cover is not counted, and the
+    next is smaller and sleeps longer, up to MAX_SLEEP_MS: a function that synchronizes is refused within a second."""
     size = max(1, len(calls) // GROUPS)
     cycle = itertools.cycle(calls)
     sleep_ms, figures = 1.0, []
@@ -209,50 +183,21 @@ def timed_group(run, group, device, sleep_ms):
 
 @cache  # one calibration per device and process
 def sleep_cycles_per_ms(device):
-    """GPU clock cycles of torch.cuda._sleep per millisecond, measured."""
+    """GPU clock cycles of torch.cuda._sleep per millisecond, measured after a first sleep that loads the kernel."""
     cycles = 10**7
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda._sleep(cycles)  # the first sleep loads the kernel
-    start.record()
-    torch.cuda._sleep(cycles)
-    end.record()
-    torch.cuda.synchronize(device)
-    return cycles / start.elapsed_time(end)
+    return cycles / measure(lambda _: torch.cuda._sleep(cycles), 1, 1, device, warmup=1, host_ahead=False)
 
 
-def saved_bytes(forward, inputs, params):
-    """Bytes of the distinct tensors autograd keeps for backward after forward(*inputs), parameters not counted.
-    Tensors that share memory (x saved by three ops, a view of it) count once."""
-    skip = {p.untyped_storage().data_ptr() for p in params}
-    kept = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        forward(*inputs)
-    return sum(kept.values())
-
-
-def peak_extra_bytes(run, device):
-    """The most memory one run(0) allocates on top of what is already allocated (CUDA only; None on a CPU)."""
+def with_peak_memory(fn, device):
+    """(fn(), the most memory it allocated on top of what was allocated before): CUDA only, None on a CPU."""
     if device.type != 'cuda':
-        return None
+        return fn(), None
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    run(0)
+    result = fn()
     torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - before
-
-
-def cache_bytes(device):
-    if device.type == 'cuda':
-        return torch.cuda.get_device_properties(device).L2_cache_size
-    return CPU_CACHE_BYTES
+    return result, torch.cuda.max_memory_allocated(device) - before
 
 
 def copy_bandwidth(dtype, repeats, device):
@@ -260,16 +205,16 @@ def copy_bandwidth(dtype, repeats, device):
     n_bytes = 2**30 if device.type == 'cuda' else 2**26
     x = torch.randn(n_bytes // dtype.itemsize, dtype=dtype, device=device)
     y = torch.empty_like(x)
-    ms = measure(lambda i: y.copy_(x), 1, repeats, device)
-    return 2 * x.nbytes / ms / 1e6  # read x, write y
+    return 2 * x.nbytes / measure(lambda i: y.copy_(x), 1, repeats, device) / 1e6  # read x, write y
 
 
 def make_buffers(n_inputs, shape, dtype, device):
     """Sets of (inputs, dy), enough that cycling through them moves 4x the cache, so none is read from cache.
     The inputs' row count is marked dynamic: a compiled implementation then serves every row count with one graph
     per width."""
+    cache_bytes = torch.cuda.get_device_properties(device).L2_cache_size if device.type == 'cuda' else CPU_CACHE_BYTES
     set_bytes = (n_inputs + 1) * math.prod(shape) * dtype.itemsize
-    n = min(MAX_BUFFERS, max(2, math.ceil(4 * cache_bytes(device) / set_bytes)))
+    n = min(MAX_BUFFERS, max(2, math.ceil(4 * cache_bytes / set_bytes)))
     buffers = []
     for _ in range(n):
         inputs = [torch.randn(shape, dtype=dtype, device=device, requires_grad=True) for _ in range(n_inputs)]
@@ -278,6 +223,11 @@ def make_buffers(n_inputs, shape, dtype, device):
                 torch._dynamo.mark_dynamic(x, 0)
         buffers.append((inputs, torch.randn(shape, dtype=dtype, device=device)))
     return buffers
+
+
+def autocast(dtype, device):
+    """Matmuls in dtype over float32 weights, as in training; plain float32 without autocast."""
+    return torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != 'float32')
 
 
 def compile_room(n_entries):
@@ -292,8 +242,7 @@ def compile_room(n_entries):
 
 
 def act_width(activation, hidden):
-    """The width the activation runs at: gated ones, act(gate) * up, take 2/3 of the FFN hidden size (model.py's
-    parameter match)."""
+    """The width the activation runs at: a gated one's is 2/3 of the FFN hidden size (model.py's parameter match)."""
     return swiglu_width(hidden) if activation in GATED else hidden
 
 
@@ -310,28 +259,25 @@ def bytes_moved(activation, rows, width, itemsize):
     return forward, forward + backward
 
 
-def forward_flops_per_element(activation, order):
-    """Arithmetic operations per element of the activation's input in the forward, counted from the formulas of
-    model.py; a max, multiply, add, divide, exp, erf or rsqrt counts one. Per-row work (PolyNorm's r rsqrt) is
-    left out: it is 1/width of the rest. A gated activation adds one multiply by up."""
-    r = order
+def forward_flops_per_element(activation, r):
+    """Arithmetic operations per element of the activation's input in the forward, at PolyCom order r, counted from
+    the formulas of model.py; a max, multiply, add, divide, exp, erf or rsqrt counts one. Per-row work (PolyNorm's
+    r rsqrt) is left out: it is 1/width of the rest. A gated activation adds one multiply by up."""
     counts = {'relu': 1,  # max(x, 0)
               'gelu': 5,  # x / sqrt(2), erf, + 1, * x, * 0.5
               'relu2': 2,  # max, square
               'swiglu': 5,  # silu(g) * u = g / (1 + exp(-g)) * u: negate, exp, add, divide, multiply
               'polyrelu': 3 * r,  # relu, r-1 powers, r weights, r adds (the bias included)
-              'polynorm': 6 * r - 1,  # r-1 powers; per power square, row-sum add, scale by rsqrt; r weights, r adds
-              }
+              'polynorm': 6 * r - 1}  # r-1 powers; per power square, row-sum add, scale by rsqrt; r weights, r adds
     if activation in GATED and activation != 'swiglu':
         return counts[activation.removesuffix('_glu')] + 1
     return counts[activation]
 
 
 def flops_per_token(activation, n_embd, hidden, order):
-    """Training FLOPs per token of one FFN, (matmuls, activation). Matmuls: 2 per multiply-add, times 3 for
-    forward+backward, over the FFN's weights (2 matrices of n_embd x hidden, or a gated FFN's 3 of 2/3 the width).
-    The activation: its forward count per element times the width, times the same 3, i.e. backward taken as
-    twice the forward, a rough count that cannot move a share this small."""
+    """Training FLOPs per token of one FFN, (matmuls, activation): 2 per multiply-add, times 3 for forward and
+    backward, over the FFN's weights (2 matrices, or a gated FFN's 3 at 2/3 the width); the activation's forward
+    count per element times the width, times the same 3, a rough count that cannot move a share this small."""
     width = act_width(activation, hidden)
     n_matrices = 3 if activation in GATED else 2
     matmul = 6 * n_matrices * n_embd * width
@@ -347,6 +293,11 @@ def poly(activation):
     """The PolyCom activation inside: 'polynorm' for 'polynorm' and 'polynorm_glu', None for the baselines."""
     base = activation.removesuffix('_glu')
     return base if base in ('polynorm', 'polyrelu') else None
+
+
+def act_impls(activation, args):
+    """The act_impls an activation runs with, a row each: --act_impls for PolyCom; None for a baseline."""
+    return args.act_impls if poly(activation) else [None]
 
 
 def applies(activation, impl):
@@ -366,12 +317,10 @@ def liger_poly_norm_class():
     """(Liger-Kernel's PolyNorm class, None), or (None, why it cannot be had)."""
     try:  # the module itself, not liger_kernel.transformers, whose __init__ may pull in `transformers`
         from liger_kernel.transformers.poly_norm import LigerPolyNorm
-    except ModuleNotFoundError as e:
-        if (e.name or '').startswith('liger_kernel'):
-            return None, "liger_kernel is not installed (pip install liger-kernel)"
-        return None, f"liger_kernel failed to import: {type(e).__name__}: {e}"
     except Exception as e:  # noqa: BLE001 -- e.g. built for another Triton: reported, and the suite goes on
-        return None, f"liger_kernel failed to import: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if isinstance(e, ModuleNotFoundError) and (e.name or '').startswith('liger_kernel'):
+            return None, "liger_kernel is not installed (pip install liger-kernel)"
+        return None, f"liger_kernel failed to import: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
     return LigerPolyNorm, None
 
 
@@ -393,12 +342,6 @@ def unavailable(activation, impl, order, device):
     return None
 
 
-def poly_coefficients(order):
-    """Unequal PolyCom coefficients, set in every implementation, so that a mixed-up weight order shows in the
-    check against float64 (model.py's initial 1/r each would hide it)."""
-    return torch.arange(1, order + 1, dtype=torch.float32) / order, torch.tensor([0.1])
-
-
 def glu(act, gate, up):  # a gated FFN's activation, as in model.FFN: act(gate(x)) * up(x)
     return act(gate) * up
 
@@ -408,11 +351,10 @@ def build(activation, impl, order, device):
     cfg = GPTConfig(activation=activation, poly_order=order, act_checkpointing=impl == 'ckpt', act_impl='plain')
     act = make_activation(cfg).to(device)
     params = list(act.parameters())
-    if params:
-        weight, bias = poly_coefficients(order)
+    if params:  # unequal coefficients, so that a mixed-up weight order shows against float64 (1/r each would not)
         with torch.no_grad():
-            act.weight.copy_(weight)
-            act.bias.copy_(bias)
+            act.weight.copy_(torch.arange(1, order + 1) / order)
+            act.bias.fill_(0.1)
     forward = act
     if impl == 'fused' and poly(activation) == 'polynorm':  # the kernels called directly, whatever 'auto' picks
         forward = partial(kernels.poly_norm_fused, weight=act.weight, bias=act.bias, eps=act.eps)
@@ -441,25 +383,31 @@ def liger_poly_norm(act):
     return liger
 
 
-def relative_diff(a, b):
-    """max |a - b| / max |b|: how far an implementation lands from eager, on the scale of the values."""
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30)).item()
-
-
 def diff_from_float64(forward, reference, inputs, dy):
-    """The largest relative difference, in y and in the input gradients, from the definition: the eager code
-    (model.py) run on float64 copies of the inputs. Against float64, not against eager in the same dtype, so that
-    a bf16 implementation is held to what bf16 can do, not to eager's own rounding."""
+    """The largest relative difference (max |a - b| / max |b|), in y and in the input gradients, from the
+    definition: the eager code (model.py) run on float64 copies of the inputs. Against float64, not against eager
+    in the same dtype, so that a bf16 implementation is held to what bf16 can do, not to eager's own rounding."""
     leaves = [x.detach().double().requires_grad_() for x in inputs]
     y_ref = reference(*leaves)
     ref = [y_ref.detach(), *torch.autograd.grad(y_ref, leaves, dy.double())]
     y = forward(*inputs)
     out = [y.detach(), *torch.autograd.grad(y, inputs, dy)]
-    return max(relative_diff(a, b) for a, b in zip(out, ref))
+    return max(((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30)).item()
+               for a, b in zip(out, ref))
 
 
 # -----------------------------------------------------------------------------
 # 5. The activation suite
+
+
+def forward_backward(forward, params, buffers, autocast=nullcontext()):
+    """run(i): forward on buffer i's inputs, then backward from its dy into the inputs and params."""
+    def run(i):
+        inputs, dy = buffers[i]
+        with autocast:
+            y = forward(*inputs)
+        torch.autograd.grad(y, [*inputs, *params], dy)
+    return run
 
 
 def bench_activation(activation, rows, width, built, reference, buffers, args, device, copy_GBps):
@@ -480,10 +428,7 @@ def bench_activation(activation, rows, width, built, reference, buffers, args, d
     def fwd(i):  # a training forward: autograd records the graph and keeps what backward needs
         forward(*buffers[i][0])
 
-    def fwd_bwd(i):
-        inputs, dy = buffers[i]
-        torch.autograd.grad(forward(*inputs), [*inputs, *params], dy)
-
+    fwd_bwd = forward_backward(forward, params, buffers)
     row['fwd_ms'] = measure(fwd, len(buffers), args.repeats, device)
     row['fwd_bwd_ms'] = measure(fwd_bwd, len(buffers), args.repeats, device)
     row['fwd_bytes'], row['fwd_bwd_bytes'] = bytes_moved(activation, rows, width, dtype.itemsize)
@@ -492,7 +437,7 @@ def bench_activation(activation, rows, width, built, reference, buffers, args, d
         row[f'{phase}_roofline'] = row[f'{phase}_GBps'] / copy_GBps
     row['input_bytes'] = n_inputs(activation) * rows * width * dtype.itemsize
     row['saved_bytes'] = saved_bytes(forward, inputs, params)
-    row['peak_extra_bytes'] = peak_extra_bytes(fwd_bwd, device)
+    _, row['peak_extra_bytes'] = with_peak_memory(lambda: fwd_bwd(0), device)
     return row
 
 
@@ -501,25 +446,18 @@ def bench_ffn(activation, act_impl, rows, hidden, args, device):
     act_impl, next to its share of the FLOPs."""
     dtype = DTYPES[args.dtype]
     cfg = GPTConfig(n_embd=args.ffn_embd, n_head=1, ffn_hidden=hidden, activation=activation,
-                    poly_order=args.order, act_impl=act_impl)
-    ffn = FFN(cfg).to(device)  # float32 weights, matmuls in args.dtype under autocast: as in training
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+                    poly_order=args.order, act_impl=act_impl or 'auto')
+    ffn = FFN(cfg).to(device)
     width = act_width(activation, hidden)
-    act = partial(glu, ffn.act) if activation in GATED else ffn.act
-    act_params = list(ffn.act.parameters())
 
-    def timed(forward, params, k, shape):
+    def ms(forward, params, k, shape):
         buffers = make_buffers(k, shape, dtype, device)
+        run = forward_backward(forward, params, buffers, autocast(args.dtype, device))
+        return measure(run, len(buffers), args.repeats, device)
 
-        def fwd_bwd(i):
-            inputs, dy = buffers[i]
-            with autocast:
-                y = forward(*inputs)
-            torch.autograd.grad(y, [*inputs, *params], dy)
-        return measure(fwd_bwd, len(buffers), args.repeats, device)
-
-    ffn_ms = timed(lambda h: ffn(h)[0], list(ffn.parameters()), 1, (rows, args.ffn_embd))
-    act_ms = timed(act, act_params, n_inputs(activation), (rows, width))
+    ffn_ms = ms(lambda h: ffn(h)[0], list(ffn.parameters()), 1, (rows, args.ffn_embd))
+    act = partial(glu, ffn.act) if activation in GATED else ffn.act
+    act_ms = ms(act, list(ffn.act.parameters()), n_inputs(activation), (rows, width))
     matmul_flops, act_flops = flops_per_token(activation, args.ffn_embd, hidden, args.order)
     return dict(width=width, n_embd=args.ffn_embd, ffn_ms=ffn_ms, act_ms=act_ms, time_share=act_ms / ffn_ms,
                 matmul_flops_per_token=matmul_flops, act_flops_per_token=act_flops,
@@ -542,39 +480,31 @@ def guarded(label, fn, *args):
 
 def runnable_impls(args, device):
     """activation -> the implementations to time here, and a note for each one that applies but cannot run."""
-    runnable, notes = {}, []
-    for activation in args.activations:
-        runnable[activation] = []
-        for impl in [i for i in args.impls if applies(activation, i)]:
-            reason = unavailable(activation, impl, args.order, device)
-            if reason:
-                notes.append(f"{activation} {impl}: not run, {reason}")
-            else:
-                runnable[activation].append(impl)
-    return runnable, notes
+    reasons = {(a, i): unavailable(a, i, args.order, device) for a in args.activations for i in args.impls
+               if applies(a, i)}
+    runnable = {a: [i for i in args.impls if (a, i) in reasons and not reasons[a, i]] for a in args.activations}
+    return runnable, [f"{a} {i}: not run, {reason}" for (a, i), reason in reasons.items() if reason]
 
 
 def activation_rows(args, device, copy_GBps, runnable):
     """The first table's rows. Each implementation is built once per activation and width and serves every row
     count, so torch.compile makes one graph per activation and width, not one per shape."""
-    dtype = DTYPES[args.dtype]
-    built, results = {}, []
-    for rows in args.rows:
-        for hidden in args.widths:
-            for activation in [a for a in args.activations if runnable[a]]:
-                width = act_width(activation, hidden)
-                buffers = make_buffers(n_inputs(activation), (rows, width), dtype, device)
-                reference, _ = build(activation, 'eager', args.order, device)
-                for impl in runnable[activation]:
+    results = []
+    for hidden in args.widths:
+        for activation in [a for a in args.activations if runnable[a]]:
+            width = act_width(activation, hidden)
+            reference, _ = build(activation, 'eager', args.order, device)
+            built = {impl: guarded(f"{activation} {impl} width {width}", build, activation, impl, args.order, device)
+                     for impl in runnable[activation]}
+            for rows in args.rows:
+                buffers = make_buffers(n_inputs(activation), (rows, width), DTYPES[args.dtype], device)
+                for impl, forward in built.items():
                     label = f"{activation} {impl} {rows}x{width}"
-                    key = (activation, impl, width)
-                    if key not in built:
-                        built[key] = guarded(label, build, activation, impl, args.order, device)
-                    if isinstance(built[key], dict):  # the build failed: its error is the row
-                        row = built[key]
+                    if isinstance(forward, dict):  # the build failed: its error is the row
+                        row = forward
                     else:
-                        row = guarded(label, bench_activation, activation, rows, width, built[key], reference,
-                                      buffers, args, device, copy_GBps)
+                        row = guarded(label, bench_activation, activation, rows, width, forward, reference, buffers,
+                                      args, device, copy_GBps)
                     row = {'activation': activation, 'impl': impl, 'rows': rows, 'hidden': hidden, 'width': width,
                            **row}
                     results.append(row)
@@ -591,10 +521,10 @@ def ffn_rows(args, device):
     rows = max(args.rows)  # the share hardly depends on the token count: one row count is enough
     for hidden in args.widths:
         for activation in args.activations:
-            for act_impl in args.act_impls if poly(activation) else args.act_impls[:1]:
-                label = f"FFN {activation}{f' {act_impl}' if poly(activation) else ''} {rows}x{hidden}"
-                row = {'activation': activation, 'act_impl': act_impl if poly(activation) else None, 'rows': rows,
-                       'hidden': hidden, **guarded(label, bench_ffn, activation, act_impl, rows, hidden, args, device)}
+            for act_impl in act_impls(activation, args):
+                label = ' '.join(['FFN', activation, *filter(None, [act_impl]), f"{rows}x{hidden}"])
+                row = {'activation': activation, 'act_impl': act_impl, 'rows': rows, 'hidden': hidden,
+                       **guarded(label, bench_ffn, activation, act_impl, rows, hidden, args, device)}
                 results.append(row)
                 log(f"  {label}: " + (row.get('error') or
                                       f"FFN {row['ffn_ms']:.3f} ms, activation {100 * row['time_share']:.1f} %"))
@@ -615,55 +545,43 @@ def run_activations(args, device):
 
 
 def model_variants(args, moe):
-    """(activation, act_impl, moe_impl, compile mode) of every row, in table order."""
+    """(activation, act_impl, moe_impl, compile mode) of every row, in table order; None where not chosen."""
     if moe:
         # the grouped path is one graph (fullgraph); the loop's data-dependent shapes break the graph at every
         # expert and recompile as the token counts change, so it runs eager, next to an eager grouped run
-        paths = ([('grouped', 'compiled, fullgraph'), ('grouped', 'eager')] if args.compile else
-                 [('grouped', 'eager')]) + [('loop', 'eager')]
+        paths = [('grouped', 'compiled, fullgraph')] if args.compile else []
+        paths += [('grouped', 'eager'), ('loop', 'eager')]
     else:
         paths = [(None, 'compiled' if args.compile else 'eager')]  # as train.py compiles
     return [(activation, act_impl, moe_impl, mode) for activation in args.activations
-            for act_impl in (args.act_impls if poly(activation) else args.act_impls[:1])
-            for moe_impl, mode in paths]
+            for act_impl in act_impls(activation, args) for moe_impl, mode in paths]
 
 
 def build_step(cfg, batch_size, compile_mode, args, device):
-    """A function that runs one forward + backward + AdamW step on a fixed random batch, and the model."""
-    dtype = DTYPES[args.dtype]
+    """A function that runs one forward + backward + AdamW step on a fixed random batch, after WARMUP such steps
+    (they compile); and the model's figures for its row."""
     torch.manual_seed(0)
     gpt = GPT(cfg).to(device)
     optimizer = torch.optim.AdamW(gpt.optim_groups(0.1), lr=1e-4, betas=(0.9, 0.95), fused=device.type == 'cuda')
     step_model = gpt
     if compile_mode != 'eager':
         step_model = torch.compile(gpt, fullgraph=compile_mode == 'compiled, fullgraph')
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     tokens = torch.randint(cfg.vocab_size, (batch_size, cfg.block_size + 1), device=device)
     x, y = tokens[:, :-1], tokens[:, 1:]  # one fixed batch: the step is timed, not the data loading
+    amp = autocast(args.dtype, device)
 
     def step(_):
-        with autocast:
+        with amp:
             _, losses = step_model(x, y)
         losses['loss'].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return step, gpt
-
-
-def warm_up(cfg, batch_size, compile_mode, args, device):
-    """Build a variant and run its warm-up steps (they compile); returns (step, row figures). Its peak memory is
-    what it adds at its highest to what earlier variants hold."""
-    before = torch.cuda.memory_allocated(device) if device.type == 'cuda' else None
-    if before is not None:
-        torch.cuda.reset_peak_memory_stats(device)
-    step, gpt = build_step(cfg, batch_size, compile_mode, args, device)
     for _ in range(WARMUP):
         step(0)
     n = gpt.num_params()
-    peak = torch.cuda.max_memory_allocated(device) - before if before is not None else None
-    return step, dict(flops_per_token=gpt.flops_per_token(cfg.block_size), peak_memory_bytes=peak,
-                      params_total=n['total'], params_active=n['active'])
+    return step, dict(flops_per_token=gpt.flops_per_token(cfg.block_size), params_total=n['total'],
+                      params_active=n['active'])
 
 
 def model_settings(args):
@@ -675,49 +593,52 @@ def model_settings(args):
     return config
 
 
+def variant_config(settings, activation, act_impl, moe_impl, args):
+    """The config's GPTConfig with one row's activation and implementations."""
+    # per-expert coefficients exist for PolyCom only: the baselines run without
+    extra = {'act_impl': act_impl} if act_impl else {'poly_per_expert': False}
+    if moe_impl:
+        extra['moe_impl'] = moe_impl
+    try:
+        return model_config({**settings, 'activation': activation, **extra})
+    except ValueError as e:  # GPTConfig's checks, e.g. act_impl='triton' with poly_per_expert
+        raise SystemExit(f"--model {args.model}: {e}") from None
+
+
 def run_model(args, device):
     """Every variant built and warmed first, then timed in ROUNDS interleaved rounds of args.steps steps each;
     a variant's figure is the median of its rounds."""
     settings = model_settings(args)
     batch_size = args.batch_size or settings['micro_batch_size']
     moe = settings['n_experts'] > 0
-    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
-    rows, steps = [], {}
-    with compile_room(2 * len(model_variants(args, moe))):
-        for activation, act_impl, moe_impl, mode in model_variants(args, moe):
-            extra = {'moe_impl': moe_impl} if moe_impl else {}
-            if not poly(activation):  # per-expert coefficients exist for PolyCom only: the baselines run without
-                extra['poly_per_expert'] = False
-            try:
-                cfg = model_config({**settings, 'activation': activation, 'act_impl': act_impl, **extra})
-            except ValueError as e:  # GPTConfig's checks, e.g. act_impl='triton' with poly_per_expert
-                raise SystemExit(f"--model {args.model}: {e}") from None
-            label = ' '.join([activation, *([act_impl] if poly(activation) else []), *([moe_impl] if moe_impl else []),
-                              f"({mode})"])
-            row = {'activation': activation, 'act_impl': act_impl if poly(activation) else None, 'moe_impl': moe_impl,
-                   'compile': mode, 'n_layer': cfg.n_layer, 'n_embd': cfg.n_embd, 'block_size': cfg.block_size,
+    variants = model_variants(args, moe)
+    rows, steps = [], {}  # steps: a row's index -> its step function, until a step fails
+    with compile_room(2 * len(variants)):
+        for i, (activation, act_impl, moe_impl, mode) in enumerate(variants):
+            cfg = variant_config(settings, activation, act_impl, moe_impl, args)
+            label = ' '.join([activation, *filter(None, [act_impl, moe_impl]), f"({mode})"])
+            row = {'activation': activation, 'act_impl': act_impl, 'moe_impl': moe_impl, 'compile': mode,
+                   'n_layer': cfg.n_layer, 'n_embd': cfg.n_embd, 'block_size': cfg.block_size,
                    'vocab_size': cfg.vocab_size, 'batch_size': batch_size, 'dtype': args.dtype, 'steps': args.steps,
                    'label': label}
-            built = guarded(label, warm_up, cfg, batch_size, mode, args, device)
+            rows.append(row)
+            built = guarded(label, with_peak_memory, lambda: build_step(cfg, batch_size, mode, args, device), device)
             if isinstance(built, dict):  # the error of a variant that did not build or warm up
                 row.update(built)
-            else:
-                steps[label], figures = built
-                row.update(figures)
-                log(f"  {label}: built and warmed up")
-            rows.append(row)
+                continue
+            (steps[i], figures), row['peak_memory_bytes'] = built  # the most it adds to what earlier variants hold
+            row.update(figures)
+            log(f"  {label}: built and warmed up")
         for _ in range(ROUNDS):
-            for row in rows:
-                if row['label'] in steps:
-                    ms = guarded(row['label'], measure, steps[row['label']], 1, args.steps, device, 0, False)
-                    if isinstance(ms, dict):
-                        steps.pop(row['label'])
-                        row.update(ms)
-                    else:
-                        row.setdefault('round_ms', []).append(ms)
-    for row in rows:
-        if 'error' in row:
-            continue
+            for i, step in list(steps.items()):
+                ms = guarded(rows[i]['label'], measure, step, 1, args.steps, device, 0, False)
+                if isinstance(ms, dict):
+                    rows[i].update(ms)
+                    del steps[i]
+                else:
+                    rows[i].setdefault('round_ms', []).append(ms)
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
+    for row in [r for r in rows if 'error' not in r]:
         row['step_ms'] = statistics.median(row['round_ms'])
         row['tokens_per_s'] = batch_size * row['block_size'] / (row['step_ms'] / 1e3)
         row['mfu'] = row['flops_per_token'] * row['tokens_per_s'] / peak if peak else None
@@ -729,8 +650,7 @@ def run_model(args, device):
 # 7. The report
 
 
-def log(message):
-    print(message, flush=True)
+log = partial(print, flush=True)  # progress, shown as it comes
 
 
 def fmt_GBps(v):
@@ -747,35 +667,35 @@ def fmt_bytes(n):
 
 
 def environment(device, argv):
-    try:
-        import triton
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
     _, liger_reason = liger_poly_norm_class()
     return {'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else f"CPU: {cpu_name()}",
             'cpu': cpu_name(), 'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__,
-            'triton': triton_version, 'cuda': torch.version.cuda, 'python': platform.python_version(),
-            'liger_kernel': liger_reason or 'imported',
+            'triton': kernels and kernels.triton.__version__, 'cuda': torch.version.cuda,
+            'python': platform.python_version(), 'liger_kernel': liger_reason or 'imported',
             'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
             'command': ' '.join(['python', 'bench.py', *(sys.argv[1:] if argv is None else argv)])}
 
 
-def header(title, env, device):
+def header(title, env, device, method):
+    """A table's title, the machine and the command, how it was measured, and on a CPU what that means."""
     lines = [f"### {title}", '',
              f"{env['device']}; torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}; {env['date']}",
-             f"`{env['command']}`", '']
+             f"`{env['command']}`", '', method + ' Columns: README.md, "Benchmarks".', '']
     if device.type != 'cuda':
         lines += [f"**CPU figures** (torch threads: {env['cpu_threads']}, timed with time.perf_counter): they rank the "
                   "implementations on this CPU and say nothing of a GPU. Small shapes stay partly in the CPU's "
-                  "caches, so GB/s can pass the copy roofline. Peak memory is n/a on a CPU; the saved-for-backward "
-                  "column is exact on any device.", '']
+                  "caches, so GB/s can pass the copy roofline. Peak memory is CUDA's alone; saved for bwd is exact.",
+                  '']
     return lines
 
 
-def table(columns, rows):
-    return [f"| {' | '.join(columns)} |", f"|{'|'.join('---' for _ in columns)}|",
-            *(f"| {' | '.join(row)} |" for row in rows)]
+def table(columns, records, head, figures):
+    """Markdown lines, a row per record: head(r), then figures(r), or r's error where it failed."""
+    lines = [f"| {' | '.join(columns)} |", f"|{'|'.join('---' for _ in columns)}|"]
+    for r in records:
+        cells = [*head(r), *([f"failed: {r['error']}"] if 'error' in r else figures(r))]
+        lines.append(f"| {' | '.join(cells + [''] * (len(columns) - len(cells)))} |")
+    return lines
 
 
 def shape_text(r):
@@ -789,80 +709,64 @@ def impl_text(r):
 
 def activations_markdown(report, args, device):
     env, act = report['environment'], report['activations']
-    lines = header(f"Activation cost, {args.dtype}", env, device)
-    timing = (f"GPU time per call: median of {GROUPS} groups of back-to-back calls, each between one pair of CUDA "
-              "events, queued behind a device sleep so that the host's per-call cost is not timed"
-              if device.type == 'cuda' else f"median of {args.repeats} calls")
-    lines += [f"Copy bandwidth (the roofline): {fmt_GBps(act['copy_GBps'])} GB/s. {timing}; {args.repeats} timed "
-              "calls per figure. GB/s counts the bytes that must move (inputs and y forward; inputs, dy and dx "
-              "backward). Gated activations run 2/3 of the width on two inputs (same parameters). vs float64: the largest "
-              "difference of y and the input gradients from the definition in float64, relative to its largest value.",
-              '']
-    rows = []
-    for r in act['activations']:
-        if 'error' in r:
-            rows.append([r['activation'], impl_text(r), shape_text(r), f"failed: {r['error']}", *[''] * 6])
-            continue
-        rows.append([r['activation'], impl_text(r), shape_text(r), f"{r['fwd_ms']:.3f}", f"{r['fwd_bwd_ms']:.3f}",
-                     f"{fmt_GBps(r['fwd_GBps'])} ({100 * r['fwd_roofline']:.0f} %)",
-                     f"{fmt_GBps(r['fwd_bwd_GBps'])} ({100 * r['fwd_bwd_roofline']:.0f} %)",
-                     f"{fmt_bytes(r['saved_bytes'])} ({r['saved_bytes'] / r['input_bytes']:.1f}x)",
-                     fmt_bytes(r['peak_extra_bytes']), f"{r['diff_vs_float64']:.1e}"])
+    timing = (f"GPU time per call: the median of {GROUPS} groups of back-to-back calls, each between one pair of "
+              "CUDA events, queued behind a device sleep so that the host's per-call cost is not timed"
+              if device.type == 'cuda' else "Time per call: the median of calls timed one by one")
+    lines = header(f"Activation cost, {args.dtype}", env, device,
+                   f"Copy bandwidth (the roofline): {fmt_GBps(act['copy_GBps'])} GB/s. {timing}; {args.repeats} "
+                   "timed calls per figure. vs float64: the largest difference of y and the input gradients from "
+                   "the definition in float64, relative to its largest value.")
+
+    def figures(r):
+        return [f"{r['fwd_ms']:.3f}", f"{r['fwd_bwd_ms']:.3f}",
+                f"{fmt_GBps(r['fwd_GBps'])} ({100 * r['fwd_roofline']:.0f} %)",
+                f"{fmt_GBps(r['fwd_bwd_GBps'])} ({100 * r['fwd_bwd_roofline']:.0f} %)",
+                f"{fmt_bytes(r['saved_bytes'])} ({r['saved_bytes'] / r['input_bytes']:.1f}x)",
+                fmt_bytes(r['peak_extra_bytes']), f"{r['diff_vs_float64']:.1e}"]
+
     lines += table(['activation', 'impl', 'tokens x width', 'fwd ms', 'fwd+bwd ms', 'fwd GB/s (roofline)',
-                    'fwd+bwd GB/s (roofline)', 'saved for bwd (x input)', 'peak extra', 'vs float64'], rows)
+                    'fwd+bwd GB/s (roofline)', 'saved for bwd (x input)', 'peak extra', 'vs float64'],
+                   act['activations'], lambda r: [r['activation'], impl_text(r), shape_text(r)], figures)
     lines += [''] + [f"- {note}" for note in act['notes']] + ([''] if act['notes'] else [])
     lines += [f"#### Share of one FFN (n_embd {args.ffn_embd}, forward+backward)", '',
               "The activation as model.py runs it with each act_impl, timed alone and inside up projection + "
-              "activation + down projection. FLOPs counted from the formulas: matmuls 6 x n_embd x width per "
-              "matrix per token; the activation 3 x its forward operations per element (see flops_per_token in "
-              "bench.py).", '']
-    rows = []
-    for r in act['ffn']:
-        head = [r['activation'], r['act_impl'] or '-', f"{r['rows']} x {r['hidden']}"]
-        if 'error' in r:
-            rows.append([*head, f"failed: {r['error']}", '', '', ''])
-            continue
-        rows.append([*head, f"{r['ffn_ms']:.3f}", f"{r['act_ms']:.3f}", f"{100 * r['time_share']:.1f} %",
-                     f"{100 * r['flops_share']:.2f} %"])
+              "activation + down projection, next to its share of the FLOPs (flops_per_token in bench.py).", '']
     lines += table(['activation', 'act_impl', 'tokens x FFN hidden', 'FFN ms', 'activation ms', 'time share',
-                    'FLOPs share'], rows)
+                    'FLOPs share'], act['ffn'],
+                   lambda r: [r['activation'], r['act_impl'] or '-', f"{r['rows']} x {r['hidden']}"],
+                   lambda r: [f"{r['ffn_ms']:.3f}", f"{r['act_ms']:.3f}", f"{100 * r['time_share']:.1f} %",
+                              f"{100 * r['flops_share']:.2f} %"])
     return '\n'.join(lines) + '\n'
 
 
-def precision(dtype):
-    return 'float32' if dtype == 'float32' else f"{dtype} autocast over float32 weights"
-
-
 def model_markdown(report, args, device):
-    env, runs = report['environment'], report['model']['runs']
-    moe = report['model']['moe']
+    env, runs, moe = report['environment'], report['model']['runs'], report['model']['moe']
     first = runs[0]
-    lines = header(f"Training steps, {args.model}", env, device)
-    timing = ("back-to-back steps between one pair of CUDA events" if device.type == 'cuda' else
-              "the median step")
-    lines += [f"{first['n_layer']} layers x {first['n_embd']}, vocabulary {first['vocab_size']}, batch "
-              f"{first['batch_size']} x {first['block_size']} tokens, {precision(args.dtype)}, AdamW. Each variant "
-              f"is built and warmed up ({WARMUP} steps) first, then all are timed in {ROUNDS} interleaved rounds of "
-              f"{args.steps} steps ({timing}); step ms is the median round. Only `activation` (and `act_impl`, "
-              "PolyCom's implementation) changes between rows (matched parameters). MFU: model.flops_per_token "
-              "against the device's dense BF16 peak.", '']
-    baseline = {}  # the first activation's step time, per (act_impl, MoE path, compile mode), for the ratio column
+    timing = "back-to-back steps between one pair of CUDA events" if device.type == 'cuda' else "the median step"
+    precision = 'float32' if args.dtype == 'float32' else f"{args.dtype} autocast over float32 weights"
+    lines = header(f"Training steps, {args.model}", env, device,
+                   f"{first['n_layer']} layers x {first['n_embd']}, vocabulary {first['vocab_size']}, batch "
+                   f"{first['batch_size']} x {first['block_size']} tokens, {precision}, AdamW. Each variant is "
+                   f"built and warmed up ({WARMUP} steps) first, then all are timed in {ROUNDS} interleaved rounds "
+                   f"of {args.steps} steps ({timing}); step ms is the median round. Only `activation` (and "
+                   "`act_impl`, PolyCom's implementation) changes between rows (matched parameters). MFU: "
+                   "model.flops_per_token against the device's dense BF16 peak.")
+    baseline = {}  # the first activation's step time, per (MoE path, compile mode), for the ratio column
     for r in runs:
         if 'error' not in r and r['activation'] == first['activation']:
             baseline.setdefault((r['moe_impl'], r['compile']), r['step_ms'])
-    rows = []
-    for r in runs:
-        head = [r['activation'], r['act_impl'] or '-', *([r['moe_impl']] if moe else []), r['compile']]
-        if 'error' in r:
-            rows.append([*head, f"failed: {r['error']}", '', '', '', ''])
-            continue
+
+    def figures(r):
         base = baseline.get((r['moe_impl'], r['compile']))
-        rows.append([*head, f"{r['step_ms']:.1f}", f"{r['step_ms'] / base:.2f}x" if base else 'n/a',
-                     f"{r['tokens_per_s']:,.0f}", f"{100 * r['mfu']:.1f} %" if r['mfu'] is not None else 'n/a',
-                     fmt_bytes(r['peak_memory_bytes'])])
+        return [f"{r['step_ms']:.1f}", f"{r['step_ms'] / base:.2f}x" if base else 'n/a',
+                f"{r['tokens_per_s']:,.0f}", f"{100 * r['mfu']:.1f} %" if r['mfu'] is not None else 'n/a',
+                fmt_bytes(r['peak_memory_bytes'])]
+
     columns = ['activation', 'act_impl', *(['MoE experts'] if moe else []), 'run as', 'step ms',
                f"vs {first['activation']}", 'tokens/s', 'MFU', 'peak memory']
-    lines += table(columns, rows)
+    lines += table(columns, runs,
+                   lambda r: [r['activation'], r['act_impl'] or '-', *([r['moe_impl']] if moe else []), r['compile']],
+                   figures)
     return '\n'.join(lines) + '\n'
 
 
@@ -879,21 +783,14 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         report = {'environment': environment(device, argv), 'args': vars(args)}
-        if args.model:
-            report['model'] = run_model(args, device)
-        else:
-            report['activations'] = run_activations(args, device)
+        suite = 'model' if args.model else 'activations'
+        report[suite] = (run_model if args.model else run_activations)(args, device)
     finally:
         torch.set_num_threads(threads)  # main() may run inside another program, the tests for one
     report['seconds'] = time.perf_counter() - start
-    if args.model:
-        markdown = model_markdown(report, args, device)
-    else:
-        markdown = activations_markdown(report, args, device)
+    markdown = (model_markdown if args.model else activations_markdown)(report, args, device)
     print('\n' + markdown)
-    os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-    atomic_write(args.out + '.md', markdown.encode())
-    atomic_write(args.out + '.json', (json.dumps(report, indent=1) + '\n').encode())
+    write_results(args.out, markdown, report)
     log(f"wrote {args.out}.md and {args.out}.json in {report['seconds']:.0f} s")
     return report
 

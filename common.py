@@ -10,12 +10,15 @@ checkpoint.py a run's files).
     lost_processes(error, timeout_s)  the one line for a process group's error: a process stopped, or timed out
     one_line_errors(timeout_s), catch_stop_signals(), torch_threads(n)   what a training process runs inside
     check_memory(...), cpu_threads()   refuse what cannot fit; the threads the idle cores allow
+    saved_bytes(forward, inputs, params)   the activation memory autograd keeps for backward
     pyplot(), save_figure(fig, path, dpi)   optional matplotlib, and PNGs written whole
+    write_results(prefix, markdown, report)   a benchmark's <prefix>.md and <prefix>.json, written whole
 """
 
 import datetime
 import gc
 import io
+import json
 import os
 import platform
 import re
@@ -213,6 +216,23 @@ def available_ram():
             return None
 
 
+def saved_bytes(forward, inputs, params):
+    """Bytes of the distinct tensors autograd keeps for backward after forward(*inputs), parameters not counted.
+    Tensors that share memory (x saved by three ops, a view of it) count once."""
+    skip = {p.untyped_storage().data_ptr() for p in params}
+    kept = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward(*inputs)
+    return sum(kept.values())
+
+
 def cpu_threads():
     """torch's threads: OMP_NUM_THREADS when set; else the cores that other work leaves idle (the 1-minute load
     average, read before this run adds to it), at least 1. Threads beyond the idle cores fight the other work
@@ -225,7 +245,7 @@ def cpu_threads():
 
 
 # -----------------------------------------------------------------------------
-# Figures
+# Figures and results
 
 
 def pyplot():
@@ -244,3 +264,11 @@ def save_figure(fig, path, dpi):
     png = io.BytesIO()
     fig.savefig(png, format='png', dpi=dpi)
     atomic_write(path, png.getvalue())
+
+
+def write_results(prefix, markdown, report):
+    """A benchmark's results (bench.py's, sass.py's): <prefix>.md, its tables, and <prefix>.json, every figure
+    and the environment; each file written whole."""
+    os.makedirs(os.path.dirname(prefix) or '.', exist_ok=True)
+    atomic_write(prefix + '.md', markdown.encode())
+    atomic_write(prefix + '.json', (json.dumps(report, indent=1) + '\n').encode())

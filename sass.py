@@ -11,7 +11,6 @@ tiling kernels.py chooses, and wide rows also with MAX_BLOCK-wide tiles, to show
 """
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -21,7 +20,7 @@ import sys
 import tempfile
 from datetime import datetime, timezone
 
-from data.shards import atomic_write
+from common import write_results
 
 WIDTHS = (4096, 8256, 16384, 65536)  # the paper's FFN widths, and a wide one
 WARPS = (4, 8, 16, 32)
@@ -146,9 +145,7 @@ def main(argv=None):
     print('\n' + text)
     report = {'triton': triton.__version__, 'python': platform.python_version(), 'command': command,
               'date': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'order': args.order, 'rows': rows}
-    os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-    atomic_write(args.out + '.md', text.encode())
-    atomic_write(args.out + '.json', (json.dumps(report, indent=1) + '\n').encode())
+    write_results(args.out, text, report)
     print(f"wrote {args.out}.md and {args.out}.json")
     return report
 

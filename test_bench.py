@@ -183,7 +183,7 @@ class VirtualGPU:
 def test_cuda_timing_on_a_virtual_clock(monkeypatch, host_ms, gpu_ms):
     gpu = VirtualGPU(host_ms, gpu_ms)
     monkeypatch.setattr(bench, 'timed_group', gpu)
-    assert bench.cuda_ms_per_call(None, list(range(25)), None, True) == pytest.approx(gpu_ms)
+    assert bench.cuda_ms_per_call(None, list(range(25)), None) == pytest.approx(gpu_ms)
     assert gpu.elapsed_ms < 25 * (host_ms + gpu_ms) + 2 * bench.GROUPS * bench.MAX_SLEEP_MS
 
 
@@ -193,7 +193,7 @@ def test_cuda_timing_refuses_within_a_second(monkeypatch, gpu):
     # the sleep once doubled without a cap: a synchronizing function slept the GPU about 1,150 s before the refusal
     monkeypatch.setattr(bench, 'timed_group', gpu)
     with pytest.raises(RuntimeError, match="could not queue the calls ahead of the GPU"):
-        bench.cuda_ms_per_call(None, list(range(25)), None, True)
+        bench.cuda_ms_per_call(None, list(range(25)), None)
     assert gpu.elapsed_ms < 1000
 
 
@@ -363,10 +363,11 @@ def test_liger_rows_say_their_powers_are_not_float32():
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['--rows', '0'], '--rows must be positive'),
-    (['--activations', 'swish'], 'swish not known'),
-    (['--impls', 'triton'], 'triton not known'),
-    (['--repeats', '0'], '--repeats must be a positive integer'),
+    (['--rows', '0'], 'argument --rows: must be a positive integer'),
+    (['--activations', 'swish'], "invalid choice: 'swish'"),
+    (['--impls', 'triton'], "invalid choice: 'triton'"),
+    (['--repeats', '0'], 'argument --repeats: must be a positive integer'),
+    (['--order', '9'], "invalid choice: 9"),
     (['--model', 'no/such/config.py'], 'no such file'),
     (['--n_layer', '2'], 'go with --model'),
     (['--act_impls', 'fast'], "invalid choice: 'fast'"),

@@ -9,6 +9,7 @@ import torch
 
 import model
 import settings
+from common import saved_bytes
 from model import GPT, MoE, FFN, GPTConfig, PolyNorm, PolyReLU
 
 ACTIVATIONS = model.ACTIVATIONS
@@ -22,22 +23,6 @@ def tiny(**kw):
     base = dict(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, ffn_hidden=48, moe_ffn_hidden=48,
                 act_impl='plain')
     return GPTConfig(**{**base, **kw})
-
-
-def saved_bytes(forward, inputs, params):
-    """Bytes of the distinct tensors autograd keeps for backward after forward(*inputs), parameters not
-    counted; tensors sharing a storage (x saved by three ops, a view of it) count once."""
-    skip = {p.untyped_storage().data_ptr() for p in params}
-    kept = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in skip:
-            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        forward(*inputs)
-    return sum(kept.values())
 
 
 # -----------------------------------------------------------------------------
