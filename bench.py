@@ -18,7 +18,7 @@ from functools import cache, partial
 
 import torch
 
-from common import cpu_name, model_config, peak_flops, saved_bytes, write_results
+from common import cpu_name, device_kind, model_config, peak_flops, saved_bytes, torch_threads, write_results
 from model import ACT_IMPLS, ACTIVATIONS, FFN, GATED, GPT, GPTConfig, make_activation, swiglu_width
 from settings import QUICKSTART, data_vocab, resolve
 
@@ -68,7 +68,7 @@ def positive(text):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog='bench.py', description="Time the PolyCom activations against the usual ones.")
-    p.add_argument('--device', choices=['cuda', 'cpu'], default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--device', choices=['cuda', 'cpu'], default=device_kind())
     p.add_argument('--rows', type=positive, nargs='+', help="tokens per call (the rows of the FFN activation)")
     p.add_argument('--widths', type=positive, nargs='+',
                    help="FFN hidden sizes, as ffn_hidden in a config; gated activations run 2/3 of each on two inputs")
@@ -778,15 +778,11 @@ def main(argv=None):
     args = parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    try:
+    with torch_threads(args.threads):  # and back as they were: main() may run inside another program
         report = {'environment': environment(device, argv), 'args': vars(args)}
         suite = 'model' if args.model else 'activations'
         report[suite] = (run_model if args.model else run_activations)(args, device)
-    finally:
-        torch.set_num_threads(threads)  # main() may run inside another program, the tests for one
     report['seconds'] = time.perf_counter() - start
     markdown = (model_markdown if args.model else activations_markdown)(report, args, device)
     print('\n' + markdown)
