@@ -4,8 +4,8 @@ The report of an activation sweep, from its summary.json alone (sweep.py writes 
     python report.py --out out/sweep          # <out>/report.md (also printed) and <out>/val_loss.png
 
 The report: the lr grid, final losses with their spread over seeds, the speed-up over the baseline (SwiGLU)
-in tokens and in training time, each activation's difference to it with Welch's t, the order ablation, the
-tasks' accuracy when train.py logged it, and analyze.py's two analyses.
+in tokens and in training time, each activation's difference to it with Welch's t and its p (scipy), the
+order ablation, the tasks' accuracy when train.py logged it, and analyze.py's two analyses.
 """
 
 import argparse
@@ -16,6 +16,9 @@ import statistics
 
 from common import pyplot, save_figure
 from data.shards import atomic_write
+
+
+ALPHA = 0.05  # the significance level of each comparison's verdict
 
 
 def lr_text(lr):
@@ -48,11 +51,23 @@ def welch(a, b):
     return diff, se, diff / se, df
 
 
-def verdict(diff, t, n_a, n_b):
-    """The plain words for a difference in final val loss and its Welch t."""
+def p_value(t, df):
+    """The two-sided p of Welch's t at df degrees of freedom, from scipy's t distribution; None without scipy
+    (an optional package: the rest of the report needs none)."""
+    try:
+        from scipy import stats
+    except ImportError:
+        return None
+    return float(2 * stats.t.sf(abs(t), df))
+
+
+def verdict(diff, t, p, n_a, n_b):
+    """The plain words for a difference in final val loss, its Welch t and its p."""
     if t is None:
         return "one seed: no error estimate" if min(n_a, n_b) < 2 else "no spread over seeds to compare with"
-    if abs(t) < 2:
+    if p is None:
+        return "p needs scipy"
+    if p >= ALPHA:
         return f"not distinguishable at {min(n_a, n_b)} seeds"
     return "lower loss" if diff < 0 else "higher loss"
 
@@ -178,20 +193,38 @@ def results_table(groups, baseline):
 
 
 def comparison_table(groups, reference, label):
-    """Each name's final val loss against reference's: the difference, its standard error, Welch's t, and
-    what that means."""
+    """Each name's final val loss against reference's: the difference, its standard error, Welch's t, its df
+    and p, and what that means; then a line on how many comparisons were made."""
     ref = [r['val'] for r in groups[reference]]
-    lines = [f"| activation | val loss − {label} | standard error | Welch's t | df | verdict |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| activation | val loss − {label} | standard error | Welch's t | df | p | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    tested, missing = {}, False  # name -> p, for the names with one; whether a p needed scipy
     for name, rs in groups.items():
         if name == reference:
             continue
         vals = [r['val'] for r in rs]
         diff, se, t, df = welch(vals, ref)
+        p = None if t is None else p_value(t, df)
+        if p is not None:
+            tested[name] = p
+        missing |= t is not None and p is None
+        p_cell = '-' if t is None else 'needs scipy' if p is None else f'{p:.3f}'
         lines.append(f"| {name} | {diff:+.4f} | {'-' if se is None else f'{se:.4f}'} | "
-                     f"{'-' if t is None else f'{t:+.2f}'} | {'-' if df is None else f'{df:.1f}'} | "
-                     f"{verdict(diff, t, len(vals), len(ref))} |")
-    return lines
+                     f"{'-' if t is None else f'{t:+.2f}'} | {'-' if df is None else f'{df:.1f}'} | {p_cell} | "
+                     f"{verdict(diff, t, p, len(vals), len(ref))} |")
+    notes = comparisons_note(tested) + (["p needs scipy: pip install scipy"] if missing else [])
+    return lines + ([""] + notes if notes else [])
+
+
+def comparisons_note(tested):
+    """What the number of comparisons does to the verdicts at ALPHA each (tested: name -> p)."""
+    if len(tested) < 2:
+        return []
+    strict = ALPHA / len(tested)  # Bonferroni: every verdict at once holds at ALPHA
+    holding = [name for name, p in tested.items() if p < strict]
+    return [f"{len(tested)} comparisons at p < {ALPHA} each: with no real difference anywhere, about "
+            f"{len(tested) * ALPHA:.2f} of them would read lower or higher by chance. At p < {strict:.4f} "
+            f"(Bonferroni, {ALPHA} over all {len(tested)} together): {', '.join(holding) or 'none'}."]
 
 
 def tasks_table(groups):
@@ -227,8 +260,9 @@ NOTES = """
 - **ms / step**: the median wall-clock time of a training step (the first logged interval left out), mean over
   seeds.
 - **Welch's t**: the difference of the mean final val losses divided by its standard error
-  sqrt(s_a²/n_a + s_b²/n_b); df by Welch-Satterthwaite. |t| < 2: not distinguishable from seed noise at this
-  number of seeds.
+  sqrt(s_a²/n_a + s_b²/n_b); df by Welch-Satterthwaite; **p**: two-sided, from the t distribution at that df
+  (scipy). The verdict says lower or higher loss at p < 0.05, else not distinguishable from seed noise at this
+  number of seeds; with 3 seeds a side df is about 2 to 4, where p < 0.05 needs |t| of about 2.8 to 4.3.
 - **erank**: the entropy-based effective rank of each FFN weight matrix (analyze.py), mean over layers, then mean ±
   std over seeds. **layer similarity**: the mean cosine similarity between the hidden states of different layers on
   one validation batch (analyze.py), mean ± std over seeds. The paper reports higher rank and lower similarity for

@@ -70,12 +70,21 @@ def test_welch_t_matches_scipy():
     assert df == pytest.approx(expected.df)
 
 
+def test_p_value_matches_scipys_welch_test():
+    stats = pytest.importorskip('scipy.stats')
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0]
+    _, _, t, df = report.welch(a, b)
+    assert report.p_value(t, df) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert report.p_value(2.776445, 4) == pytest.approx(0.05, abs=1e-6)  # the 5 % critical t at df 4
+
+
 def test_verdict_words():
-    assert report.verdict(-0.01, -1.5, 3, 3) == "not distinguishable at 3 seeds"
-    assert report.verdict(-0.01, -4.0, 3, 3) == "lower loss"
-    assert report.verdict(0.01, 4.0, 3, 2) == "higher loss"
-    assert report.verdict(0.01, None, 1, 3) == "one seed: no error estimate"
-    assert report.verdict(0.01, None, 3, 3) == "no spread over seeds to compare with"
+    assert report.verdict(-0.01, -2.4, 0.084, 3, 3) == "not distinguishable at 3 seeds"  # |t| > 2 is not enough
+    assert report.verdict(-0.01, -4.0, 0.01, 3, 3) == "lower loss"
+    assert report.verdict(0.01, 4.0, 0.049, 3, 2) == "higher loss"
+    assert report.verdict(0.01, 4.0, None, 3, 2) == "p needs scipy"
+    assert report.verdict(0.01, None, None, 1, 3) == "one seed: no error estimate"
+    assert report.verdict(0.01, None, None, 3, 3) == "no spread over seeds to compare with"
 
 
 # -----------------------------------------------------------------------------
@@ -144,8 +153,16 @@ def test_report_words_follow_welch_and_tasks_show():
     assert against['polynorm'][0] == '-0.1000' and against['polynorm'][-1] == 'lower loss'
     assert against['relu'][-1] == 'not distinguishable at 3 seeds'
     assert 'swiglu' not in against  # the baseline is not compared with itself
+    assert "2 comparisons at p < 0.05 each" in text
     tasks = rows(text, 'Tasks')
     assert tasks['polynorm'] == ['0.360 ± 0.010 (n=100)'] and tasks['relu'] == ['-']
+
+
+def test_report_without_scipy_says_p_needs_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'scipy', None)  # import scipy now raises ImportError
+    text = report.report(fake_summary({'swiglu': [2.00, 2.01, 1.99], 'polynorm': [1.90, 1.91, 1.89]}))
+    assert rows(text, 'Against swiglu')['polynorm'][4:] == ['needs scipy', 'p needs scipy']
+    assert "\np needs scipy: pip install scipy\n" in text
 
 
 def test_grid_table_marks_the_choice_the_edges_and_divergence():
@@ -188,11 +205,18 @@ def test_kept_summary_gives_the_kept_numbers():
         text = report.report(json.load(f))
     with open(os.path.join(folder, 'report.md')) as f:
         kept = f.read()
-    for heading in ('Results', 'Order ablation'):
-        now, then = rows(text, heading), rows(kept, heading)
+    now, then = rows(text, 'Results'), rows(kept, 'Results')
+    assert list(now) == list(then) and len(now) > 1
+    assert {k: v[1:] for k, v in now.items()} == {k: v[1:] for k, v in then.items()}
+    for heading, kept_heading in (('Order ablation', 'Order ablation'), ('Against swiglu', 'Against SwiGLU')):
+        now, then = rows(text, heading), rows(kept, kept_heading)
         assert list(now) == list(then) and len(now) > 1
-        assert {k: v[1:] for k, v in now.items()} == {k: v[1:] for k, v in then.items()}
-    assert rows(text, 'Against swiglu') == rows(kept, 'Against SwiGLU')
+        assert {k: v[:4] for k, v in now.items()} == {k: v[:4] for k, v in then.items()}  # difference to df
+    against = rows(text, 'Against swiglu')
+    # then |t| >= 2 read "lower loss"; ReLU²'s t = -2.38 at df 3.5 is p = 0.084: not a difference at p < 0.05
+    assert against['relu2'][4:] == ['0.084', 'not distinguishable at 3 seeds']
+    assert against['polynorm'][4:] == ['0.006', 'lower loss']
+    assert "At p < 0.0125 (Bonferroni, 0.05 over all 4 together): polynorm, polynorm_glu." in text
 
 
 # -----------------------------------------------------------------------------
