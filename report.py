@@ -128,12 +128,19 @@ def format_speedups(pairs):
 # 2. The report
 
 
+def grid_seed(summary):
+    """The lr grid's seed; 0 in summaries from before the grid had its own seed, when seed 0 both picked the lr
+    and counted among the reported seeds."""
+    return summary.get('grid_seed', 0)
+
+
 def final_runs(summary):
-    """name -> the finished runs at its chosen lr (all seeds), in the order of the sweep."""
+    """name -> the finished runs at its chosen lr (the reported seeds), in the order of the sweep."""
     groups = {}
     for run in summary['runs']:
         lr = summary['chosen_lr'].get(run['name'], run['lr'])
-        if run['lr'] == lr and run['state'] == 'done':
+        own_grid = summary.get('grid_seed') is not None and run['seed'] == summary['grid_seed']
+        if run['lr'] == lr and run['state'] == 'done' and not own_grid:
             groups.setdefault(run['name'], []).append(run)
     return groups
 
@@ -148,7 +155,7 @@ def grid_table(summary):
     lrs = summary['lrs']
     lines = ["| activation | " + " | ".join(f"lr {lr_text(lr)}" for lr in lrs) + " | chosen lr |",
              "|---|" + "---|" * len(lrs) + "---|"]
-    seed0 = {(r['name'], r['lr']): r for r in summary['runs'] if r['seed'] == 0}
+    seed0 = {(r['name'], r['lr']): r for r in summary['runs'] if r['seed'] == grid_seed(summary)}
     for name, lr in summary['chosen_lr'].items():
         cells = [name]
         for grid_lr in lrs:
@@ -245,9 +252,9 @@ def tasks_table(groups):
 
 
 GRID_NOTE = """
-- **lr grid**: seed 0 of every activation at every learning rate; each activation's lr is the one of the lowest
-  final val loss (bold), and its other seeds run at that lr. An lr at the edge of the grid may not be the best:
-  widen the grid (`--lrs`) for those."""
+- **lr grid**: every activation at every learning rate with the grid's seed; each activation's lr is the one of
+  the lowest final val loss (bold), and its reported seeds run at that lr. An lr at the edge of the grid may not
+  be the best: widen the grid (`--lrs`) for those."""
 NOTES = """
 - **val loss**: the last evaluation's loss; mean ± sample standard deviation over the seeds at the chosen lr.
 - **train loss**: the mean of the last {smooth} logged training losses (smoothed), then mean ± std over seeds.
@@ -283,7 +290,11 @@ def report(summary):
              f"`python train.py {summary['config']}{' ' + flags if flags else ''}`, {tokens:,} training tokens per "
              f"run, seeds {', '.join(map(str, seeds))}; {summary['hardware']}.", ""]
     if summary['lrs']:
-        lines += ["## Learning rate grid (seed 0, final val loss)", ""] + grid_table(summary) + [""]
+        lines += [f"## Learning rate grid (seed {grid_seed(summary)}, final val loss)", ""] + grid_table(summary) + [""]
+        if 'grid_seed' not in summary:
+            lines += ["Seed 0 both picked each activation's lr and counts among its reported seeds (a sweep from "
+                      "before the grid had a seed of its own): the comparisons below lean a little towards each "
+                      "activation's own pick.", ""]
         if edge_picks(summary):
             lines += [f"Chosen at the edge of the grid: {', '.join(edge_picks(summary))}: widen the grid.", ""]
     lines += ["## Results at each activation's lr", ""] + results_table(groups, baseline) + [""]

@@ -60,6 +60,9 @@ SWEEP_KEYS = ('activation', 'seed', 'out_dir', 'init_from')  # set by the sweep 
 SMOOTH = 10  # the final training loss is the mean of the last SMOOTH logged training losses
 BASELINE = 'swiglu'  # what every activation is compared with
 ABLATED = 'polynorm'  # the activation of the order ablation when there is an lr grid (the paper's figure)
+# The lr grid's seed: outside the reported seeds 0, 1, ..., so that the run that picks an activation's lr is not
+# also one of the runs its comparison counts (which would favour it a little, and break the test's independence)
+GRID_SEED = 1000
 
 # Datasets too big for the sweep to download unasked: how to get them
 DOWNLOAD_YOURSELF = {'fineweb': ('python data/fineweb/prepare.py', "8 train shards, 1.6 GB")}
@@ -121,11 +124,16 @@ def lr_tag(lr):
 # 2. Planning the runs
 
 
+def run_name(activation, order=None):
+    """What the report averages over seeds: the activation, and its order when the sweep varies it."""
+    return activation + (f'_r{order}' if order else '')
+
+
 def make_run(spec, activation, seed, lr=None, order=None):
-    """One run: its name (what the report averages over seeds), folder and train.py keys. With an lr grid,
-    min_lr keeps the preset's ratio to the lr, so that every lr decays in the same shape."""
+    """One run: its name, folder and train.py keys. With an lr grid, min_lr keeps the preset's ratio to the
+    lr, so that every lr decays in the same shape."""
     out = spec['out']
-    name = activation + (f'_r{order}' if order else '')
+    name = run_name(activation, order)
     folder = name + (f'_lr{lr_tag(lr)}' if lr else '') + f'_s{seed}'
     keys = {'activation': activation}
     if order:
@@ -153,9 +161,9 @@ def pick_lrs(spec, finals):
     chosen = {}
     for activation, order in variants(spec):
         if not spec['lrs']:
-            chosen[make_run(spec, activation, 0, None, order)['name']] = None
+            chosen[run_name(activation, order)] = None
             continue
-        grid = [make_run(spec, activation, 0, lr, order) for lr in spec['lrs']]
+        grid = [make_run(spec, activation, GRID_SEED, lr, order) for lr in spec['lrs']]
         if all(run['dir'] in finals for run in grid):
             best = min(grid, key=lambda run: (finals[run['dir']], run['lr']))
             chosen[best['name']] = best['lr']
@@ -163,17 +171,15 @@ def pick_lrs(spec, finals):
 
 
 def plan_runs(spec, finals):
-    """The runs known so far, in the order to run them: seed 0 of every name at every lr (the grid), then the
-    other seeds of each name whose lr is chosen, then the order ablation at PolyNorm's chosen lr."""
+    """The runs known so far, in the order to run them: with an lr grid, every name at every lr with
+    GRID_SEED; then seeds 0, 1, ... of each name whose lr is chosen (without a grid: all names, at the one lr);
+    then the order ablation at PolyNorm's chosen lr."""
     # activations interleaved (lr by lr, seed by seed), so that a shared machine's changing load falls on all
     # of them alike and the training-time comparison stays fair
-    runs = [make_run(spec, a, 0, lr, r) for lr in spec['lrs'] or [None] for a, r in variants(spec)]
+    runs = [make_run(spec, a, GRID_SEED, lr, r) for lr in spec['lrs'] or [] for a, r in variants(spec)]
     chosen = pick_lrs(spec, finals)
-    for s in range(1, spec['seeds']):
-        for activation, order in variants(spec):
-            name = make_run(spec, activation, 0, None, order)['name']
-            if name in chosen:
-                runs.append(make_run(spec, activation, s, chosen[name], order))
+    runs += [make_run(spec, a, s, chosen[run_name(a, r)], r)
+             for s in range(spec['seeds']) for a, r in variants(spec) if run_name(a, r) in chosen]
     if spec['lrs'] and spec['orders'] and ABLATED in chosen:
         runs += [make_run(spec, ABLATED, s, chosen[ABLATED], r)
                  for r in spec['orders'] if r != spec['base_order'] for s in range(spec['order_seeds'])]
@@ -187,10 +193,10 @@ def train_args(config, overrides, run):
 
 
 def count_runs(spec):
-    """(grid runs, runs of the other seeds, order-ablation runs) the sweep will make, before any has run."""
-    names, lrs = len(variants(spec)), len(spec['lrs'] or [None])
+    """(grid runs, runs of the reported seeds, order-ablation runs) the sweep will make, before any has run."""
+    names, lrs = len(variants(spec)), len(spec['lrs'] or [])
     orders = [r for r in spec['orders'] or [] if r != spec['base_order']] if spec['lrs'] else []
-    return names * lrs, names * (spec['seeds'] - 1), len(orders) * spec['order_seeds']
+    return names * lrs, names * spec['seeds'], len(orders) * spec['order_seeds']
 
 
 def model_facts(settings):
@@ -209,8 +215,9 @@ def plan_text(spec, settings, parallel, tok_per_s):
     tokens = settings['max_steps'] * settings['tokens_per_step']
     params, flops = model_facts(settings)
     names = len(variants(spec))
-    lines = [f"plan: {names} activations x {len(spec['lrs'] or [None])} lr(s), seed 0: {grid} runs; "
-             f"{names} x {spec['seeds'] - 1} other seeds at each one's lr: {seeds} runs"
+    lines = ["plan: " + (f"lr grid: {names} activations x {len(spec['lrs'])} lrs, seed {GRID_SEED}: {grid} runs; "
+                          if grid else "")
+             + f"{names} x {spec['seeds']} seeds" + (" at each one's lr" if grid else "") + f": {seeds} runs"
              + (f"; order ablation: {ablation} runs" if ablation else "") + f"; {runs} runs in all",
              f"each run: {settings['max_steps']:,} steps x {settings['tokens_per_step']:,} tokens = "
              f"{tokens / 1e6:,.1f} M tokens; {params / 1e6:.2f} M non-embedding parameters: "
@@ -383,7 +390,7 @@ def stop_all(children):
 
 def in_grid(spec, run):
     """Whether a run is one of the lr grid's (where diverging is a result)."""
-    return bool(spec['lrs']) and run['seed'] == 0 and run['order'] is None
+    return bool(spec['lrs']) and run['seed'] == GRID_SEED
 
 
 def waiting_runs(runs, finals, busy, config, overrides, max_steps):
@@ -405,7 +412,7 @@ def waiting_runs(runs, finals, busy, config, overrides, max_steps):
 
 
 def run_all(spec, config, overrides, max_steps, parallel):
-    """Run every planned run to its end, up to `parallel` at a time, planning the other seeds as each lr
+    """Run every planned run to its end, up to `parallel` at a time, planning the seeds as each lr
     grid finishes; return (finals: run folder -> final val loss, the runs)."""
     env = child_env(parallel, spec['out'])
     finals, running = {}, []
@@ -509,15 +516,22 @@ def summarize(spec, runs, finals, config, overrides, device):
     chosen = pick_lrs(spec, finals)
     entries = [summarize_run(run, 'diverged' if finals[run['dir']] == math.inf else 'done', spec['max_steps'])
                for run in runs]
-    final = [run['dir'] for run in runs if run['lr'] == chosen.get(run['name'], run['lr'])
-             and finals[run['dir']] < math.inf]
+    common = analysis_lr(spec, chosen)
+    final = [run['dir'] for run in runs if finals[run['dir']] < math.inf and run['lr'] == (
+        common if in_grid(spec, run) else chosen.get(run['name'], run['lr']))]
     numbers = analyses(final, spec['out'], device)
     for run, entry in zip(runs, entries):
         entry['analysis'] = numbers.get(run['dir'])
     return {'config': os.path.relpath(config, ROOT), 'overrides': overrides, 'hardware': hardware(),
-            'baseline': BASELINE, 'ablated': ABLATED, 'smooth': SMOOTH,
+            'baseline': BASELINE, 'ablated': ABLATED, 'smooth': SMOOTH, 'grid_seed': GRID_SEED if spec['lrs'] else None,
             'lrs': spec['lrs'], 'seeds': spec['seeds'], 'orders': spec['orders'], 'base_order': spec['base_order'],
-            'chosen_lr': chosen, 'runs': entries}
+            'chosen_lr': chosen, 'analysis_lr': common, 'runs': entries}
+
+
+def analysis_lr(spec, chosen):
+    """The one lr at which every activation's grid run is also analyzed, so that the activation's effect on
+    the analyses is told apart from the lr's: --analysis_lr, else the baseline's chosen lr; None without a grid."""
+    return (spec.get('analysis_lr') or chosen.get(BASELINE)) if spec['lrs'] else None
 
 
 def hardware():
@@ -543,8 +557,8 @@ def parse_args(argv):
                                                         "train.py")
     parser.add_argument('--seeds', type=int, default=3, help="runs per activation, with seeds 0, 1, ...")
     parser.add_argument('--activations', default=','.join(ACTIVATIONS), help="comma-separated")
-    parser.add_argument('--lrs', help="comma-separated learning rates, e.g. 1e-3,2e-3,4e-3: seed 0 of every "
-                                      "activation at each, then the other seeds at each activation's best")
+    parser.add_argument('--lrs', help=f"comma-separated learning rates, e.g. 1e-3,2e-3,4e-3: every activation at "
+                                      f"each with seed {GRID_SEED}, then seeds 0, 1, ... at each one's best")
     parser.add_argument('--orders', help="comma-separated polynomial orders, e.g. 2,3,4: with --lrs, PolyNorm's "
                                          "order ablation at its chosen lr; without, each PolyCom activation runs "
                                          "once per order (named e.g. polynorm_r2)")
@@ -564,8 +578,8 @@ def parse_args(argv):
     if unknown or not args.activations:
         parser.error(f"--activations: {unknown or 'none given'}; this model.py has "
                      f"{','.join(ACTIVATIONS)} (choose with --activations)")
-    if args.seeds < 1:
-        parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if not 1 <= args.seeds <= GRID_SEED:
+        parser.error(f"--seeds must be between 1 and {GRID_SEED} (the lr grid's own seed), got {args.seeds}")
     if args.tok_per_s is not None and args.tok_per_s <= 0:
         parser.error(f"--tok_per_s must be positive, got {args.tok_per_s}")
     if args.parallel < 1:

@@ -64,19 +64,23 @@ def test_plan_runs_with_an_lr_grid():
     s = spec('out', ['swiglu', 'polynorm'], lrs=[1e-3, 2e-3], orders=[2, 3, 4], order_seeds=1)
     grid = sweep.plan_runs(s, {})
     # activations interleaved lr by lr, so that the machine's changing load falls on all of them alike
-    assert folders(grid) == ['swiglu_lr1e-3_s0', 'polynorm_lr1e-3_s0', 'swiglu_lr2e-3_s0', 'polynorm_lr2e-3_s0']
+    # with a seed of their own, outside the reported seeds 0 and 1
+    assert folders(grid) == ['swiglu_lr1e-3_s1000', 'polynorm_lr1e-3_s1000', 'swiglu_lr2e-3_s1000',
+                             'polynorm_lr2e-3_s1000']
     assert grid[2]['keys']['learning_rate'] == 2e-3 and grid[2]['keys']['min_lr'] == 2e-4
     finals = {grid[0]['dir']: 2.0, grid[2]['dir']: 1.9, grid[1]['dir']: 1.8}
-    assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s1']  # polynorm's grid is not finished
-    finals[grid[3]['dir']] = math.inf  # diverged
-    assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s1', 'polynorm_lr1e-3_s1',
-                                                       'polynorm_r2_lr1e-3_s0', 'polynorm_r4_lr1e-3_s0']
+    assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s0', 'swiglu_lr2e-3_s1']  # polynorm's grid
+    finals[grid[3]['dir']] = math.inf  # diverged                                               # is not finished
+    assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s0', 'polynorm_lr1e-3_s0', 'swiglu_lr2e-3_s1',
+                                                       'polynorm_lr1e-3_s1', 'polynorm_r2_lr1e-3_s0',
+                                                       'polynorm_r4_lr1e-3_s0']
     assert sweep.pick_lrs(s, finals) == {'swiglu': 2e-3, 'polynorm': 1e-3}
 
 
 @pytest.mark.parametrize("argv, message", [
     (['--activations', 'relu,tanh'], "tanh"),
-    (['--seeds', '0'], "at least 1"),
+    (['--seeds', '0'], "between 1 and 1000"),
+    (['--seeds', '1001'], "the lr grid's own seed"),
     (['--parallel', '0'], "at least 1"),
     (['--orders', '2,x'], "comma-separated numbers"),
     (['--lrs', '1e-3,fast'], "comma-separated numbers"),
@@ -136,11 +140,12 @@ def test_gpu_preset_plans_an_lr_grid(tmp_path, capsys):
     sweep.main(['--preset', 'gpu', '--lrs', '1e-3,2e-3,4e-3', '--orders', '2,3,4', '--plan', '--tok_per_s', '4e5',
                 f'--data_dir={tmp_path}'])
     out = capsys.readouterr().out
-    # 6 x 3 grid runs, 6 x 2 other seeds, orders 2 and 4 (3 is PolyNorm itself) x 3 seeds
-    assert '18 runs' in out and '12 runs' in out and 'order ablation: 6 runs' in out and '36 runs in all' in out
+    # 6 x 3 grid runs, 6 x 3 seeds, orders 2 and 4 (3 is PolyNorm itself) x 3 seeds
+    assert 'lr grid: 6 activations x 3 lrs, seed 1000: 18 runs; 6 x 3 seeds at each one\'s lr: 18 runs' in out
+    assert 'order ablation: 6 runs; 42 runs in all' in out
     tokens = 1500 * 262144
     assert f"{tokens / 1e6:,.1f} M tokens" in out
-    assert f"time: {36 * tokens / 4e5 / 3600:.1f} h" in out
+    assert f"time: {42 * tokens / 4e5 / 3600:.1f} h" in out
     assert 'python data/fineweb/prepare.py' in out  # the plan says the data is missing, but plans
 
 
@@ -204,7 +209,7 @@ if activation == 'relu2':  # a long run that saves on SIGINT, as train.py does
     open(os.path.join(out, 'ready'), 'w').close()
     time.sleep(60)
 best = {{'swiglu': 2e-3, 'polynorm': 4e-3, 'relu': 1e-3}}[activation]
-final = 2.0 + 0.1 * abs(math.log2(lr / best)) + 0.01 * int(args['seed']) - 0.05 * (activation == 'polynorm')
+final = 2.0 + 0.1 * abs(math.log2(lr / best)) + 0.01 * (int(args['seed']) % 10) - 0.05 * (activation == 'polynorm')
 with open(os.path.join(out, 'log.jsonl'), 'w') as f:
     for step in (10, 20):
         f.write(json.dumps({{'step': step, 'tokens': 100 * step, 'loss': final, 'lm': final, 'lr': lr,
@@ -232,12 +237,12 @@ def test_lr_grid_sweep_picks_resumes_and_reports(fake_train, capsys, monkeypatch
     s = spec(out, ['swiglu', 'polynorm', 'relu'], lrs=[1e-3, 2e-3, 4e-3], orders=[2, 4], order_seeds=1)
     finals, runs = sweep.run_all(s, 'preset.py', {}, 20, parallel=2)
     ran = calls()
-    assert sorted(ran) == sorted(folders(runs)) and len(ran) == 9 + 3 + 2
+    assert sorted(ran) == sorted(folders(runs)) and len(ran) == 9 + 3 * 2 + 2
     started = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith('starting')]
-    assert started[:9] == folders(runs)[:9] and all('_s0' in name for name in started[:9])  # the grid first
+    assert started[:9] == folders(runs)[:9] and all('_s1000' in name for name in started[:9])  # the grid first
     assert sweep.pick_lrs(s, finals) == {'swiglu': 2e-3, 'polynorm': 4e-3, 'relu': 1e-3}
-    assert finals[os.path.join(out, 'relu_lr4e-3_s0')] == math.inf  # diverged: a result of the grid
-    with open(os.path.join(out, 'relu_lr4e-3_s0', 'diverged.txt')) as f:
+    assert finals[os.path.join(out, 'relu_lr4e-3_s1000')] == math.inf  # diverged: a result of the grid
+    with open(os.path.join(out, 'relu_lr4e-3_s1000', 'diverged.txt')) as f:
         assert 'loss is nan' in f.read()  # the end of its log, kept
     assert 'polynorm_r2_lr4e-3_s0' in ran and 'polynorm_r4_lr4e-3_s0' in ran
 
@@ -258,7 +263,10 @@ def test_lr_grid_sweep_picks_resumes_and_reports(fake_train, capsys, monkeypatch
     summary = sweep.summarize(s, runs, finals, 'preset.py', {}, 'cpu')
     assert sorted(os.path.basename(d) for d in analyzed) == sorted(  # the runs at each name's chosen lr
         ['swiglu_lr2e-3_s0', 'swiglu_lr2e-3_s1', 'polynorm_lr4e-3_s0', 'polynorm_lr4e-3_s1', 'relu_lr1e-3_s0',
-         'relu_lr1e-3_s1', 'polynorm_r2_lr4e-3_s0', 'polynorm_r4_lr4e-3_s0'])
+         'relu_lr1e-3_s1', 'polynorm_r2_lr4e-3_s0', 'polynorm_r4_lr4e-3_s0']
+        # and the grid's runs at one lr for all, SwiGLU's
+        + ['swiglu_lr2e-3_s1000', 'polynorm_lr2e-3_s1000', 'relu_lr2e-3_s1000'])
+    assert summary['analysis_lr'] == 2e-3 and summary['grid_seed'] == 1000
     text = report.report(json.loads(json.dumps(summary)))  # as read back from summary.json
     section = text.split('## Learning rate grid')[1].split('##')[0]
     grid = {line.split('|')[1].strip(): line for line in section.splitlines() if line.startswith('| ')}
@@ -274,7 +282,7 @@ def test_a_failing_run_stops_the_sweep_with_its_log(fake_train):
     out, calls = fake_train
     with pytest.raises(SystemExit, match="fake failure"):
         sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {}, 20, parallel=1)
-    assert calls() == ['gelu_lr1e-3_s0']  # stopped at once, not retried
+    assert calls() == ['gelu_lr1e-3_s1000']  # stopped at once, not retried
     # fixed and run again: the failed run had nothing to continue from, so it takes the new settings
     with pytest.raises(SystemExit, match="fake failure"):
         sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {'n_layer': '2'}, 20, parallel=1)
@@ -295,12 +303,12 @@ def test_ctrl_c_makes_the_runs_save_and_stop(fake_train):
     sweep_process = subprocess.Popen([sys.executable, '-c', code], cwd=HERE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not os.path.exists(os.path.join(out, 'relu2_lr1e-3_s0', 'ready')) and time.time() < deadline:
+    while not os.path.exists(os.path.join(out, 'relu2_lr1e-3_s1000', 'ready')) and time.time() < deadline:
         time.sleep(0.1)  # until the fake run has its SIGINT handler
     sweep_process.send_signal(signal.SIGINT)
     stdout, stderr = sweep_process.communicate(timeout=60)
     assert 'interrupted' in stderr and 'to save a checkpoint' in stdout
-    assert os.path.exists(os.path.join(out, 'relu2_lr1e-3_s0', 'saved'))  # the run got one SIGINT and saved
+    assert os.path.exists(os.path.join(out, 'relu2_lr1e-3_s1000', 'saved'))  # the run got one SIGINT and saved
 
 
 # -----------------------------------------------------------------------------
