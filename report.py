@@ -180,8 +180,7 @@ def results_table(groups, baseline):
     """One row per name: final losses, speed-ups over SwiGLU in tokens and in time (per seed, against
     SwiGLU's mean curve), ms per step and the analyses, each a mean over the name's seeds."""
     base = {axis: mean_curve(curves_of(groups[baseline], axis)) for axis in (1, 2)} if baseline in groups else None
-    analyses = [r['analysis'] for rs in groups.values() for r in rs if r.get('analysis')]
-    roles = [role for role in ('erank_up', 'erank_down', 'erank_gate') if any(role in a for a in analyses)]
+    roles = analysis_roles([r for rs in groups.values() for r in rs])
     lines = ["| activation | lr | parameters | val loss | train loss | speed-up in tokens | speed-up in time | "
              "ms / step | " + " | ".join(role.replace('_', ' ') for role in roles) + " | layer similarity |",
              "|---|---|---|---|---|---|---|---|" + "---|" * len(roles) + "---|"]
@@ -192,10 +191,37 @@ def results_table(groups, baseline):
         params = f"{found[0]['params'] / 1e6:.3f} M" if found else '?'
         cells = [name, lr_text(rs[0]['lr']) if rs[0]['lr'] else '-', params, mean_std([r['val'] for r in rs]),
                  mean_std([r['train'] for r in rs]), *speeds, f"{statistics.fmean(r['ms_per_step'] for r in rs):.0f}"]
-        cells += [mean_std([a[role] for a in found], 1) if found and role in found[0] else '-' for role in roles]
-        similarity = [a['similarity'] for a in found if a['similarity'] is not None]
-        cells.append(mean_std(similarity, 3) if similarity else '-')
-        lines.append('| ' + ' | '.join(cells) + ' |')
+        lines.append('| ' + ' | '.join(cells + analysis_cells(found, roles)) + ' |')
+    return lines
+
+
+def analysis_roles(runs):
+    """The FFN matrices (erank_up, erank_down, erank_gate) that the runs' analyses have."""
+    found = [r['analysis'] for r in runs if r.get('analysis')]
+    return [role for role in ('erank_up', 'erank_down', 'erank_gate') if any(role in a for a in found)]
+
+
+def analysis_cells(found, roles):
+    """The effective rank of each role and the layer similarity, mean ± std over the analyses found."""
+    cells = [mean_std([a[role] for a in found], 1) if found and role in found[0] else '-' for role in roles]
+    similarity = [a['similarity'] for a in found if a['similarity'] is not None]
+    return cells + [mean_std(similarity, 3) if similarity else '-']
+
+
+def common_lr_table(summary):
+    """The analyses of every activation's grid run at one lr for all (summary['analysis_lr']): the activation's
+    effect with the lr's held fixed; [] when the summary has none."""
+    lr = summary.get('analysis_lr')
+    runs = [r for r in summary['runs'] if r.get('analysis') and r['seed'] == grid_seed(summary) and r['lr'] == lr
+            and r.get('budget', 1) == 1]
+    if lr is None or not runs:
+        return []
+    roles = analysis_roles(runs)
+    lines = ["| activation | val loss | " + " | ".join(role.replace('_', ' ') for role in roles)
+             + " | layer similarity |", "|---|---|" + "---|" * len(roles) + "---|"]
+    for run in runs:
+        lines.append('| ' + ' | '.join([run['name'], f"{run['val']:.4f}"] + analysis_cells([run['analysis']], roles))
+                     + ' |')
     return lines
 
 
@@ -305,6 +331,11 @@ def report(summary):
         order_groups = {f"{ablated} (r={summary['base_order']})": groups[ablated], **ablation}
         lines += [f"## Order ablation: {ablated} at its lr, against order {summary['base_order']}", ""]
         lines += comparison_table(order_groups, next(iter(order_groups)), f"r={summary['base_order']}") + [""]
+    if common_lr_table(summary):
+        lines += [f"## Analyses at one lr for all ({lr_text(summary['analysis_lr'])}, seed {grid_seed(summary)})", "",
+                  "The analyses follow the lr as well as the activation; here every activation's grid run at the "
+                  "same lr, one seed each, so that a difference is the activation's.", ""]
+        lines += common_lr_table(summary) + [""]
     if tasks_table(groups):
         lines += ["## Tasks (final evaluation)", ""] + tasks_table(groups) + [""]
     return ('\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '')

@@ -563,6 +563,8 @@ def parse_args(argv):
                                          "order ablation at its chosen lr; without, each PolyCom activation runs "
                                          "once per order (named e.g. polynorm_r2)")
     parser.add_argument('--order_seeds', type=int, help="seeds of each order-ablation run (default: --seeds)")
+    parser.add_argument('--analysis_lr', type=float, help="with --lrs, the one lr of the grid at which every "
+                                                         "activation is also analyzed (default: SwiGLU's chosen lr)")
     parser.add_argument('--parallel', type=int, default=1, help="train.py processes side by side")
     parser.add_argument('--out', default=os.path.join('out', 'sweep'), help="folder of the runs and the report")
     parser.add_argument('--input', help="a local copy of the raw text for data/<dataset>/prepare.py, used only "
@@ -588,6 +590,8 @@ def parse_args(argv):
     args.orders = numbers(parser, '--orders', args.orders, int, "2,3,4")
     if args.lrs and (min(args.lrs) <= 0 or len(set(args.lrs)) != len(args.lrs)):
         parser.error(f"--lrs must be distinct positive numbers, got {args.lrs}")
+    if args.analysis_lr is not None and args.analysis_lr not in (args.lrs or []):
+        parser.error(f"--analysis_lr must be one of --lrs, got {args.analysis_lr}")
     if args.orders and min(args.orders) < 1:
         parser.error(f"--orders must be at least 1, got {args.orders}")
     if args.orders and not any(a.startswith('poly') for a in args.activations):
@@ -620,7 +624,8 @@ def main(argv=None):
     config = preset_path(args.preset)
     settings = read_settings(config, args.overrides)
     spec = {'out': args.out, 'activations': args.activations, 'lrs': args.lrs, 'seeds': args.seeds,
-            'orders': args.orders, 'order_seeds': args.order_seeds, 'max_steps': settings['max_steps'],
+            'orders': args.orders, 'order_seeds': args.order_seeds, 'analysis_lr': args.analysis_lr,
+            'max_steps': settings['max_steps'],
             'base_order': settings['poly_order'], 'min_lr_ratio': settings['min_lr'] / settings['learning_rate']}
     if args.plan:
         print(plan_text(spec, settings, args.parallel, args.tok_per_s))

@@ -110,9 +110,10 @@ def fake_summary(vals, tasks=None, analyses=None):
             'chosen_lr': {name: None for name in vals}, 'runs': runs}
 
 
-def grid_summary():
-    """An lr grid of seed 0 over 1e-3, 2e-3, 4e-3 (relu diverged at 4e-3), then seeds 1 at each chosen lr and
-    PolyNorm's order 2 at its lr."""
+def grid_summary(grid_seed=None):
+    """An lr grid over 1e-3, 2e-3, 4e-3 (relu diverged at 4e-3) with seed 0 (older sweeps) or with its own
+    grid_seed; then seed 1 at each chosen lr (and seed 0 too with a grid_seed, 0.01 below the grid's run there),
+    and PolyNorm's order 2 at its lr."""
     grid = {'swiglu': [2.1, 2.0, 2.2], 'polynorm': [2.2, 2.1, 1.9], 'relu': [2.3, 2.4, None]}
     chosen = {'swiglu': 2e-3, 'polynorm': 4e-3, 'relu': 1e-3}
     runs = []
@@ -125,12 +126,13 @@ def grid_summary():
                          'curve': [[10, 1000, 1.0, val + 1], [20, 2000, 2.0, val]]} if done else {})})
     for i, lr in enumerate((1e-3, 2e-3, 4e-3)):
         for name, vals in grid.items():
-            add(name, lr, 0, vals[i])
-    for name, lr in chosen.items():
-        add(name, lr, 1, grid[name][[1e-3, 2e-3, 4e-3].index(lr)] + 0.01)
+            add(name, lr, 0 if grid_seed is None else grid_seed, vals[i])
+    for seed in (1,) if grid_seed is None else (0, 1):
+        for name, lr in chosen.items():
+            add(name, lr, seed, grid[name][[1e-3, 2e-3, 4e-3].index(lr)] + 0.01 * (seed or -1))
     add('polynorm_r2', 4e-3, 0, 1.95)
     return {**fake_summary({}), 'lrs': [1e-3, 2e-3, 4e-3], 'orders': [2, 3], 'seeds': 2,
-            'chosen_lr': chosen, 'runs': runs}
+            'chosen_lr': chosen, 'runs': runs, **({} if grid_seed is None else {'grid_seed': grid_seed})}
 
 
 def section(text, heading):
@@ -177,6 +179,24 @@ def test_grid_table_marks_the_choice_the_edges_and_divergence():
     assert results['polynorm'][:1] + results['polynorm'][2:3] == ['0.004', '1.9050 ± 0.0071']  # seeds 0 and 1
     ablation = rows(text, 'Order ablation')
     assert list(ablation) == ['polynorm_r2'] and ablation['polynorm_r2'][0] == '+0.0450'  # 1.95 - 1.905
+
+
+def test_the_grid_seed_is_not_reported_and_analyses_come_at_one_lr_too():
+    summary = grid_summary(grid_seed=1000)
+    for run in summary['runs']:
+        if run['state'] == 'done':  # a rank that follows the lr
+            run['analysis'] = {'params': 1e6, 'erank_up': 1e4 * run['lr'], 'erank_down': 5.0, 'similarity': 0.5}
+    summary['analysis_lr'] = 2e-3
+    text = report.report(summary)
+    assert 'Learning rate grid (seed 1000' in text and 'Seed 0 both picked' not in text
+    assert rows(text, 'Learning rate grid')['polynorm'][2] == '**1.9000**'  # the grid's own run
+    results = rows(text, 'Results')
+    assert results['polynorm'][2] == '1.9000 ± 0.0141'  # seeds 0 and 1 (1.89, 1.91), not the grid's run
+    assert results['polynorm'][-3] == '40.0 ± 0.0' and results['swiglu'][-3] == '20.0 ± 0.0'  # each at its lr
+    common = rows(text, 'Analyses at one lr for all (0.002, seed 1000)')
+    assert common == {'swiglu': ['2.0000', '20.0', '5.0', '0.500'], 'polynorm': ['2.1000', '20.0', '5.0', '0.500'],
+                      'relu': ['2.4000', '20.0', '5.0', '0.500']}
+    assert 'Analyses at one lr' not in report.report(grid_summary())  # an older summary has none
 
 
 def test_results_table_columns():

@@ -88,6 +88,8 @@ def test_plan_runs_with_an_lr_grid():
     (['--activations', 'relu', '--orders', '2'], "polyrelu and polynorm"),
     (['--activations', 'polyrelu', '--orders', '2', '--lrs', '1e-3'], "add polynorm"),
     (['--order_seeds', '4'], "between 1 and"),
+    (['--lrs', '1e-3,2e-3', '--analysis_lr', '4e-3'], "--analysis_lr must be one of --lrs, got 0.004"),
+    (['--analysis_lr', '4e-3'], "one of --lrs"),
     (['--out_dir=elsewhere'], "--out"),
     (['max_steps=5'], "--key=value"),
     (['--orders', '2', '--poly_order=3'], "not both"),
