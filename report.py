@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import random
 import statistics
 
 from common import pyplot, save_figure
@@ -19,6 +20,7 @@ from data.shards import atomic_write
 
 
 ALPHA = 0.05  # the significance level of each comparison's verdict
+RESAMPLES = 1000  # bootstrap resamples of the seeds, for the compute-equivalent speed-up's interval
 
 
 def lr_text(lr):
@@ -124,6 +126,35 @@ def format_speedups(pairs):
     return cell
 
 
+def budget_to_reach(ladder, target):
+    """The budget (a fraction of the full run's) at which a ladder's mean final loss first gets down to target,
+    interpolated linearly in log budget between the two rungs around it, as (budget, bound): bound '' inside
+    the ladder, '<=' when its smallest rung is there already, '>' when no rung gets there (the budget is then
+    the largest rung's). ladder: {budget: [final loss per seed]}."""
+    curve = [(math.log(b), statistics.fmean(losses)) for b, losses in sorted(ladder.items())]
+    x = x_to_reach(curve, target)
+    if x is None:
+        return max(ladder), '>'
+    return math.exp(x), '<=' if curve[0][1] <= target else ''
+
+
+def ladder_speedup(ladder, base, resamples=RESAMPLES):
+    """The compute-equivalent speed-up over the baseline: its full budget (1) over the budget at which the
+    ladder gets down to the baseline's mean full-budget loss (base: per seed). Returns (speed-up, bound,
+    interval, outside): bound '>=' or '<' outside the ladder (the speed-up is then the ladder's edge); interval
+    the 2.5 and 97.5 percentiles over bootstrap resamples that draw each rung's seeds and the baseline's with
+    replacement, None with one seed anywhere; outside the fraction of resamples outside the ladder."""
+    budget, bound = budget_to_reach(ladder, statistics.fmean(base))
+    flipped = {'': '', '<=': '>=', '>': '<'}[bound]  # a budget's bound, as the speed-up's
+    if min(len(losses) for losses in [base, *ladder.values()]) < 2:
+        return 1 / budget, flipped, None, None
+    rng = random.Random(0)  # the same interval each time the report is made
+    draws = [budget_to_reach({b: rng.choices(v, k=len(v)) for b, v in ladder.items()},
+                             statistics.fmean(rng.choices(base, k=len(base)))) for _ in range(resamples)]
+    cuts = statistics.quantiles([1 / b for b, _ in draws], n=40, method='inclusive')  # 2.5 % steps
+    return 1 / budget, flipped, (cuts[0], cuts[-1]), sum(bound != '' for _, bound in draws) / resamples
+
+
 # -----------------------------------------------------------------------------
 # 2. The report
 
@@ -134,15 +165,28 @@ def grid_seed(summary):
     return summary.get('grid_seed', 0)
 
 
+def reported(summary, run):
+    """Whether a run is one of its name's reported seeds at its chosen lr, finished (at any budget)."""
+    own_grid = summary.get('grid_seed') is not None and run['seed'] == summary['grid_seed']
+    return run['lr'] == summary['chosen_lr'].get(run['name'], run['lr']) and run['state'] == 'done' and not own_grid
+
+
 def final_runs(summary):
-    """name -> the finished runs at its chosen lr (the reported seeds), in the order of the sweep."""
+    """name -> its reported runs of the full budget, in the order of the sweep."""
     groups = {}
     for run in summary['runs']:
-        lr = summary['chosen_lr'].get(run['name'], run['lr'])
-        own_grid = summary.get('grid_seed') is not None and run['seed'] == summary['grid_seed']
-        if run['lr'] == lr and run['state'] == 'done' and not own_grid:
+        if reported(summary, run) and run.get('budget', 1) == 1:  # older summaries have no budgets
             groups.setdefault(run['name'], []).append(run)
     return groups
+
+
+def ladders(summary):
+    """name -> {budget: [final val loss per reported seed]}, smallest budget first, for a sweep with --budgets."""
+    found = {}
+    for run in summary['runs']:
+        if reported(summary, run):
+            found.setdefault(run['name'], {}).setdefault(run.get('budget', 1), []).append(run['val'])
+    return {name: dict(sorted(ladder.items())) for name, ladder in found.items() if len(ladder) > 1}
 
 
 def curves_of(runs, axis):
@@ -260,6 +304,40 @@ def comparisons_note(tested):
             f"(Bonferroni, {ALPHA} over all {len(tested)} together): {', '.join(holding) or 'none'}."]
 
 
+def ladder_table(summary, baseline):
+    """Each name's mean final val loss at each rung of the budget ladder, and its compute-equivalent speed-up
+    over the baseline with its bootstrap interval; [] without a ladder or the baseline's."""
+    found = ladders(summary)
+    if baseline not in found:
+        return []
+    budgets = list(found[baseline])
+    base = found[baseline][1]
+    lines = ["| activation | lr | " + " | ".join(f"val loss at {b:g}" for b in budgets)
+             + " | compute-equivalent speed-up | 95 % interval | outside the ladder |",
+             "|---|---|" + "---|" * len(budgets) + "---|---|---|"]
+    for name, ladder in found.items():
+        cells = [name, lr_text(summary['chosen_lr'][name]) if summary['chosen_lr'].get(name) else '-']
+        cells += [mean_std(ladder[b]) if b in ladder else '-' for b in budgets]
+        if name == baseline:
+            cells += ['1 (the reference)', '-', '-']
+        else:
+            value, bound, interval, outside = ladder_speedup(ladder, base)
+            cells += [f"{bound + ' ' if bound else ''}{value:.2f}",
+                      '-' if outside == 1 else f"{interval[0]:.2f} to {interval[1]:.2f}" if interval else 'one seed: none',
+                      outside_words(bound, min(ladder), outside, baseline)]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def outside_words(bound, smallest, outside, baseline):
+    """What to do about a speed-up outside the ladder, or how often its resamples fell outside it."""
+    if bound == '>=':
+        return f"yes: at {smallest:g} of the steps already below {baseline}'s loss: add smaller --budgets"
+    if bound == '<':
+        return f"yes: not down to {baseline}'s loss even at the full budget: slower than {baseline}"
+    return f"no ({outside:.0%} of resamples outside)" if outside else "no"
+
+
 def tasks_table(groups):
     """Each task's final acc_norm per name (mean ± std over seeds), when train.py evaluated tasks."""
     tasks = sorted({task for rs in groups.values() for r in rs for task in r.get('tasks', {})})
@@ -277,6 +355,14 @@ def tasks_table(groups):
     return lines
 
 
+LADDER_NOTE = """
+- **compute-equivalent speed-up**: each rung of the budget ladder is a whole run of that fraction of max_steps,
+  with the full run's warmup ({warmup} steps) and a cosine decay to its own end, at the activation's chosen lr,
+  for every reported seed. The speed-up is SwiGLU's full budget over the budget at which the activation's mean
+  final val loss equals SwiGLU's full-budget mean final val loss, interpolated linearly in log budget between
+  the rungs around it. Budgets count training tokens, not FLOPs or time. 95 % interval: the 2.5 and 97.5
+  percentiles over {resamples} bootstrap resamples of the seeds (each rung's and SwiGLU's, drawn with
+  replacement). Outside the ladder the speed-up is a bound (>= 1 / the smallest rung, or < 1)."""
 GRID_NOTE = """
 - **lr grid**: every activation at every learning rate with the grid's seed; each activation's lr is the one of
   the lowest final val loss (bold), and its reported seeds run at that lr. An lr at the edge of the grid may not
@@ -286,10 +372,14 @@ NOTES = """
 - **train loss**: the mean of the last {smooth} logged training losses (smoothed), then mean ± std over seeds.
 - **speed-up in tokens / in time**: for each seed, the tokens (training seconds) SwiGLU's seed-averaged curve
   needs to reach its own final val loss, divided by the tokens (seconds) this seed's run needs to reach the same
-  loss, interpolated linearly between evaluations (the paper's measure of convergence speed); then mean ± std
-  over seeds. Above 1: faster than SwiGLU. Training time is the sum of the training steps' times (train.py's
-  train_time_s, or the logged ms per step times the steps), without evaluations and checkpoints; runs that
-  shared the machine with others (`--parallel`) were timed under the same sharing only roughly.
+  loss, interpolated linearly between evaluations; then mean ± std over seeds. Above 1: faster than SwiGLU. It
+  is not a compute saving: every run's learning rate decays to its own end, so SwiGLU's curve tends to get to
+  its final loss only at its last evaluation, and then a run that gets there within the last evaluation interval scores at
+  most the last evaluation's tokens over the one before{cap}: it restates the final-loss gap. The budget
+  ladder's compute-equivalent speed-up (`--budgets`) measures the saving. Training time is the sum of the
+  training steps' times (train.py's train_time_s, or the logged ms per step times the steps), without
+  evaluations and checkpoints; where the machine's load changed during the sweep (`--parallel`, other work) it
+  measures the load as much as the activation.
 - **ms / step**: the median wall-clock time of a training step (the first logged interval left out), mean over
   seeds.
 - **Welch's t**: the difference of the mean final val losses divided by its standard error
@@ -326,6 +416,9 @@ def report(summary):
     lines += ["## Results at each activation's lr", ""] + results_table(groups, baseline) + [""]
     if baseline in groups and len(groups) > 1:
         lines += [f"## Against {baseline}: final val loss", ""] + comparison_table(groups, baseline, baseline) + [""]
+    if ladder_table(summary, baseline):
+        lines += [f"## Budget ladder: compute-equivalent speed-up over {baseline}", ""]
+        lines += ladder_table(summary, baseline) + [""]
     ablation = {name: rs for name, rs in groups.items() if name.startswith(f'{ablated}_r')}
     if summary['lrs'] and ablation and ablated in groups:
         order_groups = {f"{ablated} (r={summary['base_order']})": groups[ablated], **ablation}
@@ -338,8 +431,20 @@ def report(summary):
         lines += common_lr_table(summary) + [""]
     if tasks_table(groups):
         lines += ["## Tasks (final evaluation)", ""] + tasks_table(groups) + [""]
-    return ('\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '')
-            + NOTES.format(smooth=summary.get('smooth', 10)))
+    ladder_note = LADDER_NOTE.format(warmup=summary.get('warmup_steps'), resamples=RESAMPLES)
+    return ('\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '') + (ladder_note if ladders(summary) else '')
+            + NOTES.format(smooth=summary.get('smooth', 10), cap=cap_words(groups, baseline)))
+
+
+def cap_words(groups, baseline):
+    """', here X' for the most a run can score within the baseline's last evaluation interval, where the
+    baseline's mean curve gets to its final loss only at its last evaluation."""
+    if baseline not in groups:
+        return ''
+    curve = mean_curve(curves_of(groups[baseline], 1))
+    if len(curve) < 2 or x_to_reach(curve, curve[-1][1]) < curve[-1][0]:
+        return ''
+    return f", here {curve[-1][0] / curve[-2][0]:.2f}"
 
 
 def plot(summary, path):

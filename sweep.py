@@ -129,12 +129,13 @@ def run_name(activation, order=None):
     return activation + (f'_r{order}' if order else '')
 
 
-def make_run(spec, activation, seed, lr=None, order=None):
-    """One run: its name, folder and train.py keys. With an lr grid, min_lr keeps the preset's ratio to the
-    lr, so that every lr decays in the same shape."""
+def make_run(spec, activation, seed, lr=None, order=None, budget=1):
+    """One run: its name, folder, steps and train.py keys. With an lr grid, min_lr keeps the preset's ratio to
+    the lr, so that every lr decays in the same shape. A rung of the budget ladder (budget < 1) is a whole run
+    of its own length: its cosine decays to its own max_steps, after the same warmup_steps as the full run's."""
     out = spec['out']
     name = run_name(activation, order)
-    folder = name + (f'_lr{lr_tag(lr)}' if lr else '') + f'_s{seed}'
+    folder = name + (f'_lr{lr_tag(lr)}' if lr else '') + (f'_b{budget:g}' if budget != 1 else '') + f'_s{seed}'
     keys = {'activation': activation}
     if order:
         keys['poly_order'] = order
@@ -142,9 +143,22 @@ def make_run(spec, activation, seed, lr=None, order=None):
         keys['learning_rate'] = lr
         if spec.get('min_lr_ratio') is not None:
             keys['min_lr'] = round(lr * spec['min_lr_ratio'], 12)  # 2e-4, not 0.00020000000000000001
+    steps = rung_steps(spec['max_steps'], budget)
+    if budget != 1:
+        keys['max_steps'] = steps
     run_dir = os.path.join(out, folder)
-    return {'name': name, 'activation': activation, 'order': order, 'lr': lr, 'seed': seed, 'dir': run_dir,
-            'keys': {**keys, 'seed': seed, 'out_dir': run_dir}}
+    return {'name': name, 'activation': activation, 'order': order, 'lr': lr, 'seed': seed, 'budget': budget,
+            'steps': steps, 'dir': run_dir, 'keys': {**keys, 'seed': seed, 'out_dir': run_dir}}
+
+
+def rung_steps(max_steps, budget):
+    """The steps of a run at a fraction of the full budget."""
+    return round(budget * max_steps)
+
+
+def rungs(spec):
+    """The budget ladder's fractions below the full run's, smallest first ([] without --budgets)."""
+    return [b for b in spec['budgets'] or [] if b < 1]
 
 
 def variants(spec):
@@ -173,13 +187,14 @@ def pick_lrs(spec, finals):
 def plan_runs(spec, finals):
     """The runs known so far, in the order to run them: with an lr grid, every name at every lr with
     GRID_SEED; then seeds 0, 1, ... of each name whose lr is chosen (without a grid: all names, at the one lr);
-    then the order ablation at PolyNorm's chosen lr."""
+    then the budget ladder's shorter runs of those, and the order ablation at PolyNorm's chosen lr."""
     # activations interleaved (lr by lr, seed by seed), so that a shared machine's changing load falls on all
     # of them alike and the training-time comparison stays fair
     runs = [make_run(spec, a, GRID_SEED, lr, r) for lr in spec['lrs'] or [] for a, r in variants(spec)]
     chosen = pick_lrs(spec, finals)
-    runs += [make_run(spec, a, s, chosen[run_name(a, r)], r)
-             for s in range(spec['seeds']) for a, r in variants(spec) if run_name(a, r) in chosen]
+    for budget in [1] + rungs(spec):
+        runs += [make_run(spec, a, s, chosen[run_name(a, r)], r, budget)
+                 for s in range(spec['seeds']) for a, r in variants(spec) if run_name(a, r) in chosen]
     if spec['lrs'] and spec['orders'] and ABLATED in chosen:
         runs += [make_run(spec, ABLATED, s, chosen[ABLATED], r)
                  for r in spec['orders'] if r != spec['base_order'] for s in range(spec['order_seeds'])]
@@ -193,10 +208,12 @@ def train_args(config, overrides, run):
 
 
 def count_runs(spec):
-    """(grid runs, runs of the reported seeds, order-ablation runs) the sweep will make, before any has run."""
+    """(grid runs, runs of the reported seeds, the ladder's shorter runs, order-ablation runs) the sweep will
+    make, before any has run."""
     names, lrs = len(variants(spec)), len(spec['lrs'] or [])
     orders = [r for r in spec['orders'] or [] if r != spec['base_order']] if spec['lrs'] else []
-    return names * lrs, names * spec['seeds'], len(orders) * spec['order_seeds']
+    return names * lrs, names * spec['seeds'], names * spec['seeds'] * len(rungs(spec)), \
+        len(orders) * spec['order_seeds']
 
 
 def model_facts(settings):
@@ -210,21 +227,27 @@ def model_facts(settings):
 
 def plan_text(spec, settings, parallel, tok_per_s):
     """The sweep's plan in words: its runs, tokens and FLOPs, and its time at a measured throughput."""
-    grid, seeds, ablation = count_runs(spec)
-    runs = grid + seeds + ablation
+    grid, seeds, ladder, ablation = count_runs(spec)
+    runs = grid + seeds + ladder + ablation
     tokens = settings['max_steps'] * settings['tokens_per_step']
+    # the ladder's shorter runs in full runs' worth of tokens
+    full = grid + seeds + ablation + seeds * sum(rung_steps(spec['max_steps'], b) for b in rungs(spec)) \
+        / spec['max_steps']
     params, flops = model_facts(settings)
     names = len(variants(spec))
     lines = ["plan: " + (f"lr grid: {names} activations x {len(spec['lrs'])} lrs, seed {GRID_SEED}: {grid} runs; "
                           if grid else "")
              + f"{names} x {spec['seeds']} seeds" + (" at each one's lr" if grid else "") + f": {seeds} runs"
-             + (f"; order ablation: {ablation} runs" if ablation else "") + f"; {runs} runs in all",
+             + (f"; budget ladder: the same at {', '.join(f'{b:g}' for b in rungs(spec))} of the steps: {ladder} "
+                "runs" if ladder else "")
+             + (f"; order ablation: {ablation} runs" if ablation else "") + f"; {runs} runs in all"
+             + (f" ({full:.1f} full runs' worth)" if ladder else ""),
              f"each run: {settings['max_steps']:,} steps x {settings['tokens_per_step']:,} tokens = "
              f"{tokens / 1e6:,.1f} M tokens; {params / 1e6:.2f} M non-embedding parameters: "
              f"{tokens / params:.1f} tokens per parameter; {flops / 1e9:.3f} GFLOP per token",
-             f"all runs: {runs * tokens / 1e9:.2f} B tokens, {runs * tokens * flops:.2e} FLOPs"]
+             f"all runs: {full * tokens / 1e9:.2f} B tokens, {full * tokens * flops:.2e} FLOPs"]
     if tok_per_s:
-        hours = runs * tokens / (tok_per_s * parallel) / 3600
+        hours = full * tokens / (tok_per_s * parallel) / 3600
         lines.append(f"time: {hours:.1f} h of training at {tok_per_s:,.0f} tok/s per run, {parallel} run(s) at a "
                      "time (evaluations and checkpoints add to it)")
     else:
@@ -346,12 +369,12 @@ def start(run, args, state, env):
     return {'run': run, 'process': process, 'log': log_path, 't0': time.time()}
 
 
-def finish(child, max_steps, in_grid):
+def finish(child, in_grid):
     """The state of a run whose train.py has exited: 'done' or 'diverged' (in the grid only); otherwise the
     error that stops the sweep."""
     run, log_path = child['run'], child['log']
     code = child['process'].returncode
-    state = run_state(run['dir'], max_steps)
+    state = run_state(run['dir'], run['steps'])
     if code == 0 and state == 'done':
         val = final_val(run['dir'], state)
         print(f"finished {os.path.basename(run['dir'])} in {time.time() - child['t0']:.0f} s: val loss {val:.4f}",
@@ -365,7 +388,7 @@ def finish(child, max_steps, in_grid):
     if code != 0:
         return None, (f"train.py failed (exit code {code}) for {run['dir']}; the end of {log_path}:\n{tail}\n"
                       "fix the cause and run the sweep again: finished runs are kept")
-    return None, (f"train.py stopped before step {max_steps} in {run['dir']} (see {log_path}); "
+    return None, (f"train.py stopped before step {run['steps']} in {run['dir']} (see {log_path}); "
                   "run the sweep again to resume it")
 
 
@@ -393,7 +416,7 @@ def in_grid(spec, run):
     return bool(spec['lrs']) and run['seed'] == GRID_SEED
 
 
-def waiting_runs(runs, finals, busy, config, overrides, max_steps):
+def waiting_runs(runs, finals, busy, config, overrides):
     """The runs still to train, (run, train.py arguments, state) each; the finished ones found on the way go
     into finals (run folder -> final val loss)."""
     waiting = []
@@ -401,7 +424,7 @@ def waiting_runs(runs, finals, busy, config, overrides, max_steps):
         if run['dir'] in finals or run['dir'] in busy:
             continue
         args = train_args(config, overrides, run)
-        state = run_state(run['dir'], max_steps)
+        state = run_state(run['dir'], run['steps'])
         check_same_settings(run['dir'], args, state)
         if state in ('done', 'diverged'):
             print(f"{state} already: {os.path.basename(run['dir'])}", flush=True)
@@ -411,7 +434,7 @@ def waiting_runs(runs, finals, busy, config, overrides, max_steps):
     return waiting
 
 
-def run_all(spec, config, overrides, max_steps, parallel):
+def run_all(spec, config, overrides, parallel):
     """Run every planned run to its end, up to `parallel` at a time, planning the seeds as each lr
     grid finishes; return (finals: run folder -> final val loss, the runs)."""
     env = child_env(parallel, spec['out'])
@@ -424,7 +447,7 @@ def run_all(spec, config, overrides, max_steps, parallel):
         while True:
             known = len(finals)
             runs = plan_runs(spec, finals)
-            waiting = waiting_runs(runs, finals, {c['run']['dir'] for c in running}, config, overrides, max_steps)
+            waiting = waiting_runs(runs, finals, {c['run']['dir'] for c in running}, config, overrides)
             if len(finals) > known:
                 continue  # plan again: a grid found finished may add runs
             if not waiting and not running:
@@ -435,7 +458,7 @@ def run_all(spec, config, overrides, max_steps, parallel):
                 time.sleep(0.5)
             for child in [c for c in running if c['process'].poll() is not None]:
                 running.remove(child)
-                state, error = finish(child, max_steps, in_grid(spec, child['run']))
+                state, error = finish(child, in_grid(spec, child['run']))
                 if error:
                     stop_all(running)
                     raise SystemExit(error)
@@ -476,10 +499,10 @@ def value_at(curve, x):
     return y0
 
 
-def summarize_run(run, state, max_steps):
+def summarize_run(run, state):
     """A run's numbers for summary.json: final val and smoothed train loss, ms per step, the val curve
     [step, tokens, training seconds, loss], the last accuracy of each task; None for a diverged run's numbers."""
-    entry = {k: run[k] for k in ('name', 'activation', 'order', 'lr', 'seed')}
+    entry = {k: run[k] for k in ('name', 'activation', 'order', 'lr', 'seed', 'budget')}
     entry.update(folder=os.path.basename(run['dir']), state=state)
     if state != 'done':
         return entry
@@ -511,20 +534,22 @@ def analyses(run_dirs, out, device):
         return json.load(f)
 
 
-def summarize(spec, runs, finals, config, overrides, device):
+def summarize(spec, runs, finals, config, overrides, settings):
     """The whole sweep as one JSON-able dict: its settings, each name's chosen lr, and every run."""
     chosen = pick_lrs(spec, finals)
-    entries = [summarize_run(run, 'diverged' if finals[run['dir']] == math.inf else 'done', spec['max_steps'])
-               for run in runs]
+    entries = [summarize_run(run, 'diverged' if finals[run['dir']] == math.inf else 'done') for run in runs]
     common = analysis_lr(spec, chosen)
-    final = [run['dir'] for run in runs if finals[run['dir']] < math.inf and run['lr'] == (
+    final = [run['dir'] for run in runs if finals[run['dir']] < math.inf and run['budget'] == 1 and run['lr'] == (
         common if in_grid(spec, run) else chosen.get(run['name'], run['lr']))]
+    device = settings['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')  # as train.py chooses
     numbers = analyses(final, spec['out'], device)
     for run, entry in zip(runs, entries):
         entry['analysis'] = numbers.get(run['dir'])
     return {'config': os.path.relpath(config, ROOT), 'overrides': overrides, 'hardware': hardware(),
-            'baseline': BASELINE, 'ablated': ABLATED, 'smooth': SMOOTH, 'grid_seed': GRID_SEED if spec['lrs'] else None,
-            'lrs': spec['lrs'], 'seeds': spec['seeds'], 'orders': spec['orders'], 'base_order': spec['base_order'],
+            'tokenizer': tokenizer_kind(settings), 'baseline': BASELINE, 'ablated': ABLATED, 'smooth': SMOOTH,
+            'grid_seed': GRID_SEED if spec['lrs'] else None, 'lrs': spec['lrs'], 'seeds': spec['seeds'],
+            'budgets': spec['budgets'], 'max_steps': spec['max_steps'], 'warmup_steps': settings['warmup_steps'],
+            'orders': spec['orders'], 'base_order': spec['base_order'],
             'chosen_lr': chosen, 'analysis_lr': common, 'runs': entries}
 
 
@@ -532,6 +557,15 @@ def analysis_lr(spec, chosen):
     """The one lr at which every activation's grid run is also analyzed, so that the activation's effect on
     the analyses is told apart from the lr's: --analysis_lr, else the baseline's chosen lr; None without a grid."""
     return (spec.get('analysis_lr') or chosen.get(BASELINE)) if spec['lrs'] else None
+
+
+def tokenizer_kind(settings):
+    """The data's tokenizer ('char', 'bytes' or 'gpt2', from its meta.json): what one token of the loss is."""
+    try:
+        with open(os.path.join(data_folder(settings)[0], 'meta.json')) as f:
+            return json.load(f).get('tokenizer')
+    except (OSError, ValueError):
+        return None
 
 
 def hardware():
@@ -563,6 +597,9 @@ def parse_args(argv):
                                          "order ablation at its chosen lr; without, each PolyCom activation runs "
                                          "once per order (named e.g. polynorm_r2)")
     parser.add_argument('--order_seeds', type=int, help="seeds of each order-ablation run (default: --seeds)")
+    parser.add_argument('--budgets', help="comma-separated fractions of max_steps, e.g. 0.5,0.7,1: the budget "
+                                          "ladder, each activation's seeds at its lr again with fewer steps (1, the "
+                                          "full run, is always in it)")
     parser.add_argument('--analysis_lr', type=float, help="with --lrs, the one lr of the grid at which every "
                                                          "activation is also analyzed (default: SwiGLU's chosen lr)")
     parser.add_argument('--parallel', type=int, default=1, help="train.py processes side by side")
@@ -588,6 +625,11 @@ def parse_args(argv):
         parser.error(f"--parallel must be at least 1, got {args.parallel}")
     args.lrs = numbers(parser, '--lrs', args.lrs, float, "1e-3,2e-3,4e-3")
     args.orders = numbers(parser, '--orders', args.orders, int, "2,3,4")
+    args.budgets = numbers(parser, '--budgets', args.budgets, float, "0.5,0.7,1")
+    if args.budgets and not all(0 < b <= 1 for b in args.budgets):
+        parser.error(f"--budgets must be fractions of max_steps above 0 and at most 1, got {args.budgets}")
+    if args.budgets:
+        args.budgets = sorted(set(args.budgets) | {1.0})
     if args.lrs and (min(args.lrs) <= 0 or len(set(args.lrs)) != len(args.lrs)):
         parser.error(f"--lrs must be distinct positive numbers, got {args.lrs}")
     if args.analysis_lr is not None and args.analysis_lr not in (args.lrs or []):
@@ -609,6 +651,19 @@ def parse_args(argv):
     return args
 
 
+def check_rungs(spec, warmup_steps):
+    """Each rung of the budget ladder must be a run of its own: more steps than the warmup, and not as many as
+    another rung's."""
+    steps = [rung_steps(spec['max_steps'], b) for b in spec['budgets'] or []]
+    for budget, n in zip(spec['budgets'] or [], steps):
+        if n <= warmup_steps:
+            raise SystemExit(f"--budgets {budget:g}: {n} steps, not more than warmup_steps={warmup_steps}; "
+                             "use larger fractions")
+        if steps.count(n) > 1:
+            raise SystemExit(f"--budgets: {budget:g} and another fraction both make {n} steps of "
+                             f"max_steps={spec['max_steps']}; use fractions further apart")
+
+
 def numbers(parser, flag, text, kind, example):
     """A comma-separated list of numbers, or None."""
     if not text:
@@ -625,19 +680,19 @@ def main(argv=None):
     settings = read_settings(config, args.overrides)
     spec = {'out': args.out, 'activations': args.activations, 'lrs': args.lrs, 'seeds': args.seeds,
             'orders': args.orders, 'order_seeds': args.order_seeds, 'analysis_lr': args.analysis_lr,
-            'max_steps': settings['max_steps'],
+            'budgets': args.budgets, 'max_steps': settings['max_steps'],
             'base_order': settings['poly_order'], 'min_lr_ratio': settings['min_lr'] / settings['learning_rate']}
+    check_rungs(spec, settings['warmup_steps'])
     if args.plan:
         print(plan_text(spec, settings, args.parallel, args.tok_per_s))
         return
     ensure_data(settings, args.input)
 
     t0 = time.time()
-    finals, runs = run_all(spec, config, args.overrides, settings['max_steps'], args.parallel)
+    finals, runs = run_all(spec, config, args.overrides, args.parallel)
     print(f"all {len(runs)} runs finished; this sweep call took {time.time() - t0:.0f} s", flush=True)
 
-    device = settings['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')  # as train.py chooses
-    summary = summarize(spec, runs, finals, config, args.overrides, device)
+    summary = summarize(spec, runs, finals, config, args.overrides, settings)
     os.makedirs(args.out, exist_ok=True)
     atomic_write(os.path.join(args.out, 'summary.json'), json.dumps(summary, indent=1).encode())
     # the report from the summary alone, as `python report.py --out <out>` redoes it

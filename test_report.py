@@ -37,6 +37,32 @@ def test_speedup_against_the_baseline_curve():
     assert cell.startswith(f"{(1.2 + 1.0 + 0.9) / 3:.2f} ± ") and '1/3 never reach it' in cell
 
 
+def test_budget_to_reach_interpolates_in_log_budget():
+    ladder = {b: [1.8 - 0.1 * math.log(b)] for b in (0.5, 0.7, 1.0)}  # loss linear in log budget
+    budget, bound = report.budget_to_reach(ladder, 1.85)  # 1.8 - 0.1 ln b = 1.85 at ln b = -0.5, between 0.5 and 0.7
+    assert budget == pytest.approx(math.exp(-0.5)) and bound == ''
+    assert report.budget_to_reach(ladder, 1.95) == (0.5, '<=')  # there at the smallest rung already
+    assert report.budget_to_reach(ladder, 1.7) == (1.0, '>')  # not even at the full budget
+    assert report.budget_to_reach(ladder, 1.8) == (pytest.approx(1.0), '')
+
+
+def test_ladder_speedup_and_its_bootstrap_interval():
+    ladder = {b: [1.8 - 0.1 * math.log(b)] * 3 for b in (0.5, 0.7, 1.0)}
+    value, bound, interval, outside = report.ladder_speedup(ladder, [1.85] * 3)
+    assert value == pytest.approx(math.exp(0.5)) and bound == ''  # SwiGLU's full budget over e^-0.5 of it
+    assert interval == (pytest.approx(math.exp(0.5)), pytest.approx(math.exp(0.5))) and outside == 0  # no spread
+    spread = {b: [loss - 0.01, loss, loss + 0.01] for b, (loss, *_) in ladder.items()}
+    value, bound, (low, high), outside = report.ladder_speedup(spread, [1.84, 1.85, 1.86])
+    assert value == pytest.approx(math.exp(0.5)) and low < value < high and outside == 0
+    assert report.ladder_speedup(spread, [1.84, 1.85, 1.86]) == (value, bound, (low, high), outside)  # fixed RNG
+    # SwiGLU's mean loss 1.87 is just above the 0.5 rung's 1.8693: some resamples fall outside the ladder
+    value, bound, (low, high), outside = report.ladder_speedup(ladder, [1.86, 1.87, 1.88])
+    assert (value, bound, high) == (2.0, '>=', 2.0) and low < 2.0 and 0 < outside < 1
+    assert report.ladder_speedup(ladder, [1.95] * 3)[:2] == (2.0, '>=')  # at least 1 / the smallest rung
+    assert report.ladder_speedup(ladder, [1.7] * 3)[:2] == (1.0, '<')
+    assert report.ladder_speedup({b: v[:1] for b, v in ladder.items()}, [1.85])[2:] == (None, None)  # one seed
+
+
 def test_mean_curve_over_seeds():
     curve = report.mean_curve([[(10, 3.0), (20, 2.0)], [(12, 1.0), (22, 1.0)]])
     assert curve == [(11, 2.0, 1.0, 3.0), (21, 1.5, 1.0, 2.0)]
@@ -135,6 +161,22 @@ def grid_summary(grid_seed=None):
             'chosen_lr': chosen, 'runs': runs, **({} if grid_seed is None else {'grid_seed': grid_seed})}
 
 
+def ladder_summary():
+    """A budget ladder 0.5, 0.7, 1 of seeds 0, 1, 2 (±0.01 around each rung's mean): swiglu's loss 1.9 - 0.1 ln b,
+    polynorm's 1.85 - 0.1 ln b (it gets to 1.9 at e^-0.5 of the steps), relu's 1.95 - 0.1 ln b (never)."""
+    runs = []
+    for budget in (1.0, 0.5, 0.7):
+        for seed in range(3):
+            for name, full in (('swiglu', 1.9), ('polynorm', 1.85), ('relu', 1.95)):
+                val = full - 0.1 * math.log(budget) + 0.01 * (seed - 1)
+                runs.append({'name': name, 'activation': name, 'order': None, 'lr': None, 'seed': seed,
+                             'budget': budget, 'folder': f'{name}_b{budget:g}_s{seed}', 'state': 'done', 'val': val,
+                             'train': val, 'ms_per_step': 10.0, 'train_time_s': 2.0, 'analysis': None, 'tasks': {},
+                             'curve': [[10, 1000 * budget, 1.0, val + 1], [20, 2000 * budget, 2.0, val]]})
+    return {**fake_summary({}), 'budgets': [0.5, 0.7, 1.0], 'warmup_steps': 2,
+            'chosen_lr': {'swiglu': None, 'polynorm': None, 'relu': None}, 'runs': runs}
+
+
 def section(text, heading):
     """The lines of the report's section whose heading starts with heading."""
     return text.split('## ' + heading)[1].split('\n## ')[0]
@@ -197,6 +239,23 @@ def test_the_grid_seed_is_not_reported_and_analyses_come_at_one_lr_too():
     assert common == {'swiglu': ['2.0000', '20.0', '5.0', '0.500'], 'polynorm': ['2.1000', '20.0', '5.0', '0.500'],
                       'relu': ['2.4000', '20.0', '5.0', '0.500']}
     assert 'Analyses at one lr' not in report.report(grid_summary())  # an older summary has none
+
+
+def test_budget_ladder_table():
+    text = report.report(ladder_summary())
+    header = section(text, 'Budget ladder').splitlines()[2]
+    assert '| compute-equivalent speed-up |' in header and '| val loss at 0.5 |' in header
+    ladder = rows(text, 'Budget ladder: compute-equivalent speed-up over swiglu')
+    assert ladder['swiglu'][:4] == ['-', '1.9693 ± 0.0100', '1.9357 ± 0.0100', '1.9000 ± 0.0100']
+    assert ladder['swiglu'][4] == '1 (the reference)'
+    assert ladder['polynorm'][4] == f"{math.exp(0.5):.2f}"
+    low, high = map(float, ladder['polynorm'][5].split(' to '))
+    assert low < math.exp(0.5) < high
+    assert ladder['relu'][4:6] == ['< 1.00', '-']  # never down to SwiGLU's loss, in any resample
+    assert ladder['relu'][6].startswith('yes: not down to swiglu')
+    assert rows(text, 'Results')['polynorm'][2] == '1.8500 ± 0.0100'  # the full runs only
+    assert 'with the full run\'s warmup (2 steps)' in text
+    assert 'Budget ladder' not in report.report(fake_summary({'swiglu': [2.0, 2.1], 'polynorm': [1.9, 2.0]}))
 
 
 def test_results_table_columns():
