@@ -195,29 +195,52 @@ def curves_of(runs, axis):
 
 
 def grid_table(summary):
-    """The lr grid: seed 0's final val loss per name and lr, the chosen lr, and a flag where it is at an edge."""
+    """The lr grid: the grid seed's final val loss per name and lr, the chosen lr, and a flag where it is not
+    bracketed."""
     lrs = summary['lrs']
     lines = ["| activation | " + " | ".join(f"lr {lr_text(lr)}" for lr in lrs) + " | chosen lr |",
              "|---|" + "---|" * len(lrs) + "---|"]
-    seed0 = {(r['name'], r['lr']): r for r in summary['runs'] if r['seed'] == grid_seed(summary)}
     for name, lr in summary['chosen_lr'].items():
-        cells = [name]
-        for grid_lr in lrs:
-            run = seed0[name, grid_lr]
-            value = f"{run['val']:.4f}" if run['state'] == 'done' else 'diverged'
-            cells.append(f"**{value}**" if grid_lr == lr else value)
-        edge = len(lrs) > 1 and lr in (min(lrs), max(lrs))
-        cells.append(lr_text(lr) + (" (edge of the grid: widen the grid)" if edge else ""))
+        losses = grid_losses(summary, name)
+        cells = [name] + [f"**{losses[x]:.4f}**" if x == lr else 'diverged' if losses[x] == math.inf
+                          else f"{losses[x]:.4f}" for x in lrs]
+        sides = unbracketed(summary, name)[0]
+        cells.append(lr_text(lr) + (f" (not bracketed: extend the grid {' and '.join(sides)})" if sides else ""))
         lines.append('| ' + ' | '.join(cells) + ' |')
     return lines
 
 
-def edge_picks(summary):
-    """The names whose chosen lr is the grid's smallest or largest."""
-    lrs = summary['lrs']
-    if not lrs or len(lrs) < 2:
-        return []
-    return [name for name, lr in summary['chosen_lr'].items() if lr in (min(lrs), max(lrs))]
+def grid_losses(summary, name):
+    """lr -> the final val loss of name's grid run at that lr (inf when it diverged)."""
+    return {r['lr']: r['val'] if r['state'] == 'done' else math.inf for r in summary['runs']
+            if r['name'] == name and r['seed'] == grid_seed(summary) and r.get('budget', 1) == 1}
+
+
+def unbracketed(summary, name):
+    """(the sides, 'downwards' or 'upwards', on which name's chosen lr is not bracketed, the seed SD): it is
+    bracketed when the grid's lrs within one seed SD of the best loss (the SD of the reported seeds at the
+    chosen lr, 0 with one seed) have an lr beyond them on each side, which is then worse by more than that SD;
+    otherwise the best lr may lie beyond the grid."""
+    losses = grid_losses(summary, name)
+    vals = [r['val'] for r in final_runs(summary).get(name, [])]
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    best = min(losses.values())
+    near = [lr for lr, loss in losses.items() if loss <= best + sd]
+    return ['downwards'] * (min(near) == min(losses)) + ['upwards'] * (max(near) == max(losses)), sd
+
+
+def bracket_lines(summary):
+    """One line per name whose chosen lr is not bracketed: which lrs are near its best, and where to extend."""
+    lines = []
+    for name in summary['chosen_lr']:
+        sides, sd = unbracketed(summary, name)
+        losses = grid_losses(summary, name)
+        near = [lr for lr, loss in losses.items() if loss <= min(losses.values()) + sd]
+        if sides:
+            lines.append(f"- {name}: its grid losses within one seed SD ({sd:.4f}) of its best span lr "
+                         f"{lr_text(min(near))} to {lr_text(max(near))}, at the grid's edge: extend --lrs "
+                         f"{' and '.join(sides)}.")
+    return lines
 
 
 def results_table(groups, baseline):
@@ -365,8 +388,9 @@ LADDER_NOTE = """
   replacement). Outside the ladder the speed-up is a bound (>= 1 / the smallest rung, or < 1)."""
 GRID_NOTE = """
 - **lr grid**: every activation at every learning rate with the grid's seed; each activation's lr is the one of
-  the lowest final val loss (bold), and its reported seeds run at that lr. An lr at the edge of the grid may not
-  be the best: widen the grid (`--lrs`) for those."""
+  the lowest final val loss (bold), and its reported seeds run at that lr. The chosen lr is bracketed when the
+  grid's lrs whose loss is within one seed SD of the best (the SD over the reported seeds at the chosen lr) have
+  a worse lr on both sides; where they reach the grid's edge the best lr may lie beyond it: extend `--lrs`."""
 NOTES = """
 - **val loss**: the last evaluation's loss; mean ± sample standard deviation over the seeds at the chosen lr.
 - **train loss**: the mean of the last {smooth} logged training losses (smoothed), then mean ± std over seeds.
@@ -411,8 +435,8 @@ def report(summary):
             lines += ["Seed 0 both picked each activation's lr and counts among its reported seeds (a sweep from "
                       "before the grid had a seed of its own): the comparisons below lean a little towards each "
                       "activation's own pick.", ""]
-        if edge_picks(summary):
-            lines += [f"Chosen at the edge of the grid: {', '.join(edge_picks(summary))}: widen the grid.", ""]
+        if bracket_lines(summary):
+            lines += ["Not bracketed, so the best lr may lie outside the grid:", ""] + bracket_lines(summary) + [""]
     lines += ["## Results at each activation's lr", ""] + results_table(groups, baseline) + [""]
     if baseline in groups and len(groups) > 1:
         lines += [f"## Against {baseline}: final val loss", ""] + comparison_table(groups, baseline, baseline) + [""]

@@ -213,9 +213,11 @@ def test_grid_table_marks_the_choice_the_edges_and_divergence():
     text = report.report(grid_summary())
     grid = rows(text, 'Learning rate grid')
     assert grid['swiglu'] == ['2.1000', '**2.0000**', '2.2000', '0.002']  # the chosen lr in bold, inside the grid
-    assert grid['polynorm'][-1] == '0.004 (edge of the grid: widen the grid)'
-    assert grid['relu'] == ['**2.3000**', '2.4000', 'diverged', '0.001 (edge of the grid: widen the grid)']
-    assert "Chosen at the edge of the grid: polynorm, relu: widen the grid." in text
+    assert grid['polynorm'][-1] == '0.004 (not bracketed: extend the grid upwards)'
+    assert grid['relu'] == ['**2.3000**', '2.4000', 'diverged', '0.001 (not bracketed: extend the grid downwards)']
+    assert ("- polynorm: its grid losses within one seed SD (0.0071) of its best span lr 0.004 to 0.004, at the "
+            "grid's edge: extend --lrs upwards.") in text
+    assert "Seed 0 both picked each activation's lr" in text  # an older summary: no grid seed of its own
     results = rows(text, 'Results')
     assert list(results) == ['relu', 'swiglu', 'polynorm', 'polynorm_r2']  # in the order of their first run
     assert results['polynorm'][:1] + results['polynorm'][2:3] == ['0.004', '1.9050 ± 0.0071']  # seeds 0 and 1
@@ -256,6 +258,26 @@ def test_budget_ladder_table():
     assert rows(text, 'Results')['polynorm'][2] == '1.8500 ± 0.0100'  # the full runs only
     assert 'with the full run\'s warmup (2 steps)' in text
     assert 'Budget ladder' not in report.report(fake_summary({'swiglu': [2.0, 2.1], 'polynorm': [1.9, 2.0]}))
+
+
+def test_an_lr_is_bracketed_by_a_worse_one_beyond_a_seed_sd_on_both_sides():
+    summary = grid_summary()  # swiglu's seeds at 2e-3: 2.00 and 2.01, SD 0.0071
+    grid = {r['lr']: r for r in summary['runs'] if r['name'] == 'swiglu' and r['seed'] == 0}
+    assert report.unbracketed(summary, 'swiglu') == ([], pytest.approx(0.0071, abs=1e-4))
+    grid[4e-3]['val'] = 2.005  # within one SD of the best, at the grid's top: the best may lie above
+    assert report.unbracketed(summary, 'swiglu')[0] == ['upwards']
+    grid[1e-3]['val'] = 2.0  # a tie at the bottom too
+    assert report.unbracketed(summary, 'swiglu')[0] == ['downwards', 'upwards']
+    grid[4e-3]['val'] = 2.008  # worse by more than one SD
+    assert report.unbracketed(summary, 'swiglu')[0] == ['downwards']
+
+
+def test_the_kept_sweep_flags_polynorms_lr_alone():
+    # PolyNorm's 3.2e-2 is 0.003 above its best at 8e-3, within its seed SD of 0.0073: not bracketed above
+    with open(os.path.join(HERE, 'assets', 'sweep_cpu_long', 'summary.json')) as f:
+        summary = json.load(f)
+    assert {name: report.unbracketed(summary, name)[0] for name in summary['chosen_lr']} == {
+        'relu2': [], 'swiglu': [], 'polyrelu': [], 'polynorm': ['upwards'], 'polynorm_glu': []}
 
 
 def test_results_table_columns():

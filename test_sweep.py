@@ -308,8 +308,8 @@ def test_lr_grid_sweep_picks_resumes_and_reports(fake_train, capsys, monkeypatch
     text = report.report(json.loads(json.dumps(summary)))  # as read back from summary.json
     section = text.split('## Learning rate grid')[1].split('##')[0]
     grid = {line.split('|')[1].strip(): line for line in section.splitlines() if line.startswith('| ')}
-    assert 'widen the grid' in grid['polynorm'] and 'widen the grid' in grid['relu']  # 4e-3, 1e-3: the edges
-    assert 'widen the grid' not in grid['swiglu'] and 'diverged' in grid['relu']
+    assert 'extend the grid upwards' in grid['polynorm'] and 'downwards' in grid['relu']  # 4e-3, 1e-3: the edges
+    assert 'not bracketed' not in grid['swiglu'] and 'diverged' in grid['relu']
     assert "Order ablation" in text and 'polynorm_r2' in text
     against = text.split('## Against swiglu')[1].split('##')[0]
     assert '| polynorm | -0.0500 |' in against and 'lower loss' in against  # 0.05 lower, seeds 0.01 apart
