@@ -471,34 +471,86 @@ def cap_words(groups, baseline):
     return f", here {curve[-1][0] / curve[-2][0]:.2f}"
 
 
+UNITS = {'char': 'nats per character', 'bytes': 'nats per byte', 'gpt2': 'nats per token'}  # by tokenizer
+ZOOM = 0.3  # the zoomed panel shows the last 30 % of the tokens, where the final ordering is decided
+
+
+def loss_label(tokenizer):
+    """The y label of a validation loss: its unit follows the data's tokenizer (unknown in older summaries)."""
+    return f"validation loss ({UNITS.get(tokenizer, 'nats per token; per character for char data')})"
+
+
+def draw(summary, plt):
+    """The figure: validation loss against tokens, the last 30 % of the tokens zoomed, against training time,
+    and the budget ladder's final losses. A name with several seeds: their mean, min to max shaded; with one
+    seed: dashed."""
+    groups = final_runs(summary)
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    tokens, zoom, time, ladder = axes.flat
+    zoom_losses = []
+    for i, (name, rs) in enumerate(groups.items()):
+        style = {'color': f'C{i % 10}', 'lw': 1.5, 'ls': '-' if len(rs) > 1 else '--',
+                 'label': name if len(rs) > 1 else f'{name} (1 seed)'}
+        for ax, axis, scale in ((tokens, 1, 1e6), (zoom, 1, 1e6), (time, 2, 60)):
+            xs, mean, lo, hi = zip(*mean_curve(curves_of(rs, axis)))
+            xs = [x / scale for x in xs]
+            ax.plot(xs, mean, **style)
+            if len(rs) > 1:
+                ax.fill_between(xs, lo, hi, color=style['color'], alpha=0.15, lw=0)
+            if ax is zoom:
+                start = (1 - ZOOM) * xs[-1]
+                zoom_losses += [y for x, a, b in zip(xs, lo, hi) if x >= start for y in (a, b)]
+                ax.set_xlim(start, xs[-1])
+    if zoom_losses:
+        margin = 0.05 * (max(zoom_losses) - min(zoom_losses) or 1)
+        zoom.set_ylim(min(zoom_losses) - margin, max(zoom_losses) + margin)
+    titles = ((tokens, 'training tokens (millions)', 'against tokens (seed mean, min to max shaded)'),
+              (zoom, 'training tokens (millions)', f'the last {ZOOM:.0%} of the tokens'),
+              (time, 'training time (minutes, steps only)', "against training time as measured in the sweep: "
+                                                            "the machine's load shows too"))
+    for ax, xlabel, title in titles:
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=10)
+    drawn = [tokens, zoom, time] + [ladder] * draw_ladder(ladder, summary, groups)
+    for ax in drawn:
+        ax.set_ylabel(loss_label(summary.get('tokenizer')))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def draw_ladder(ax, summary, groups):
+    """Each name's final val loss (mean ± std over seeds) at each budget of the ladder, and the baseline's
+    full-budget loss that the compute-equivalent speed-up aims at."""
+    found, baseline = ladders(summary), summary.get('baseline', 'swiglu')
+    if not found:
+        ax.axis('off')
+        ax.text(0.5, 0.5, 'no budget ladder in this sweep (sweep.py --budgets)', ha='center', va='center')
+        return False
+    ax.set_title('the budget ladder: final val loss at each budget', fontsize=10)
+    ax.set_xlabel('budget (fraction of max_steps, log scale)')
+    ax.set_xscale('log')
+    colors = {name: f'C{i % 10}' for i, name in enumerate(groups)}
+    for name, ladder in found.items():
+        sds = [statistics.stdev(v) if len(v) > 1 else 0 for v in ladder.values()]
+        ax.errorbar(list(ladder), [statistics.fmean(v) for v in ladder.values()], yerr=sds, color=colors.get(name),
+                    marker='o', capsize=3, lw=1.5, label=name)
+    budgets = sorted({b for ladder in found.values() for b in ladder})
+    ax.minorticks_off()  # the rungs' own ticks only, not log-scale's 6 x 10^-1
+    ax.set_xticks(budgets, [f'{b:g}' for b in budgets])
+    if baseline in found:
+        ax.axhline(statistics.fmean(found[baseline][1]), color='gray', ls=':', lw=1,
+                   label=f"{baseline}'s full-budget loss")
+    return True
+
+
 def plot(summary, path):
-    """Validation loss against tokens (left) and against training time (right), one curve per name (mean over
-    seeds, min to max shaded); return False when matplotlib is missing."""
+    """draw's figure as a PNG at path; False when matplotlib is missing."""
     plt = pyplot()
     if plt is None:
         return False
-    groups = final_runs(summary)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    lows, highs = [], []
-    for ax, axis, scale, label in ((axes[0], 1, 1e6, 'training tokens (millions)'),
-                                   (axes[1], 2, 60, 'training time (minutes, steps only)')):
-        for name, rs in groups.items():
-            curve = mean_curve(curves_of(rs, axis))
-            xs, mean, lo, hi = zip(*curve)
-            xs = [x / scale for x in xs]
-            (line,) = ax.plot(xs, mean, label=name, lw=1.5)
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-            lows.append(min(lo))
-            highs.append(mean[len(mean) // 4])  # the zoom starts a quarter into the run
-        ax.set_xlabel(label)
-        ax.set_ylabel('validation loss')
-        ax.grid(alpha=0.3)
-    for ax in axes:
-        ax.set_ylim(min(lows) - 0.02, max(highs))
-    axes[0].set_title('validation loss vs tokens (mean over seeds, min-max shaded)', fontsize=10)
-    axes[1].set_title('validation loss vs training time', fontsize=10)
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
+    fig = draw(summary, plt)
     save_figure(fig, path, dpi=90)
     plt.close(fig)
     return True

@@ -320,6 +320,24 @@ def test_kept_summary_gives_the_kept_numbers():
     assert "At p < 0.0125 (Bonferroni, 0.05 over all 4 together): polynorm, polynorm_glu." in text
 
 
+def test_plot_has_a_legend_and_a_unit_on_every_panel():
+    pytest.importorskip('matplotlib')
+    from common import pyplot
+    plt = pyplot()
+    fig = report.draw({**ladder_summary(), 'tokenizer': 'char'}, plt)
+    tokens, zoom, time, ladder = fig.axes
+    assert all(ax.get_legend() is not None and ax.get_ylabel() == 'validation loss (nats per character)'
+               for ax in fig.axes)
+    assert zoom.get_xlim() == (pytest.approx(0.7 * 2000 / 1e6), pytest.approx(2000 / 1e6))  # the last 30 %
+    assert 'load' in time.get_title() and ladder.get_xscale() == 'log'
+    plt.close(fig)
+    fig = report.draw(fake_summary({'swiglu': [2.0, 2.1], 'relu': [2.0]}), plt)  # no tokenizer, no ladder
+    styles = {line.get_label(): line.get_linestyle() for line in fig.axes[0].get_lines()}
+    assert styles == {'swiglu': '-', 'relu (1 seed)': '--'}  # a seed mean, and a single run
+    assert 'per character for char data' in fig.axes[0].get_ylabel() and not fig.axes[3].axison
+    plt.close(fig)
+
+
 # -----------------------------------------------------------------------------
 # python report.py, from a summary.json
 
