@@ -130,6 +130,16 @@ def test_presets_set_the_sweep_and_flags_win():
     assert sweep.parse_args(['--preset', 'cpu-long', '--parallel', '1', '--activations', 'polynorm']).parallel == 1
     resolved = sweep.read_settings(sweep.preset_path('cpu-long'), {'max_steps': '7'})  # the flags' text
     assert resolved['max_steps'] == 7 and resolved['dataset'] == 'shakespeare_char'
+    assert sweep.parse_args(['--preset', 'cpu-long']).budgets == [0.5, 0.7, 1.0]
+
+
+def test_the_stdlib_preset_is_cpu_long_on_another_corpus():
+    long = sweep.read_settings(sweep.preset_path('cpu-long'), {})
+    stdlib = sweep.read_settings(sweep.preset_path('cpu-stdlib'), {})
+    assert stdlib['dataset'] == 'stdlib' and {k: v for k, v in stdlib.items() if k != 'dataset'} == \
+        {k: v for k, v in long.items() if k != 'dataset'}
+    assert sweep.PRESETS['cpu-stdlib'] == sweep.PRESETS['cpu-long']  # the same protocol
+    assert os.path.isfile(os.path.join(HERE, 'data', 'stdlib', 'prepare.py'))  # the sweep can make its data
 
 
 @pytest.mark.parametrize("flag, message", [
