@@ -192,6 +192,17 @@ def test_gpu_preset_plans_an_lr_grid(tmp_path, capsys):
     assert 'python data/fineweb/prepare.py' in out  # the plan says the data is missing, but plans
 
 
+def test_plan_counts_the_budget_ladder_in_tokens(tmp_path, capsys):
+    sweep.main(['--preset', 'gpu', '--lrs', '1e-3,2e-3,4e-3', '--budgets', '0.5,0.7', '--plan', '--tok_per_s', '4e5',
+                f'--data_dir={tmp_path}'])
+    out = capsys.readouterr().out
+    # the grid, the seeds' full runs, then the same seeds at 750 and 1,050 of the 1,500 steps
+    assert 'budget ladder: the same at 0.5, 0.7 of the steps: 36 runs; 72 runs in all (57.6 full runs\' worth)' in out
+    tokens = 1500 * 262144
+    assert f"all runs: {57.6 * tokens / 1e9:.2f} B tokens" in out
+    assert f"time: {57.6 * tokens / 4e5 / 3600:.1f} h" in out
+
+
 def test_gpu_preset_refuses_without_fineweb_shards(tmp_path):
     with pytest.raises(SystemExit, match="no fineweb shards in .*python data/fineweb/prepare.py") as e:
         sweep.main(['--preset', 'gpu', '--out', str(tmp_path / 'out'), f'--data_dir={tmp_path}'])
