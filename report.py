@@ -3,9 +3,12 @@ The report of an activation sweep, from its summary.json alone (sweep.py writes 
 
     python report.py --out out/sweep          # <out>/report.md (also printed) and <out>/val_loss.png
 
-The report: the lr grid, final losses with their spread over seeds, the speed-up over the baseline (SwiGLU)
-in tokens and in training time, each activation's difference to it with Welch's t and its p (scipy), the
-order ablation, the tasks' accuracy when train.py logged it, and analyze.py's two analyses.
+The report: the lr grid and whether each chosen lr is bracketed, final losses with their spread over seeds,
+the speed-up over the baseline (SwiGLU) in tokens and in training time, each activation's difference to it
+with Welch's t and its p (scipy), the budget ladder's compute-equivalent speed-up with a bootstrap interval,
+the order ablation, the tasks' accuracy when train.py logged it, and analyze.py's two analyses, at each
+activation's lr and at one lr for all. The plot: loss against tokens, the last 30 % of them, against training
+time, and the budget ladder.
 """
 
 import argparse
@@ -333,8 +336,7 @@ def ladder_table(summary, baseline):
     found = ladders(summary)
     if baseline not in found:
         return []
-    budgets = list(found[baseline])
-    base = found[baseline][1]
+    budgets, base = list(found[baseline]), found[baseline][1]
     lines = ["| activation | lr | " + " | ".join(f"val loss at {b:g}" for b in budgets)
              + " | compute-equivalent speed-up | 95 % interval | outside the ladder |",
              "|---|---|" + "---|" * len(budgets) + "---|---|---|"]
@@ -345,8 +347,8 @@ def ladder_table(summary, baseline):
             cells += ['1 (the reference)', '-', '-']
         else:
             value, bound, interval, outside = ladder_speedup(ladder, base)
-            cells += [f"{bound + ' ' if bound else ''}{value:.2f}",
-                      '-' if outside == 1 else f"{interval[0]:.2f} to {interval[1]:.2f}" if interval else 'one seed: none',
+            spread = f"{interval[0]:.2f} to {interval[1]:.2f}" if interval else 'one seed: none'
+            cells += [f"{bound + ' ' if bound else ''}{value:.2f}", '-' if outside == 1 else spread,
                       outside_words(bound, min(ladder), outside, baseline)]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return lines
@@ -398,12 +400,12 @@ NOTES = """
   needs to reach its own final val loss, divided by the tokens (seconds) this seed's run needs to reach the same
   loss, interpolated linearly between evaluations; then mean ± std over seeds. Above 1: faster than SwiGLU. It
   is not a compute saving: every run's learning rate decays to its own end, so SwiGLU's curve tends to get to
-  its final loss only at its last evaluation, and then a run that gets there within the last evaluation interval scores at
-  most the last evaluation's tokens over the one before{cap}: it restates the final-loss gap. The budget
-  ladder's compute-equivalent speed-up (`--budgets`) measures the saving. Training time is the sum of the
-  training steps' times (train.py's train_time_s, or the logged ms per step times the steps), without
-  evaluations and checkpoints; where the machine's load changed during the sweep (`--parallel`, other work) it
-  measures the load as much as the activation.
+  its final loss only at its last evaluation, and then a run that gets there within the last evaluation
+  interval scores at most the last evaluation's tokens over the one before{cap}: it restates the final-loss
+  gap. The budget ladder's compute-equivalent speed-up (`--budgets`) measures the saving. Training time is the
+  sum of the training steps' times (train.py's train_time_s, or the logged ms per step times the steps),
+  without evaluations and checkpoints; where the machine's load changed during the sweep (`--parallel`, other
+  work) it measures the load as much as the activation.
 - **ms / step**: the median wall-clock time of a training step (the first logged interval left out), mean over
   seeds.
 - **Welch's t**: the difference of the mean final val losses divided by its standard error

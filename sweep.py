@@ -1,37 +1,42 @@
 """
 Check the paper's main claim on your own data and hardware: the same model trained with each activation, on
-the same data in the same order, for the same number of tokens, for several seeds, each at its own best
-learning rate; then one report.
+the same data, for the same number of tokens, for several seeds, each at its own best learning rate; then one
+report.
 
     python sweep.py --preset cpu                             # 6 activations x 3 seeds, ~35 min on 2 CPU cores
-    python sweep.py --preset cpu-long                        # lr grid, 3 seeds, order ablation, 2 runs at a time
-    python sweep.py --preset gpu --lrs 1e-3,2e-3,4e-3 --plan  # what a sweep would run, and for how long
+    python sweep.py --preset cpu-long                        # lr grid, 3 seeds, budget ladder, order ablation
+    python sweep.py --preset cpu-stdlib                      # the same on a second corpus (Python source, bytes)
+    python sweep.py --preset gpu --lrs 1e-3,2e-3,4e-3 --budgets 0.5,0.7,1 --plan  # what it would run, how long
     python sweep.py --activations polynorm --orders 2,3,4    # PolyNorm's order ablation at one lr
     python sweep.py --preset cpu --max_steps=100             # any --key=value goes on to train.py
     python report.py --out out/sweep                         # the report again, from <out>/summary.json
 
 Each run is a subprocess `python train.py config/sweep_<preset>.py --activation=A --seed=S --out_dir=DIR`
-whose output goes to DIR/train.log. DIR is <out>/A_sS, or <out>/A_lr2e-3_sS with an lr grid (--lrs), and an
-order-ablation run is named A_r2 (<out>/polynorm_r2_lr2e-3_sS). Only the activation, its order, the seed and
-the learning rate differ between runs (the data loader reads the shards in a fixed order, so the seed changes
-the initialization only).
+whose output goes to DIR/train.log. DIR is <out>/A_sS, or <out>/A_lr2e-3_sS with an lr grid (--lrs), a rung
+of the budget ladder adds _b0.5, and an order-ablation run is named A_r2 (<out>/polynorm_r2_lr2e-3_sS). Only
+the activation, its order, the seed, the learning rate and a rung's steps differ between runs; the seed sets
+both the initialization and the order in which the data loader shuffles the training windows.
 
-With --lrs the sweep runs every activation at every learning rate with seed 0 first (the grid), picks each
-activation's lr by its final validation loss, and then runs the other seeds at that lr. With --orders as well,
-PolyNorm also runs at each other order, at PolyNorm's chosen lr (with --order_seeds seeds, all by default).
-Without --lrs, --orders replaces each PolyCom activation by one variant per order, all at the one lr.
+With --lrs the sweep runs every activation at every learning rate with seed GRID_SEED (1000) first (the grid),
+picks each activation's lr by its final validation loss, and then runs seeds 0, 1, ... at that lr, so that the
+run that picked the lr is not among those compared. With --budgets 0.5,0.7,1 those seeds run again at each
+fraction of max_steps: each rung a whole run, its cosine decaying to its own end after the same warmup, for the
+compute-equivalent speed-up. With --orders as well, PolyNorm also runs at each other order, at PolyNorm's chosen
+lr (with --order_seeds seeds, all by default). Without --lrs, --orders replaces each PolyCom activation by one
+variant per order, all at the one lr.
 
 --parallel N runs N train.py processes side by side, each with OMP_NUM_THREADS = cores // N (unless you set
-OMP_NUM_THREADS yourself), seed 0's runs first. Ctrl-C makes every run save a checkpoint and stop. A
+OMP_NUM_THREADS yourself), the grid's runs first. Ctrl-C makes every run save a checkpoint and stop. A
 restarted sweep (the same command) skips the finished runs and resumes the interrupted ones from their
-checkpoints. A run whose loss becomes non-finite in the lr grid counts as diverged (its lr is not chosen);
-any other failing run stops the sweep with the end of its train.log.
+checkpoints, so a long sweep can run in parts. A run whose loss becomes non-finite in the lr grid counts as
+diverged (its lr is not chosen); any other failing run stops the sweep with the end of its train.log.
 
 At the end the sweep writes <out>/summary.json (every run's curves and final numbers, no weights), then
 <out>/report.md (also printed) and <out>/val_loss.png from that summary alone, by report.py, which redoes them
-anywhere. The report: the lr grid, final losses with their spread over seeds, the speed-up over SwiGLU in
-tokens and in training time, each activation's difference to SwiGLU with Welch's t, the order ablation,
-the tasks' accuracy when train.py logged it, and analyze.py's two analyses (run as a subprocess).
+anywhere. The report: the lr grid and whether each chosen lr is bracketed, final losses with their spread
+over seeds, each activation's difference to SwiGLU with Welch's t and p, the budget ladder's
+compute-equivalent speed-up, the order ablation, the tasks' accuracy when train.py logged it, and analyze.py's
+two analyses (run as a subprocess) at each activation's lr and at one lr for all (--analysis_lr).
 """
 import argparse
 import glob
