@@ -1,37 +1,42 @@
 """
 Check the paper's main claim on your own data and hardware: the same model trained with each activation, on
-the same data in the same order, for the same number of tokens, for several seeds, each at its own best
-learning rate; then one report.
+the same data, for the same number of tokens, for several seeds, each at its own best learning rate; then one
+report.
 
     python sweep.py --preset cpu                             # 6 activations x 3 seeds, ~35 min on 2 CPU cores
-    python sweep.py --preset cpu-long                        # lr grid, 3 seeds, order ablation, 2 runs at a time
-    python sweep.py --preset gpu --lrs 1e-3,2e-3,4e-3 --plan  # what a sweep would run, and for how long
+    python sweep.py --preset cpu-long                        # lr grid, 3 seeds, budget ladder, order ablation
+    python sweep.py --preset cpu-stdlib                      # the same on a second corpus (Python source, bytes)
+    python sweep.py --preset gpu --lrs 1e-3,2e-3,4e-3 --budgets 0.5,0.7,1 --plan  # what it would run, how long
     python sweep.py --activations polynorm --orders 2,3,4    # PolyNorm's order ablation at one lr
     python sweep.py --preset cpu --max_steps=100             # any --key=value goes on to train.py
     python report.py --out out/sweep                         # the report again, from <out>/summary.json
 
 Each run is a subprocess `python train.py config/sweep_<preset>.py --activation=A --seed=S --out_dir=DIR`
-whose output goes to DIR/train.log. DIR is <out>/A_sS, or <out>/A_lr2e-3_sS with an lr grid (--lrs), and an
-order-ablation run is named A_r2 (<out>/polynorm_r2_lr2e-3_sS). Only the activation, its order, the seed and
-the learning rate differ between runs (the data loader reads the shards in a fixed order, so the seed changes
-the initialization only).
+whose output goes to DIR/train.log. DIR is <out>/A_sS, or <out>/A_lr2e-3_sS with an lr grid (--lrs), a rung
+of the budget ladder adds _b0.5, and an order-ablation run is named A_r2 (<out>/polynorm_r2_lr2e-3_sS). Only
+the activation, its order, the seed, the learning rate and a rung's steps differ between runs; the seed sets
+both the initialization and the order in which the data loader shuffles the training windows.
 
-With --lrs the sweep runs every activation at every learning rate with seed 0 first (the grid), picks each
-activation's lr by its final validation loss, and then runs the other seeds at that lr. With --orders as well,
-PolyNorm also runs at each other order, at PolyNorm's chosen lr (with --order_seeds seeds, all by default).
-Without --lrs, --orders replaces each PolyCom activation by one variant per order, all at the one lr.
+With --lrs the sweep runs every activation at every learning rate with seed GRID_SEED (1000) first (the grid),
+picks each activation's lr by its final validation loss, and then runs seeds 0, 1, ... at that lr, so that the
+run that picked the lr is not among those compared. With --budgets 0.5,0.7,1 those seeds run again at each
+fraction of max_steps: each rung a whole run, its cosine decaying to its own end after the same warmup, for the
+compute-equivalent speed-up. With --orders as well, PolyNorm also runs at each other order, at PolyNorm's chosen
+lr (with --order_seeds seeds, all by default). Without --lrs, --orders replaces each PolyCom activation by one
+variant per order, all at the one lr.
 
 --parallel N runs N train.py processes side by side, each with OMP_NUM_THREADS = cores // N (unless you set
-OMP_NUM_THREADS yourself), seed 0's runs first. Ctrl-C makes every run save a checkpoint and stop. A
+OMP_NUM_THREADS yourself), the grid's runs first. Ctrl-C makes every run save a checkpoint and stop. A
 restarted sweep (the same command) skips the finished runs and resumes the interrupted ones from their
-checkpoints. A run whose loss becomes non-finite in the lr grid counts as diverged (its lr is not chosen);
-any other failing run stops the sweep with the end of its train.log.
+checkpoints, so a long sweep can run in parts. A run whose loss becomes non-finite in the lr grid counts as
+diverged (its lr is not chosen); any other failing run stops the sweep with the end of its train.log.
 
 At the end the sweep writes <out>/summary.json (every run's curves and final numbers, no weights), then
 <out>/report.md (also printed) and <out>/val_loss.png from that summary alone, by report.py, which redoes them
-anywhere. The report: the lr grid, final losses with their spread over seeds, the speed-up over SwiGLU in
-tokens and in training time, each activation's difference to SwiGLU with Welch's t, the order ablation,
-the tasks' accuracy when train.py logged it, and analyze.py's two analyses (run as a subprocess).
+anywhere. The report: the lr grid and whether each chosen lr is bracketed, final losses with their spread
+over seeds, each activation's difference to SwiGLU with Welch's t and p, the budget ladder's
+compute-equivalent speed-up, the order ablation, the tasks' accuracy when train.py logged it, and analyze.py's
+two analyses (run as a subprocess) at each activation's lr and at one lr for all (--analysis_lr).
 """
 import argparse
 import glob
@@ -60,16 +65,20 @@ SWEEP_KEYS = ('activation', 'seed', 'out_dir', 'init_from')  # set by the sweep 
 SMOOTH = 10  # the final training loss is the mean of the last SMOOTH logged training losses
 BASELINE = 'swiglu'  # what every activation is compared with
 ABLATED = 'polynorm'  # the activation of the order ablation when there is an lr grid (the paper's figure)
+# The lr grid's seed: outside the reported seeds 0, 1, ..., so that the run that picks an activation's lr is not
+# also one of the runs its comparison counts (which would favour it a little, and break the test's independence)
+GRID_SEED = 1000
 
 # Datasets too big for the sweep to download unasked: how to get them
 DOWNLOAD_YOURSELF = {'fineweb': ('python data/fineweb/prepare.py', "8 train shards, 1.6 GB")}
 
 # The sweep's own settings per preset; the training settings are in config/sweep_<preset>.py. Flags win.
+LONG = {'activations': 'relu2,swiglu,polyrelu,polynorm,polynorm_glu', 'lrs': '2e-3,4e-3,8e-3,1.6e-2,3.2e-2',
+        'seeds': 3, 'parallel': 2, 'orders': '2,4', 'order_seeds': 1, 'budgets': '0.5,0.7,1'}
 PRESETS = {
     'cpu': {'activations': 'relu,gelu,relu2,swiglu,polyrelu,polynorm', 'seeds': 3},
-    'cpu-long': {'activations': 'relu2,swiglu,polyrelu,polynorm,polynorm_glu',
-                 'lrs': '2e-3,4e-3,8e-3,1.6e-2,3.2e-2',
-                 'seeds': 3, 'parallel': 2, 'orders': '2,4', 'order_seeds': 1},
+    'cpu-long': LONG,
+    'cpu-stdlib': LONG,  # the same protocol on a second corpus
     'gpu': {'activations': 'relu,gelu,relu2,swiglu,polyrelu,polynorm', 'seeds': 3},
 }
 
@@ -121,12 +130,18 @@ def lr_tag(lr):
 # 2. Planning the runs
 
 
-def make_run(spec, activation, seed, lr=None, order=None):
-    """One run: its name (what the report averages over seeds), folder and train.py keys. With an lr grid,
-    min_lr keeps the preset's ratio to the lr, so that every lr decays in the same shape."""
+def run_name(activation, order=None):
+    """What the report averages over seeds: the activation, and its order when the sweep varies it."""
+    return activation + (f'_r{order}' if order else '')
+
+
+def make_run(spec, activation, seed, lr=None, order=None, budget=1):
+    """One run: its name, folder, steps and train.py keys. With an lr grid, min_lr keeps the preset's ratio to
+    the lr, so that every lr decays in the same shape. A rung of the budget ladder (budget < 1) is a whole run
+    of its own length: its cosine decays to its own max_steps, after the same warmup_steps as the full run's."""
     out = spec['out']
-    name = activation + (f'_r{order}' if order else '')
-    folder = name + (f'_lr{lr_tag(lr)}' if lr else '') + f'_s{seed}'
+    name = run_name(activation, order)
+    folder = name + (f'_lr{lr_tag(lr)}' if lr else '') + (f'_b{budget:g}' if budget != 1 else '') + f'_s{seed}'
     keys = {'activation': activation}
     if order:
         keys['poly_order'] = order
@@ -134,9 +149,22 @@ def make_run(spec, activation, seed, lr=None, order=None):
         keys['learning_rate'] = lr
         if spec.get('min_lr_ratio') is not None:
             keys['min_lr'] = round(lr * spec['min_lr_ratio'], 12)  # 2e-4, not 0.00020000000000000001
+    steps = rung_steps(spec['max_steps'], budget)
+    if budget != 1:
+        keys['max_steps'] = steps
     run_dir = os.path.join(out, folder)
-    return {'name': name, 'activation': activation, 'order': order, 'lr': lr, 'seed': seed, 'dir': run_dir,
-            'keys': {**keys, 'seed': seed, 'out_dir': run_dir}}
+    return {'name': name, 'activation': activation, 'order': order, 'lr': lr, 'seed': seed, 'budget': budget,
+            'steps': steps, 'dir': run_dir, 'keys': {**keys, 'seed': seed, 'out_dir': run_dir}}
+
+
+def rung_steps(max_steps, budget):
+    """The steps of a run at a fraction of the full budget."""
+    return round(budget * max_steps)
+
+
+def rungs(spec):
+    """The budget ladder's fractions below the full run's, smallest first ([] without --budgets)."""
+    return [b for b in spec['budgets'] or [] if b < 1]
 
 
 def variants(spec):
@@ -153,9 +181,9 @@ def pick_lrs(spec, finals):
     chosen = {}
     for activation, order in variants(spec):
         if not spec['lrs']:
-            chosen[make_run(spec, activation, 0, None, order)['name']] = None
+            chosen[run_name(activation, order)] = None
             continue
-        grid = [make_run(spec, activation, 0, lr, order) for lr in spec['lrs']]
+        grid = [make_run(spec, activation, GRID_SEED, lr, order) for lr in spec['lrs']]
         if all(run['dir'] in finals for run in grid):
             best = min(grid, key=lambda run: (finals[run['dir']], run['lr']))
             chosen[best['name']] = best['lr']
@@ -163,17 +191,16 @@ def pick_lrs(spec, finals):
 
 
 def plan_runs(spec, finals):
-    """The runs known so far, in the order to run them: seed 0 of every name at every lr (the grid), then the
-    other seeds of each name whose lr is chosen, then the order ablation at PolyNorm's chosen lr."""
+    """The runs known so far, in the order to run them: with an lr grid, every name at every lr with
+    GRID_SEED; then seeds 0, 1, ... of each name whose lr is chosen (without a grid: all names, at the one lr);
+    then the budget ladder's shorter runs of those, and the order ablation at PolyNorm's chosen lr."""
     # activations interleaved (lr by lr, seed by seed), so that a shared machine's changing load falls on all
     # of them alike and the training-time comparison stays fair
-    runs = [make_run(spec, a, 0, lr, r) for lr in spec['lrs'] or [None] for a, r in variants(spec)]
+    runs = [make_run(spec, a, GRID_SEED, lr, r) for lr in spec['lrs'] or [] for a, r in variants(spec)]
     chosen = pick_lrs(spec, finals)
-    for s in range(1, spec['seeds']):
-        for activation, order in variants(spec):
-            name = make_run(spec, activation, 0, None, order)['name']
-            if name in chosen:
-                runs.append(make_run(spec, activation, s, chosen[name], order))
+    for budget in [1] + rungs(spec):
+        runs += [make_run(spec, a, s, chosen[run_name(a, r)], r, budget)
+                 for s in range(spec['seeds']) for a, r in variants(spec) if run_name(a, r) in chosen]
     if spec['lrs'] and spec['orders'] and ABLATED in chosen:
         runs += [make_run(spec, ABLATED, s, chosen[ABLATED], r)
                  for r in spec['orders'] if r != spec['base_order'] for s in range(spec['order_seeds'])]
@@ -187,10 +214,12 @@ def train_args(config, overrides, run):
 
 
 def count_runs(spec):
-    """(grid runs, runs of the other seeds, order-ablation runs) the sweep will make, before any has run."""
-    names, lrs = len(variants(spec)), len(spec['lrs'] or [None])
+    """(grid runs, runs of the reported seeds, the ladder's shorter runs, order-ablation runs) the sweep will
+    make, before any has run."""
+    names, lrs = len(variants(spec)), len(spec['lrs'] or [])
     orders = [r for r in spec['orders'] or [] if r != spec['base_order']] if spec['lrs'] else []
-    return names * lrs, names * (spec['seeds'] - 1), len(orders) * spec['order_seeds']
+    return names * lrs, names * spec['seeds'], names * spec['seeds'] * len(rungs(spec)), \
+        len(orders) * spec['order_seeds']
 
 
 def model_facts(settings):
@@ -204,20 +233,27 @@ def model_facts(settings):
 
 def plan_text(spec, settings, parallel, tok_per_s):
     """The sweep's plan in words: its runs, tokens and FLOPs, and its time at a measured throughput."""
-    grid, seeds, ablation = count_runs(spec)
-    runs = grid + seeds + ablation
+    grid, seeds, ladder, ablation = count_runs(spec)
+    runs = grid + seeds + ladder + ablation
     tokens = settings['max_steps'] * settings['tokens_per_step']
+    # the ladder's shorter runs in full runs' worth of tokens
+    full = grid + seeds + ablation + seeds * sum(rung_steps(spec['max_steps'], b) for b in rungs(spec)) \
+        / spec['max_steps']
     params, flops = model_facts(settings)
     names = len(variants(spec))
-    lines = [f"plan: {names} activations x {len(spec['lrs'] or [None])} lr(s), seed 0: {grid} runs; "
-             f"{names} x {spec['seeds'] - 1} other seeds at each one's lr: {seeds} runs"
-             + (f"; order ablation: {ablation} runs" if ablation else "") + f"; {runs} runs in all",
+    lines = ["plan: " + (f"lr grid: {names} activations x {len(spec['lrs'])} lrs, seed {GRID_SEED}: {grid} runs; "
+                          if grid else "")
+             + f"{names} x {spec['seeds']} seeds" + (" at each one's lr" if grid else "") + f": {seeds} runs"
+             + (f"; budget ladder: the same at {', '.join(f'{b:g}' for b in rungs(spec))} of the steps: {ladder} "
+                "runs" if ladder else "")
+             + (f"; order ablation: {ablation} runs" if ablation else "") + f"; {runs} runs in all"
+             + (f" ({full:.1f} full runs' worth)" if ladder else ""),
              f"each run: {settings['max_steps']:,} steps x {settings['tokens_per_step']:,} tokens = "
              f"{tokens / 1e6:,.1f} M tokens; {params / 1e6:.2f} M non-embedding parameters: "
              f"{tokens / params:.1f} tokens per parameter; {flops / 1e9:.3f} GFLOP per token",
-             f"all runs: {runs * tokens / 1e9:.2f} B tokens, {runs * tokens * flops:.2e} FLOPs"]
+             f"all runs: {full * tokens / 1e9:.2f} B tokens, {full * tokens * flops:.2e} FLOPs"]
     if tok_per_s:
-        hours = runs * tokens / (tok_per_s * parallel) / 3600
+        hours = full * tokens / (tok_per_s * parallel) / 3600
         lines.append(f"time: {hours:.1f} h of training at {tok_per_s:,.0f} tok/s per run, {parallel} run(s) at a "
                      "time (evaluations and checkpoints add to it)")
     else:
@@ -339,12 +375,12 @@ def start(run, args, state, env):
     return {'run': run, 'process': process, 'log': log_path, 't0': time.time()}
 
 
-def finish(child, max_steps, in_grid):
+def finish(child, in_grid):
     """The state of a run whose train.py has exited: 'done' or 'diverged' (in the grid only); otherwise the
     error that stops the sweep."""
     run, log_path = child['run'], child['log']
     code = child['process'].returncode
-    state = run_state(run['dir'], max_steps)
+    state = run_state(run['dir'], run['steps'])
     if code == 0 and state == 'done':
         val = final_val(run['dir'], state)
         print(f"finished {os.path.basename(run['dir'])} in {time.time() - child['t0']:.0f} s: val loss {val:.4f}",
@@ -358,7 +394,7 @@ def finish(child, max_steps, in_grid):
     if code != 0:
         return None, (f"train.py failed (exit code {code}) for {run['dir']}; the end of {log_path}:\n{tail}\n"
                       "fix the cause and run the sweep again: finished runs are kept")
-    return None, (f"train.py stopped before step {max_steps} in {run['dir']} (see {log_path}); "
+    return None, (f"train.py stopped before step {run['steps']} in {run['dir']} (see {log_path}); "
                   "run the sweep again to resume it")
 
 
@@ -383,10 +419,10 @@ def stop_all(children):
 
 def in_grid(spec, run):
     """Whether a run is one of the lr grid's (where diverging is a result)."""
-    return bool(spec['lrs']) and run['seed'] == 0 and run['order'] is None
+    return bool(spec['lrs']) and run['seed'] == GRID_SEED
 
 
-def waiting_runs(runs, finals, busy, config, overrides, max_steps):
+def waiting_runs(runs, finals, busy, config, overrides):
     """The runs still to train, (run, train.py arguments, state) each; the finished ones found on the way go
     into finals (run folder -> final val loss)."""
     waiting = []
@@ -394,7 +430,7 @@ def waiting_runs(runs, finals, busy, config, overrides, max_steps):
         if run['dir'] in finals or run['dir'] in busy:
             continue
         args = train_args(config, overrides, run)
-        state = run_state(run['dir'], max_steps)
+        state = run_state(run['dir'], run['steps'])
         check_same_settings(run['dir'], args, state)
         if state in ('done', 'diverged'):
             print(f"{state} already: {os.path.basename(run['dir'])}", flush=True)
@@ -404,8 +440,8 @@ def waiting_runs(runs, finals, busy, config, overrides, max_steps):
     return waiting
 
 
-def run_all(spec, config, overrides, max_steps, parallel):
-    """Run every planned run to its end, up to `parallel` at a time, planning the other seeds as each lr
+def run_all(spec, config, overrides, parallel):
+    """Run every planned run to its end, up to `parallel` at a time, planning the seeds as each lr
     grid finishes; return (finals: run folder -> final val loss, the runs)."""
     env = child_env(parallel, spec['out'])
     finals, running = {}, []
@@ -417,7 +453,7 @@ def run_all(spec, config, overrides, max_steps, parallel):
         while True:
             known = len(finals)
             runs = plan_runs(spec, finals)
-            waiting = waiting_runs(runs, finals, {c['run']['dir'] for c in running}, config, overrides, max_steps)
+            waiting = waiting_runs(runs, finals, {c['run']['dir'] for c in running}, config, overrides)
             if len(finals) > known:
                 continue  # plan again: a grid found finished may add runs
             if not waiting and not running:
@@ -428,7 +464,7 @@ def run_all(spec, config, overrides, max_steps, parallel):
                 time.sleep(0.5)
             for child in [c for c in running if c['process'].poll() is not None]:
                 running.remove(child)
-                state, error = finish(child, max_steps, in_grid(spec, child['run']))
+                state, error = finish(child, in_grid(spec, child['run']))
                 if error:
                     stop_all(running)
                     raise SystemExit(error)
@@ -469,10 +505,10 @@ def value_at(curve, x):
     return y0
 
 
-def summarize_run(run, state, max_steps):
+def summarize_run(run, state):
     """A run's numbers for summary.json: final val and smoothed train loss, ms per step, the val curve
     [step, tokens, training seconds, loss], the last accuracy of each task; None for a diverged run's numbers."""
-    entry = {k: run[k] for k in ('name', 'activation', 'order', 'lr', 'seed')}
+    entry = {k: run[k] for k in ('name', 'activation', 'order', 'lr', 'seed', 'budget')}
     entry.update(folder=os.path.basename(run['dir']), state=state)
     if state != 'done':
         return entry
@@ -504,20 +540,38 @@ def analyses(run_dirs, out, device):
         return json.load(f)
 
 
-def summarize(spec, runs, finals, config, overrides, device):
+def summarize(spec, runs, finals, config, overrides, settings):
     """The whole sweep as one JSON-able dict: its settings, each name's chosen lr, and every run."""
     chosen = pick_lrs(spec, finals)
-    entries = [summarize_run(run, 'diverged' if finals[run['dir']] == math.inf else 'done', spec['max_steps'])
-               for run in runs]
-    final = [run['dir'] for run in runs if run['lr'] == chosen.get(run['name'], run['lr'])
-             and finals[run['dir']] < math.inf]
+    entries = [summarize_run(run, 'diverged' if finals[run['dir']] == math.inf else 'done') for run in runs]
+    common = analysis_lr(spec, chosen)
+    final = [run['dir'] for run in runs if finals[run['dir']] < math.inf and run['budget'] == 1 and run['lr'] == (
+        common if in_grid(spec, run) else chosen.get(run['name'], run['lr']))]
+    device = device_kind(settings['device'])  # as train.py chooses
     numbers = analyses(final, spec['out'], device)
     for run, entry in zip(runs, entries):
         entry['analysis'] = numbers.get(run['dir'])
     return {'config': os.path.relpath(config, ROOT), 'overrides': overrides, 'hardware': hardware(),
-            'baseline': BASELINE, 'ablated': ABLATED, 'smooth': SMOOTH,
-            'lrs': spec['lrs'], 'seeds': spec['seeds'], 'orders': spec['orders'], 'base_order': spec['base_order'],
-            'chosen_lr': chosen, 'runs': entries}
+            'tokenizer': tokenizer_kind(settings), 'baseline': BASELINE, 'ablated': ABLATED, 'smooth': SMOOTH,
+            'grid_seed': GRID_SEED if spec['lrs'] else None, 'lrs': spec['lrs'], 'seeds': spec['seeds'],
+            'budgets': spec['budgets'], 'max_steps': spec['max_steps'], 'warmup_steps': settings['warmup_steps'],
+            'orders': spec['orders'], 'base_order': spec['base_order'],
+            'chosen_lr': chosen, 'analysis_lr': common, 'runs': entries}
+
+
+def analysis_lr(spec, chosen):
+    """The one lr at which every activation's grid run is also analyzed, so that the activation's effect on
+    the analyses is told apart from the lr's: --analysis_lr, else the baseline's chosen lr; None without a grid."""
+    return (spec.get('analysis_lr') or chosen.get(BASELINE)) if spec['lrs'] else None
+
+
+def tokenizer_kind(settings):
+    """The data's tokenizer ('char', 'bytes' or 'gpt2', from its meta.json): what one token of the loss is."""
+    try:
+        with open(os.path.join(data_folder(settings)[0], 'meta.json')) as f:
+            return json.load(f).get('tokenizer')
+    except (OSError, ValueError):
+        return None
 
 
 def hardware():
@@ -543,12 +597,17 @@ def parse_args(argv):
                                                         "train.py")
     parser.add_argument('--seeds', type=int, default=3, help="runs per activation, with seeds 0, 1, ...")
     parser.add_argument('--activations', default=','.join(ACTIVATIONS), help="comma-separated")
-    parser.add_argument('--lrs', help="comma-separated learning rates, e.g. 1e-3,2e-3,4e-3: seed 0 of every "
-                                      "activation at each, then the other seeds at each activation's best")
+    parser.add_argument('--lrs', help=f"comma-separated learning rates, e.g. 1e-3,2e-3,4e-3: every activation at "
+                                      f"each with seed {GRID_SEED}, then seeds 0, 1, ... at each one's best")
     parser.add_argument('--orders', help="comma-separated polynomial orders, e.g. 2,3,4: with --lrs, PolyNorm's "
                                          "order ablation at its chosen lr; without, each PolyCom activation runs "
                                          "once per order (named e.g. polynorm_r2)")
     parser.add_argument('--order_seeds', type=int, help="seeds of each order-ablation run (default: --seeds)")
+    parser.add_argument('--budgets', help="comma-separated fractions of max_steps, e.g. 0.5,0.7,1: the budget "
+                                          "ladder, each activation's seeds at its lr again with fewer steps (1, the "
+                                          "full run, is always in it)")
+    parser.add_argument('--analysis_lr', type=float, help="with --lrs, the one lr of the grid at which every "
+                                                         "activation is also analyzed (default: SwiGLU's chosen lr)")
     parser.add_argument('--parallel', type=int, default=1, help="train.py processes side by side")
     parser.add_argument('--out', default=os.path.join('out', 'sweep'), help="folder of the runs and the report")
     parser.add_argument('--input', help="a local copy of the raw text for data/<dataset>/prepare.py, used only "
@@ -564,16 +623,23 @@ def parse_args(argv):
     if unknown or not args.activations:
         parser.error(f"--activations: {unknown or 'none given'}; this model.py has "
                      f"{','.join(ACTIVATIONS)} (choose with --activations)")
-    if args.seeds < 1:
-        parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if not 1 <= args.seeds <= GRID_SEED:
+        parser.error(f"--seeds must be between 1 and {GRID_SEED} (the lr grid's own seed), got {args.seeds}")
     if args.tok_per_s is not None and args.tok_per_s <= 0:
         parser.error(f"--tok_per_s must be positive, got {args.tok_per_s}")
     if args.parallel < 1:
         parser.error(f"--parallel must be at least 1, got {args.parallel}")
     args.lrs = numbers(parser, '--lrs', args.lrs, float, "1e-3,2e-3,4e-3")
     args.orders = numbers(parser, '--orders', args.orders, int, "2,3,4")
+    args.budgets = numbers(parser, '--budgets', args.budgets, float, "0.5,0.7,1")
+    if args.budgets and not all(0 < b <= 1 for b in args.budgets):
+        parser.error(f"--budgets must be fractions of max_steps above 0 and at most 1, got {args.budgets}")
+    if args.budgets:
+        args.budgets = sorted(set(args.budgets) | {1.0})
     if args.lrs and (min(args.lrs) <= 0 or len(set(args.lrs)) != len(args.lrs)):
         parser.error(f"--lrs must be distinct positive numbers, got {args.lrs}")
+    if args.analysis_lr is not None and args.analysis_lr not in (args.lrs or []):
+        parser.error(f"--analysis_lr must be one of --lrs, got {args.analysis_lr}")
     if args.orders and min(args.orders) < 1:
         parser.error(f"--orders must be at least 1, got {args.orders}")
     if args.orders and not any(a.startswith('poly') for a in args.activations):
@@ -591,6 +657,19 @@ def parse_args(argv):
     return args
 
 
+def check_rungs(spec, warmup_steps):
+    """Each rung of the budget ladder must be a run of its own: more steps than the warmup, and not as many as
+    another rung's."""
+    steps = [rung_steps(spec['max_steps'], b) for b in spec['budgets'] or []]
+    for budget, n in zip(spec['budgets'] or [], steps):
+        if n <= warmup_steps:
+            raise SystemExit(f"--budgets {budget:g}: {n} steps, not more than warmup_steps={warmup_steps}; "
+                             "use larger fractions")
+        if steps.count(n) > 1:
+            raise SystemExit(f"--budgets: {budget:g} and another fraction both make {n} steps of "
+                             f"max_steps={spec['max_steps']}; use fractions further apart")
+
+
 def numbers(parser, flag, text, kind, example):
     """A comma-separated list of numbers, or None."""
     if not text:
@@ -606,19 +685,20 @@ def main(argv=None):
     config = preset_path(args.preset)
     settings = read_settings(config, args.overrides)
     spec = {'out': args.out, 'activations': args.activations, 'lrs': args.lrs, 'seeds': args.seeds,
-            'orders': args.orders, 'order_seeds': args.order_seeds, 'max_steps': settings['max_steps'],
+            'orders': args.orders, 'order_seeds': args.order_seeds, 'analysis_lr': args.analysis_lr,
+            'budgets': args.budgets, 'max_steps': settings['max_steps'],
             'base_order': settings['poly_order'], 'min_lr_ratio': settings['min_lr'] / settings['learning_rate']}
+    check_rungs(spec, settings['warmup_steps'])
     if args.plan:
         print(plan_text(spec, settings, args.parallel, args.tok_per_s))
         return
     ensure_data(settings, args.input)
 
     t0 = time.time()
-    finals, runs = run_all(spec, config, args.overrides, settings['max_steps'], args.parallel)
+    finals, runs = run_all(spec, config, args.overrides, args.parallel)
     print(f"all {len(runs)} runs finished; this sweep call took {time.time() - t0:.0f} s", flush=True)
 
-    device = device_kind(settings['device'])  # as train.py chooses
-    summary = summarize(spec, runs, finals, config, args.overrides, device)
+    summary = summarize(spec, runs, finals, config, args.overrides, settings)
     os.makedirs(args.out, exist_ok=True)
     atomic_write(os.path.join(args.out, 'summary.json'), json.dumps(summary, indent=1).encode())
     # the report from the summary alone, as `python report.py --out <out>` redoes it

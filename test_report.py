@@ -37,6 +37,32 @@ def test_speedup_against_the_baseline_curve():
     assert cell.startswith(f"{(1.2 + 1.0 + 0.9) / 3:.2f} ± ") and '1/3 never reach it' in cell
 
 
+def test_budget_to_reach_interpolates_in_log_budget():
+    ladder = {b: [1.8 - 0.1 * math.log(b)] for b in (0.5, 0.7, 1.0)}  # loss linear in log budget
+    budget, bound = report.budget_to_reach(ladder, 1.85)  # 1.8 - 0.1 ln b = 1.85 at ln b = -0.5, between 0.5 and 0.7
+    assert budget == pytest.approx(math.exp(-0.5)) and bound == ''
+    assert report.budget_to_reach(ladder, 1.95) == (0.5, '<=')  # there at the smallest rung already
+    assert report.budget_to_reach(ladder, 1.7) == (1.0, '>')  # not even at the full budget
+    assert report.budget_to_reach(ladder, 1.8) == (pytest.approx(1.0), '')
+
+
+def test_ladder_speedup_and_its_bootstrap_interval():
+    ladder = {b: [1.8 - 0.1 * math.log(b)] * 3 for b in (0.5, 0.7, 1.0)}
+    value, bound, interval, outside = report.ladder_speedup(ladder, [1.85] * 3)
+    assert value == pytest.approx(math.exp(0.5)) and bound == ''  # SwiGLU's full budget over e^-0.5 of it
+    assert interval == (pytest.approx(math.exp(0.5)), pytest.approx(math.exp(0.5))) and outside == 0  # no spread
+    spread = {b: [loss - 0.01, loss, loss + 0.01] for b, (loss, *_) in ladder.items()}
+    value, bound, (low, high), outside = report.ladder_speedup(spread, [1.84, 1.85, 1.86])
+    assert value == pytest.approx(math.exp(0.5)) and low < value < high and outside == 0
+    assert report.ladder_speedup(spread, [1.84, 1.85, 1.86]) == (value, bound, (low, high), outside)  # fixed RNG
+    # SwiGLU's mean loss 1.87 is just above the 0.5 rung's 1.8693: some resamples fall outside the ladder
+    value, bound, (low, high), outside = report.ladder_speedup(ladder, [1.86, 1.87, 1.88])
+    assert (value, bound, high) == (2.0, '>=', 2.0) and low < 2.0 and 0 < outside < 1
+    assert report.ladder_speedup(ladder, [1.95] * 3)[:2] == (2.0, '>=')  # at least 1 / the smallest rung
+    assert report.ladder_speedup(ladder, [1.7] * 3)[:2] == (1.0, '<')
+    assert report.ladder_speedup({b: v[:1] for b, v in ladder.items()}, [1.85])[2:] == (None, None)  # one seed
+
+
 def test_mean_curve_over_seeds():
     curve = report.mean_curve([[(10, 3.0), (20, 2.0)], [(12, 1.0), (22, 1.0)]])
     assert curve == [(11, 2.0, 1.0, 3.0), (21, 1.5, 1.0, 2.0)]
@@ -70,12 +96,21 @@ def test_welch_t_matches_scipy():
     assert df == pytest.approx(expected.df)
 
 
+def test_p_value_matches_scipys_welch_test():
+    stats = pytest.importorskip('scipy.stats')
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0]
+    _, _, t, df = report.welch(a, b)
+    assert report.p_value(t, df) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert report.p_value(2.776445, 4) == pytest.approx(0.05, abs=1e-6)  # the 5 % critical t at df 4
+
+
 def test_verdict_words():
-    assert report.verdict(-0.01, -1.5, 3, 3) == "not distinguishable at 3 seeds"
-    assert report.verdict(-0.01, -4.0, 3, 3) == "lower loss"
-    assert report.verdict(0.01, 4.0, 3, 2) == "higher loss"
-    assert report.verdict(0.01, None, 1, 3) == "one seed: no error estimate"
-    assert report.verdict(0.01, None, 3, 3) == "no spread over seeds to compare with"
+    assert report.verdict(-0.01, -2.4, 0.084, 3, 3) == "not distinguishable at 3 seeds"  # |t| > 2 is not enough
+    assert report.verdict(-0.01, -4.0, 0.01, 3, 3) == "lower loss"
+    assert report.verdict(0.01, 4.0, 0.049, 3, 2) == "higher loss"
+    assert report.verdict(0.01, 4.0, None, 3, 2) == "p needs scipy"
+    assert report.verdict(0.01, None, None, 1, 3) == "one seed: no error estimate"
+    assert report.verdict(0.01, None, None, 3, 3) == "no spread over seeds to compare with"
 
 
 # -----------------------------------------------------------------------------
@@ -101,9 +136,10 @@ def fake_summary(vals, tasks=None, analyses=None):
             'chosen_lr': {name: None for name in vals}, 'runs': runs}
 
 
-def grid_summary():
-    """An lr grid of seed 0 over 1e-3, 2e-3, 4e-3 (relu diverged at 4e-3), then seeds 1 at each chosen lr and
-    PolyNorm's order 2 at its lr."""
+def grid_summary(grid_seed=None):
+    """An lr grid over 1e-3, 2e-3, 4e-3 (relu diverged at 4e-3) with seed 0 (older sweeps) or with its own
+    grid_seed; then seed 1 at each chosen lr (and seed 0 too with a grid_seed, 0.01 below the grid's run there),
+    and PolyNorm's order 2 at its lr."""
     grid = {'swiglu': [2.1, 2.0, 2.2], 'polynorm': [2.2, 2.1, 1.9], 'relu': [2.3, 2.4, None]}
     chosen = {'swiglu': 2e-3, 'polynorm': 4e-3, 'relu': 1e-3}
     runs = []
@@ -116,12 +152,29 @@ def grid_summary():
                          'curve': [[10, 1000, 1.0, val + 1], [20, 2000, 2.0, val]]} if done else {})})
     for i, lr in enumerate((1e-3, 2e-3, 4e-3)):
         for name, vals in grid.items():
-            add(name, lr, 0, vals[i])
-    for name, lr in chosen.items():
-        add(name, lr, 1, grid[name][[1e-3, 2e-3, 4e-3].index(lr)] + 0.01)
+            add(name, lr, 0 if grid_seed is None else grid_seed, vals[i])
+    for seed in (1,) if grid_seed is None else (0, 1):
+        for name, lr in chosen.items():
+            add(name, lr, seed, grid[name][[1e-3, 2e-3, 4e-3].index(lr)] + 0.01 * (seed or -1))
     add('polynorm_r2', 4e-3, 0, 1.95)
     return {**fake_summary({}), 'lrs': [1e-3, 2e-3, 4e-3], 'orders': [2, 3], 'seeds': 2,
-            'chosen_lr': chosen, 'runs': runs}
+            'chosen_lr': chosen, 'runs': runs, **({} if grid_seed is None else {'grid_seed': grid_seed})}
+
+
+def ladder_summary():
+    """A budget ladder 0.5, 0.7, 1 of seeds 0, 1, 2 (±0.01 around each rung's mean): swiglu's loss 1.9 - 0.1 ln b,
+    polynorm's 1.85 - 0.1 ln b (it gets to 1.9 at e^-0.5 of the steps), relu's 1.95 - 0.1 ln b (never)."""
+    runs = []
+    for budget in (1.0, 0.5, 0.7):
+        for seed in range(3):
+            for name, full in (('swiglu', 1.9), ('polynorm', 1.85), ('relu', 1.95)):
+                val = full - 0.1 * math.log(budget) + 0.01 * (seed - 1)
+                runs.append({'name': name, 'activation': name, 'order': None, 'lr': None, 'seed': seed,
+                             'budget': budget, 'folder': f'{name}_b{budget:g}_s{seed}', 'state': 'done', 'val': val,
+                             'train': val, 'ms_per_step': 10.0, 'train_time_s': 2.0, 'analysis': None, 'tasks': {},
+                             'curve': [[10, 1000 * budget, 1.0, val + 1], [20, 2000 * budget, 2.0, val]]})
+    return {**fake_summary({}), 'budgets': [0.5, 0.7, 1.0], 'warmup_steps': 2,
+            'chosen_lr': {'swiglu': None, 'polynorm': None, 'relu': None}, 'runs': runs}
 
 
 def section(text, heading):
@@ -144,22 +197,87 @@ def test_report_words_follow_welch_and_tasks_show():
     assert against['polynorm'][0] == '-0.1000' and against['polynorm'][-1] == 'lower loss'
     assert against['relu'][-1] == 'not distinguishable at 3 seeds'
     assert 'swiglu' not in against  # the baseline is not compared with itself
+    assert "2 comparisons at p < 0.05 each" in text
     tasks = rows(text, 'Tasks')
     assert tasks['polynorm'] == ['0.360 ± 0.010 (n=100)'] and tasks['relu'] == ['-']
+
+
+def test_report_without_scipy_says_p_needs_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'scipy', None)  # import scipy now raises ImportError
+    text = report.report(fake_summary({'swiglu': [2.00, 2.01, 1.99], 'polynorm': [1.90, 1.91, 1.89]}))
+    assert rows(text, 'Against swiglu')['polynorm'][4:] == ['needs scipy', 'p needs scipy']
+    assert "\np needs scipy: pip install scipy\n" in text
 
 
 def test_grid_table_marks_the_choice_the_edges_and_divergence():
     text = report.report(grid_summary())
     grid = rows(text, 'Learning rate grid')
     assert grid['swiglu'] == ['2.1000', '**2.0000**', '2.2000', '0.002']  # the chosen lr in bold, inside the grid
-    assert grid['polynorm'][-1] == '0.004 (edge of the grid: widen the grid)'
-    assert grid['relu'] == ['**2.3000**', '2.4000', 'diverged', '0.001 (edge of the grid: widen the grid)']
-    assert "Chosen at the edge of the grid: polynorm, relu: widen the grid." in text
+    assert grid['polynorm'][-1] == '0.004 (not bracketed: extend the grid upwards)'
+    assert grid['relu'] == ['**2.3000**', '2.4000', 'diverged', '0.001 (not bracketed: extend the grid downwards)']
+    assert ("- polynorm: its grid losses within one seed SD (0.0071) of its best span lr 0.004 to 0.004, at the "
+            "grid's edge: extend --lrs upwards.") in text
+    assert "Seed 0 both picked each activation's lr" in text  # an older summary: no grid seed of its own
     results = rows(text, 'Results')
     assert list(results) == ['relu', 'swiglu', 'polynorm', 'polynorm_r2']  # in the order of their first run
     assert results['polynorm'][:1] + results['polynorm'][2:3] == ['0.004', '1.9050 ± 0.0071']  # seeds 0 and 1
     ablation = rows(text, 'Order ablation')
     assert list(ablation) == ['polynorm_r2'] and ablation['polynorm_r2'][0] == '+0.0450'  # 1.95 - 1.905
+
+
+def test_the_grid_seed_is_not_reported_and_analyses_come_at_one_lr_too():
+    summary = grid_summary(grid_seed=1000)
+    for run in summary['runs']:
+        if run['state'] == 'done':  # a rank that follows the lr
+            run['analysis'] = {'params': 1e6, 'erank_up': 1e4 * run['lr'], 'erank_down': 5.0, 'similarity': 0.5}
+    summary['analysis_lr'] = 2e-3
+    text = report.report(summary)
+    assert 'Learning rate grid (seed 1000' in text and 'Seed 0 both picked' not in text
+    assert rows(text, 'Learning rate grid')['polynorm'][2] == '**1.9000**'  # the grid's own run
+    results = rows(text, 'Results')
+    assert results['polynorm'][2] == '1.9000 ± 0.0141'  # seeds 0 and 1 (1.89, 1.91), not the grid's run
+    assert results['polynorm'][-3] == '40.0 ± 0.0' and results['swiglu'][-3] == '20.0 ± 0.0'  # each at its lr
+    common = rows(text, 'Analyses at one lr for all (0.002, seed 1000)')
+    assert common == {'swiglu': ['2.0000', '20.0', '5.0', '0.500'], 'polynorm': ['2.1000', '20.0', '5.0', '0.500'],
+                      'relu': ['2.4000', '20.0', '5.0', '0.500']}
+    assert 'Analyses at one lr' not in report.report(grid_summary())  # an older summary has none
+
+
+def test_budget_ladder_table():
+    text = report.report(ladder_summary())
+    header = section(text, 'Budget ladder').splitlines()[2]
+    assert '| compute-equivalent speed-up |' in header and '| val loss at 0.5 |' in header
+    ladder = rows(text, 'Budget ladder: compute-equivalent speed-up over swiglu')
+    assert ladder['swiglu'][:4] == ['-', '1.9693 ± 0.0100', '1.9357 ± 0.0100', '1.9000 ± 0.0100']
+    assert ladder['swiglu'][4] == '1 (the reference)'
+    assert ladder['polynorm'][4] == f"{math.exp(0.5):.2f}"
+    low, high = map(float, ladder['polynorm'][5].split(' to '))
+    assert low < math.exp(0.5) < high
+    assert ladder['relu'][4:6] == ['< 1.00', '-']  # never down to SwiGLU's loss, in any resample
+    assert ladder['relu'][6].startswith('yes: not down to swiglu')
+    assert rows(text, 'Results')['polynorm'][2] == '1.8500 ± 0.0100'  # the full runs only
+    assert 'with the full run\'s warmup (2 steps)' in text
+    assert 'Budget ladder' not in report.report(fake_summary({'swiglu': [2.0, 2.1], 'polynorm': [1.9, 2.0]}))
+
+
+def test_an_lr_is_bracketed_by_a_worse_one_beyond_a_seed_sd_on_both_sides():
+    summary = grid_summary()  # swiglu's seeds at 2e-3: 2.00 and 2.01, SD 0.0071
+    grid = {r['lr']: r for r in summary['runs'] if r['name'] == 'swiglu' and r['seed'] == 0}
+    assert report.unbracketed(summary, 'swiglu') == ([], pytest.approx(0.0071, abs=1e-4))
+    grid[4e-3]['val'] = 2.005  # within one SD of the best, at the grid's top: the best may lie above
+    assert report.unbracketed(summary, 'swiglu')[0] == ['upwards']
+    grid[1e-3]['val'] = 2.0  # a tie at the bottom too
+    assert report.unbracketed(summary, 'swiglu')[0] == ['downwards', 'upwards']
+    grid[4e-3]['val'] = 2.008  # worse by more than one SD
+    assert report.unbracketed(summary, 'swiglu')[0] == ['downwards']
+
+
+def test_the_kept_sweep_flags_polynorms_lr_alone():
+    # PolyNorm's 3.2e-2 is 0.003 above its best at 8e-3, within its seed SD of 0.0073: not bracketed above
+    with open(os.path.join(HERE, 'assets', 'sweep_cpu_long', 'summary.json')) as f:
+        summary = json.load(f)
+    assert {name: report.unbracketed(summary, name)[0] for name in summary['chosen_lr']} == {
+        'relu2': [], 'swiglu': [], 'polyrelu': [], 'polynorm': ['upwards'], 'polynorm_glu': []}
 
 
 def test_results_table_columns():
@@ -188,11 +306,36 @@ def test_kept_summary_gives_the_kept_numbers():
         text = report.report(json.load(f))
     with open(os.path.join(folder, 'report.md')) as f:
         kept = f.read()
-    for heading in ('Results', 'Order ablation'):
-        now, then = rows(text, heading), rows(kept, heading)
+    now, then = rows(text, 'Results'), rows(kept, 'Results')
+    assert list(now) == list(then) and len(now) > 1
+    assert {k: v[1:] for k, v in now.items()} == {k: v[1:] for k, v in then.items()}
+    for heading, kept_heading in (('Order ablation', 'Order ablation'), ('Against swiglu', 'Against SwiGLU')):
+        now, then = rows(text, heading), rows(kept, kept_heading)
         assert list(now) == list(then) and len(now) > 1
-        assert {k: v[1:] for k, v in now.items()} == {k: v[1:] for k, v in then.items()}
-    assert rows(text, 'Against swiglu') == rows(kept, 'Against SwiGLU')
+        assert {k: v[:4] for k, v in now.items()} == {k: v[:4] for k, v in then.items()}  # difference to df
+    against = rows(text, 'Against swiglu')
+    # then |t| >= 2 read "lower loss"; ReLU²'s t = -2.38 at df 3.5 is p = 0.084: not a difference at p < 0.05
+    assert against['relu2'][4:] == ['0.084', 'not distinguishable at 3 seeds']
+    assert against['polynorm'][4:] == ['0.006', 'lower loss']
+    assert "At p < 0.0125 (Bonferroni, 0.05 over all 4 together): polynorm, polynorm_glu." in text
+
+
+def test_plot_has_a_legend_and_a_unit_on_every_panel():
+    pytest.importorskip('matplotlib')
+    from common import pyplot
+    plt = pyplot()
+    fig = report.draw({**ladder_summary(), 'tokenizer': 'char'}, plt)
+    tokens, zoom, time, ladder = fig.axes
+    assert all(ax.get_legend() is not None and ax.get_ylabel() == 'validation loss (nats per character)'
+               for ax in fig.axes)
+    assert zoom.get_xlim() == (pytest.approx(0.7 * 2000 / 1e6), pytest.approx(2000 / 1e6))  # the last 30 %
+    assert 'load' in time.get_title() and ladder.get_xscale() == 'log'
+    plt.close(fig)
+    fig = report.draw(fake_summary({'swiglu': [2.0, 2.1], 'relu': [2.0]}), plt)  # no tokenizer, no ladder
+    styles = {line.get_label(): line.get_linestyle() for line in fig.axes[0].get_lines()}
+    assert styles == {'swiglu': '-', 'relu (1 seed)': '--'}  # a seed mean, and a single run
+    assert 'per character for char data' in fig.axes[0].get_ylabel() and not fig.axes[3].axison
+    plt.close(fig)
 
 
 # -----------------------------------------------------------------------------

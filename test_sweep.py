@@ -43,9 +43,10 @@ def test_lr_tag_names_folders():
 # planning runs, command-line checks, and where a run stands
 
 
-def spec(out, activations, lrs=None, seeds=2, orders=None, order_seeds=None, max_steps=20):
+def spec(out, activations, lrs=None, seeds=2, orders=None, order_seeds=None, max_steps=20, budgets=None):
     return {'out': out, 'activations': activations, 'lrs': lrs, 'seeds': seeds, 'orders': orders,
-            'order_seeds': order_seeds or seeds, 'max_steps': max_steps, 'base_order': 3, 'min_lr_ratio': 0.1}
+            'order_seeds': order_seeds or seeds, 'max_steps': max_steps, 'base_order': 3, 'min_lr_ratio': 0.1,
+            'budgets': budgets}
 
 
 def folders(runs):
@@ -64,19 +65,39 @@ def test_plan_runs_with_an_lr_grid():
     s = spec('out', ['swiglu', 'polynorm'], lrs=[1e-3, 2e-3], orders=[2, 3, 4], order_seeds=1)
     grid = sweep.plan_runs(s, {})
     # activations interleaved lr by lr, so that the machine's changing load falls on all of them alike
-    assert folders(grid) == ['swiglu_lr1e-3_s0', 'polynorm_lr1e-3_s0', 'swiglu_lr2e-3_s0', 'polynorm_lr2e-3_s0']
+    # with a seed of their own, outside the reported seeds 0 and 1
+    assert folders(grid) == ['swiglu_lr1e-3_s1000', 'polynorm_lr1e-3_s1000', 'swiglu_lr2e-3_s1000',
+                             'polynorm_lr2e-3_s1000']
     assert grid[2]['keys']['learning_rate'] == 2e-3 and grid[2]['keys']['min_lr'] == 2e-4
     finals = {grid[0]['dir']: 2.0, grid[2]['dir']: 1.9, grid[1]['dir']: 1.8}
-    assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s1']  # polynorm's grid is not finished
-    finals[grid[3]['dir']] = math.inf  # diverged
-    assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s1', 'polynorm_lr1e-3_s1',
-                                                       'polynorm_r2_lr1e-3_s0', 'polynorm_r4_lr1e-3_s0']
+    assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s0', 'swiglu_lr2e-3_s1']  # polynorm's grid
+    finals[grid[3]['dir']] = math.inf  # diverged                                               # is not finished
+    assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s0', 'polynorm_lr1e-3_s0', 'swiglu_lr2e-3_s1',
+                                                       'polynorm_lr1e-3_s1', 'polynorm_r2_lr1e-3_s0',
+                                                       'polynorm_r4_lr1e-3_s0']
     assert sweep.pick_lrs(s, finals) == {'swiglu': 2e-3, 'polynorm': 1e-3}
+
+
+def test_plan_runs_with_a_budget_ladder():
+    s = spec('out', ['swiglu', 'polynorm'], lrs=[1e-3, 2e-3], seeds=2, budgets=[0.5, 0.7, 1.0])
+    grid = sweep.plan_runs(s, {})
+    finals = {run['dir']: 2.0 + run['lr'] for run in grid}  # both pick 1e-3
+    runs = sweep.plan_runs(s, finals)
+    # the full runs of each seed first, then the shorter ones rung by rung, activations interleaved
+    assert folders(runs)[4:] == ['swiglu_lr1e-3_s0', 'polynorm_lr1e-3_s0', 'swiglu_lr1e-3_s1', 'polynorm_lr1e-3_s1',
+                                 'swiglu_lr1e-3_b0.5_s0', 'polynorm_lr1e-3_b0.5_s0', 'swiglu_lr1e-3_b0.5_s1',
+                                 'polynorm_lr1e-3_b0.5_s1', 'swiglu_lr1e-3_b0.7_s0', 'polynorm_lr1e-3_b0.7_s0',
+                                 'swiglu_lr1e-3_b0.7_s1', 'polynorm_lr1e-3_b0.7_s1']
+    rung = runs[-1]
+    assert (rung['name'], rung['budget'], rung['steps'], rung['keys']['max_steps']) == ('polynorm', 0.7, 14, 14)
+    assert 'max_steps' not in runs[4]['keys'] and runs[4]['steps'] == 20  # a full run as before the ladder
+    assert sweep.count_runs(s) == (4, 4, 8, 0)
 
 
 @pytest.mark.parametrize("argv, message", [
     (['--activations', 'relu,tanh'], "tanh"),
-    (['--seeds', '0'], "at least 1"),
+    (['--seeds', '0'], "between 1 and 1000"),
+    (['--seeds', '1001'], "the lr grid's own seed"),
     (['--parallel', '0'], "at least 1"),
     (['--orders', '2,x'], "comma-separated numbers"),
     (['--lrs', '1e-3,fast'], "comma-separated numbers"),
@@ -84,6 +105,11 @@ def test_plan_runs_with_an_lr_grid():
     (['--activations', 'relu', '--orders', '2'], "polyrelu and polynorm"),
     (['--activations', 'polyrelu', '--orders', '2', '--lrs', '1e-3'], "add polynorm"),
     (['--order_seeds', '4'], "between 1 and"),
+    (['--lrs', '1e-3,2e-3', '--analysis_lr', '4e-3'], "--analysis_lr must be one of --lrs, got 0.004"),
+    (['--analysis_lr', '4e-3'], "one of --lrs"),
+    (['--budgets', '0,1'], "above 0 and at most 1"),
+    (['--budgets', '0.5,1.5'], "above 0 and at most 1"),
+    (['--budgets', 'half'], "comma-separated numbers like 0.5,0.7,1"),
     (['--out_dir=elsewhere'], "--out"),
     (['max_steps=5'], "--key=value"),
     (['--orders', '2', '--poly_order=3'], "not both"),
@@ -104,6 +130,16 @@ def test_presets_set_the_sweep_and_flags_win():
     assert sweep.parse_args(['--preset', 'cpu-long', '--parallel', '1', '--activations', 'polynorm']).parallel == 1
     resolved = sweep.read_settings(sweep.preset_path('cpu-long'), {'max_steps': '7'})  # the flags' text
     assert resolved['max_steps'] == 7 and resolved['dataset'] == 'shakespeare_char'
+    assert sweep.parse_args(['--preset', 'cpu-long']).budgets == [0.5, 0.7, 1.0]
+
+
+def test_the_stdlib_preset_is_cpu_long_on_another_corpus():
+    long = sweep.read_settings(sweep.preset_path('cpu-long'), {})
+    stdlib = sweep.read_settings(sweep.preset_path('cpu-stdlib'), {})
+    assert stdlib['dataset'] == 'stdlib' and {k: v for k, v in stdlib.items() if k != 'dataset'} == \
+        {k: v for k, v in long.items() if k != 'dataset'}
+    assert sweep.PRESETS['cpu-stdlib'] == sweep.PRESETS['cpu-long']  # the same protocol
+    assert os.path.isfile(os.path.join(HERE, 'data', 'stdlib', 'prepare.py'))  # the sweep can make its data
 
 
 @pytest.mark.parametrize("flag, message", [
@@ -116,6 +152,17 @@ def test_settings_for_train_py_are_checked_before_any_run(flag, message, tmp_pat
         sweep.main(['--preset', 'cpu', '--out', str(tmp_path / 'out'), flag])
     assert message in str(e.value) and '\n' not in str(e.value)
     assert not (tmp_path / 'out').exists()  # nothing started
+
+
+@pytest.mark.parametrize("budgets, message", [
+    ('0.04,1', "--budgets 0.04: 20 steps, not more than warmup_steps=20; use larger fractions"),
+    ('0.5,0.501', "--budgets: 0.5 and another fraction both make 250 steps of max_steps=500"),
+])
+def test_budget_ladder_rungs_are_checked_before_any_run(budgets, message, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        sweep.main(['--preset', 'cpu', '--budgets', budgets, '--out', str(tmp_path / 'out'), '--max_steps=500'])
+    assert message in str(e.value) and '\n' not in str(e.value)
+    assert not (tmp_path / 'out').exists()
 
 
 def test_plan_counts_the_model_train_py_builds(tmp_path):
@@ -136,12 +183,24 @@ def test_gpu_preset_plans_an_lr_grid(tmp_path, capsys):
     sweep.main(['--preset', 'gpu', '--lrs', '1e-3,2e-3,4e-3', '--orders', '2,3,4', '--plan', '--tok_per_s', '4e5',
                 f'--data_dir={tmp_path}'])
     out = capsys.readouterr().out
-    # 6 x 3 grid runs, 6 x 2 other seeds, orders 2 and 4 (3 is PolyNorm itself) x 3 seeds
-    assert '18 runs' in out and '12 runs' in out and 'order ablation: 6 runs' in out and '36 runs in all' in out
+    # 6 x 3 grid runs, 6 x 3 seeds, orders 2 and 4 (3 is PolyNorm itself) x 3 seeds
+    assert 'lr grid: 6 activations x 3 lrs, seed 1000: 18 runs; 6 x 3 seeds at each one\'s lr: 18 runs' in out
+    assert 'order ablation: 6 runs; 42 runs in all' in out
     tokens = 1500 * 262144
     assert f"{tokens / 1e6:,.1f} M tokens" in out
-    assert f"time: {36 * tokens / 4e5 / 3600:.1f} h" in out
+    assert f"time: {42 * tokens / 4e5 / 3600:.1f} h" in out
     assert 'python data/fineweb/prepare.py' in out  # the plan says the data is missing, but plans
+
+
+def test_plan_counts_the_budget_ladder_in_tokens(tmp_path, capsys):
+    sweep.main(['--preset', 'gpu', '--lrs', '1e-3,2e-3,4e-3', '--budgets', '0.5,0.7', '--plan', '--tok_per_s', '4e5',
+                f'--data_dir={tmp_path}'])
+    out = capsys.readouterr().out
+    # the grid, the seeds' full runs, then the same seeds at 750 and 1,050 of the 1,500 steps
+    assert 'budget ladder: the same at 0.5, 0.7 of the steps: 36 runs; 72 runs in all (57.6 full runs\' worth)' in out
+    tokens = 1500 * 262144
+    assert f"all runs: {57.6 * tokens / 1e9:.2f} B tokens" in out
+    assert f"time: {57.6 * tokens / 4e5 / 3600:.1f} h" in out
 
 
 def test_gpu_preset_refuses_without_fineweb_shards(tmp_path):
@@ -204,13 +263,18 @@ if activation == 'relu2':  # a long run that saves on SIGINT, as train.py does
     open(os.path.join(out, 'ready'), 'w').close()
     time.sleep(60)
 best = {{'swiglu': 2e-3, 'polynorm': 4e-3, 'relu': 1e-3}}[activation]
-final = 2.0 + 0.1 * abs(math.log2(lr / best)) + 0.01 * int(args['seed']) - 0.05 * (activation == 'polynorm')
+steps = int(args.get('max_steps', 20))  # a rung of the budget ladder: 0.1 higher per e-fold fewer steps
+final = 2.0 + 0.1 * abs(math.log2(lr / best)) + 0.01 * (int(args['seed']) % 10) - 0.05 * (activation == 'polynorm') \
+    - 0.1 * math.log(steps / 20)
 with open(os.path.join(out, 'log.jsonl'), 'w') as f:
-    for step in (10, 20):
+    for step in (steps // 2, steps):
         f.write(json.dumps({{'step': step, 'tokens': 100 * step, 'loss': final, 'lm': final, 'lr': lr,
                             'dt_ms': 50.0, 'tok_per_s': 2000.0}}) + '\\n')
-        f.write(json.dumps({{'step': step, 'tokens': 100 * step, 'val_loss': final + (20 - step) / 20}}) + '\\n')
+        f.write(json.dumps({{'step': step, 'tokens': 100 * step, 'val_loss': final + (steps - step) / 20}}) + '\\n')
 '''
+
+
+SETTINGS = {'device': 'cpu', 'dataset': 'no_such_data', 'warmup_steps': 2}  # the resolved settings summarize reads
 
 
 @pytest.fixture
@@ -230,60 +294,84 @@ def fake_train(tmp_path, monkeypatch):
 def test_lr_grid_sweep_picks_resumes_and_reports(fake_train, capsys, monkeypatch):
     out, calls = fake_train
     s = spec(out, ['swiglu', 'polynorm', 'relu'], lrs=[1e-3, 2e-3, 4e-3], orders=[2, 4], order_seeds=1)
-    finals, runs = sweep.run_all(s, 'preset.py', {}, 20, parallel=2)
+    finals, runs = sweep.run_all(s, 'preset.py', {}, parallel=2)
     ran = calls()
-    assert sorted(ran) == sorted(folders(runs)) and len(ran) == 9 + 3 + 2
+    assert sorted(ran) == sorted(folders(runs)) and len(ran) == 9 + 3 * 2 + 2
     started = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith('starting')]
-    assert started[:9] == folders(runs)[:9] and all('_s0' in name for name in started[:9])  # the grid first
+    assert started[:9] == folders(runs)[:9] and all('_s1000' in name for name in started[:9])  # the grid first
     assert sweep.pick_lrs(s, finals) == {'swiglu': 2e-3, 'polynorm': 4e-3, 'relu': 1e-3}
-    assert finals[os.path.join(out, 'relu_lr4e-3_s0')] == math.inf  # diverged: a result of the grid
-    with open(os.path.join(out, 'relu_lr4e-3_s0', 'diverged.txt')) as f:
+    assert finals[os.path.join(out, 'relu_lr4e-3_s1000')] == math.inf  # diverged: a result of the grid
+    with open(os.path.join(out, 'relu_lr4e-3_s1000', 'diverged.txt')) as f:
         assert 'loss is nan' in f.read()  # the end of its log, kept
     assert 'polynorm_r2_lr4e-3_s0' in ran and 'polynorm_r4_lr4e-3_s0' in ran
 
     # restarted: nothing runs again; an interrupted run (log cut short, a checkpoint) resumes alone
-    assert sweep.run_all(s, 'preset.py', {}, 20, parallel=2)[0] == finals and calls() == []
+    assert sweep.run_all(s, 'preset.py', {}, parallel=2)[0] == finals and calls() == []
     cut = os.path.join(out, 'swiglu_lr2e-3_s1')
     with open(os.path.join(cut, 'log.jsonl')) as f:
         lines = f.readlines()
     with open(os.path.join(cut, 'log.jsonl'), 'w') as f:
         f.writelines(lines[:2])
     open(os.path.join(cut, 'ckpt.pt'), 'wb').close()
-    sweep.run_all(s, 'preset.py', {}, 20, parallel=1)
+    sweep.run_all(s, 'preset.py', {}, parallel=1)
     assert calls() == ['swiglu_lr2e-3_s1', 'resume']
 
     # the summary of these runs (the fake runs have no checkpoints: no analyses), then its report
     analyzed = []
     monkeypatch.setattr(sweep, 'analyses', lambda run_dirs, out, device: analyzed.extend(run_dirs) or {})
-    summary = sweep.summarize(s, runs, finals, 'preset.py', {}, 'cpu')
+    summary = sweep.summarize(s, runs, finals, 'preset.py', {}, SETTINGS)
     assert sorted(os.path.basename(d) for d in analyzed) == sorted(  # the runs at each name's chosen lr
         ['swiglu_lr2e-3_s0', 'swiglu_lr2e-3_s1', 'polynorm_lr4e-3_s0', 'polynorm_lr4e-3_s1', 'relu_lr1e-3_s0',
-         'relu_lr1e-3_s1', 'polynorm_r2_lr4e-3_s0', 'polynorm_r4_lr4e-3_s0'])
+         'relu_lr1e-3_s1', 'polynorm_r2_lr4e-3_s0', 'polynorm_r4_lr4e-3_s0']
+        # and the grid's runs at one lr for all, SwiGLU's
+        + ['swiglu_lr2e-3_s1000', 'polynorm_lr2e-3_s1000', 'relu_lr2e-3_s1000'])
+    assert summary['analysis_lr'] == 2e-3 and summary['grid_seed'] == 1000
     text = report.report(json.loads(json.dumps(summary)))  # as read back from summary.json
     section = text.split('## Learning rate grid')[1].split('##')[0]
     grid = {line.split('|')[1].strip(): line for line in section.splitlines() if line.startswith('| ')}
-    assert 'widen the grid' in grid['polynorm'] and 'widen the grid' in grid['relu']  # 4e-3, 1e-3: the edges
-    assert 'widen the grid' not in grid['swiglu'] and 'diverged' in grid['relu']
+    assert 'extend the grid upwards' in grid['polynorm'] and 'downwards' in grid['relu']  # 4e-3, 1e-3: the edges
+    assert 'not bracketed' not in grid['swiglu'] and 'diverged' in grid['relu']
     assert "Order ablation" in text and 'polynorm_r2' in text
     against = text.split('## Against swiglu')[1].split('##')[0]
     assert '| polynorm | -0.0500 |' in against and 'lower loss' in against  # 0.05 lower, seeds 0.01 apart
     assert '| relu | +0.0000 |' in against and 'not distinguishable at 2 seeds' in against
 
 
+def test_budget_ladder_sweep_gives_the_compute_equivalent_speedup(fake_train, monkeypatch):
+    out, calls = fake_train
+    s = spec(out, ['swiglu', 'polynorm'], lrs=[2e-3, 4e-3], budgets=[0.5, 1.0])
+    finals, runs = sweep.run_all(s, 'preset.py', {}, parallel=2)
+    ran = calls()
+    assert len(ran) == 4 + 2 * 2 + 2 * 2 and 'polynorm_lr4e-3_b0.5_s1' in ran
+    with open(os.path.join(out, 'polynorm_lr4e-3_b0.5_s1', 'sweep.json')) as f:
+        assert '--max_steps=10' in json.load(f)['train_args']  # its own schedule, to its own end
+    assert finals[os.path.join(out, 'polynorm_lr4e-3_b0.5_s1')] == pytest.approx(2.01 - 0.05 + 0.1 * math.log(2))
+    assert sweep.run_all(s, 'preset.py', {}, parallel=2)[0] == finals and calls() == []  # resumes: all done
+    analyzed = []
+    monkeypatch.setattr(sweep, 'analyses', lambda run_dirs, out, device: analyzed.extend(run_dirs) or {})
+    summary = json.loads(json.dumps(sweep.summarize(s, runs, finals, 'preset.py', {}, SETTINGS)))
+    assert not any('_b0.5' in d for d in analyzed) and summary['budgets'] == [0.5, 1.0]
+    assert summary['warmup_steps'] == 2
+    ladder = table_rows(report.report(summary), 'Budget ladder')
+    # polynorm is 0.05 lower at each budget, 0.1 lower per e-fold more steps: at SwiGLU's full-budget loss at
+    # e^-0.5 of the steps
+    assert ladder['polynorm'][3] == f"{math.exp(0.5):.2f}" and ladder['polynorm'][5] == 'no'  # lr, 0.5, 1, it
+
+
 def test_a_failing_run_stops_the_sweep_with_its_log(fake_train):
     out, calls = fake_train
     with pytest.raises(SystemExit, match="fake failure"):
-        sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {}, 20, parallel=1)
-    assert calls() == ['gelu_lr1e-3_s0']  # stopped at once, not retried
+        sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {}, parallel=1)
+    assert calls() == ['gelu_lr1e-3_s1000']  # stopped at once, not retried
     # fixed and run again: the failed run had nothing to continue from, so it takes the new settings
     with pytest.raises(SystemExit, match="fake failure"):
-        sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {'n_layer': '2'}, 20, parallel=1)
+        sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {'n_layer': '2'}, parallel=1)
 
 
 def test_a_run_diverging_outside_the_grid_stops_the_sweep(fake_train):
     out, calls = fake_train
     with pytest.raises(SystemExit) as e:  # outside the grid a diverged run is no result: the sweep stops
-        sweep.run_all(spec(out, ['relu'], seeds=1), 'preset.py', {'learning_rate': '4e-3'}, 20, parallel=1)
+        sweep.run_all(spec(out, ['relu'], seeds=1), 'preset.py', {'learning_rate': '4e-3'}, parallel=1)
     assert f"exit code {settings.EXIT_DIVERGED})" in str(e.value) and 'loss is nan' in str(e.value)
     assert calls() == ['relu_s0'] and not os.path.exists(os.path.join(out, 'relu_s0', 'diverged.txt'))
 
@@ -291,16 +379,16 @@ def test_a_run_diverging_outside_the_grid_stops_the_sweep(fake_train):
 def test_ctrl_c_makes_the_runs_save_and_stop(fake_train):
     out, calls = fake_train
     code = (f"import sweep; sweep.TRAIN = {sweep.TRAIN!r}; "
-            f"sweep.run_all({spec(out, ['relu2', 'swiglu'], lrs=[1e-3])!r}, 'preset.py', {{}}, 20, 2)")
+            f"sweep.run_all({spec(out, ['relu2', 'swiglu'], lrs=[1e-3])!r}, 'preset.py', {{}}, 2)")
     sweep_process = subprocess.Popen([sys.executable, '-c', code], cwd=HERE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not os.path.exists(os.path.join(out, 'relu2_lr1e-3_s0', 'ready')) and time.time() < deadline:
+    while not os.path.exists(os.path.join(out, 'relu2_lr1e-3_s1000', 'ready')) and time.time() < deadline:
         time.sleep(0.1)  # until the fake run has its SIGINT handler
     sweep_process.send_signal(signal.SIGINT)
     stdout, stderr = sweep_process.communicate(timeout=60)
     assert 'interrupted' in stderr and 'to save a checkpoint' in stdout
-    assert os.path.exists(os.path.join(out, 'relu2_lr1e-3_s0', 'saved'))  # the run got one SIGINT and saved
+    assert os.path.exists(os.path.join(out, 'relu2_lr1e-3_s1000', 'saved'))  # the run got one SIGINT and saved
 
 
 # -----------------------------------------------------------------------------
@@ -339,9 +427,9 @@ def tiny_sweep(tmp_path_factory):
     return out, data_dir, run_sweep(out, data_dir)
 
 
-def table_rows(text):
-    """The results table's rows: name -> cells."""
-    section = text.split('## Results')[1].split('##')[0]
+def table_rows(text, heading='Results'):
+    """The rows of the table under the heading that starts with heading: name -> cells."""
+    section = text.split('## ' + heading)[1].split('\n## ')[0]
     return {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
             for line in section.splitlines() if line.startswith('| ') and not line.startswith('| activation')}
 
