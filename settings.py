@@ -220,7 +220,8 @@ def read_file(path):
         except Exception as e:  # a config file is Python: any error in it is the user's to fix
             raise SystemExit(f"{path} line {statement.lineno}: {type(e).__name__}: {e}") from None
         # what the statement assigned by name (an equal value too), or changed in any other way
-        named = {node.id for node in ast.walk(statement) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+        named = {node.id for node in ast.walk(statement)
+                 if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
         for key, value in namespace.items():
             if key in named or key in inherited or key not in before or before[key] is not value:
                 sources[key] = inherited.get(key, path) if key not in named else path

@@ -48,13 +48,7 @@ ACC = sum(item[3] for item in ITEMS) / len(ITEMS)  # 4/7
 ACC_NORM = sum(item[4] for item in ITEMS) / len(ITEMS)  # 5/7
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
 
 
 def write_jsonl(path, records):

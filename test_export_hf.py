@@ -36,13 +36,7 @@ needs_transformers = pytest.mark.skipif(importlib.util.find_spec('transformers')
                                         reason="loading the export needs transformers: pip install transformers safetensors")
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
 
 
 @pytest.fixture

@@ -40,14 +40,7 @@ STOP = 12  # where the interrupted runs stop
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}  # see one_thread
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and two threads per process crawl when the cores are shared
-    (two torchrun workers, or other jobs on the machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
 
 
 @pytest.fixture(scope='module')
