@@ -73,8 +73,9 @@ GRID_SEED = 1000
 DOWNLOAD_YOURSELF = {'fineweb': ('python data/fineweb/prepare.py', "8 train shards, 1.6 GB")}
 
 # The sweep's own settings per preset; the training settings are in config/sweep_<preset>.py. Flags win.
-LONG = {'activations': 'relu2,swiglu,polyrelu,polynorm,polynorm_glu', 'lrs': '2e-3,4e-3,8e-3,1.6e-2,3.2e-2',
-        'seeds': 3, 'parallel': 2, 'orders': '2,4', 'order_seeds': 1, 'budgets': '0.5,0.7,1'}
+LONG = {'activations': 'relu2,swiglu,polyrelu,polynorm,polynorm_glu',
+        'lrs': '2e-3,4e-3,8e-3,1.6e-2,3.2e-2,6.4e-2', 'seeds': 3, 'parallel': 2, 'orders': '2,4',
+        'order_seeds': 1, 'budgets': '0.5,0.7,1'}
 PRESETS = {
     'cpu': {'activations': 'relu,gelu,relu2,swiglu,polyrelu,polynorm', 'seeds': 3},
     'cpu-long': LONG,

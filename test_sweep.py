@@ -125,7 +125,7 @@ def test_presets_set_the_sweep_and_flags_win():
     if 'polynorm_glu' in sweep.ACTIVATIONS:  # the preset's gated PolyNorm, where model.py has it
         assert sweep.parse_args(['--preset', 'cpu-long']).activations[-1] == 'polynorm_glu'
     args = sweep.parse_args(['--preset', 'cpu-long', '--activations', 'swiglu,polynorm'])
-    assert args.lrs == [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]
+    assert args.lrs == [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2]
     assert args.parallel == 2 and args.orders == [2, 4] and args.seeds == 3
     assert sweep.parse_args(['--preset', 'cpu-long', '--parallel', '1', '--activations', 'polynorm']).parallel == 1
     resolved = sweep.read_settings(sweep.preset_path('cpu-long'), {'max_steps': '7'})  # the flags' text
