@@ -26,7 +26,7 @@ lr (with --order_seeds seeds, all by default). Without --lrs, --orders replaces 
 variant per order, all at the one lr.
 
 --parallel N runs N train.py processes side by side, each with OMP_NUM_THREADS = cores // N (unless you set
-OMP_NUM_THREADS yourself), the grid's runs first. Ctrl-C makes every run save a checkpoint and stop. A
+OMP_NUM_THREADS yourself) and, with --device=cuda, a GPU of its own (CUDA_VISIBLE_DEVICES), the grid's runs first. Ctrl-C makes every run save a checkpoint and stop. A
 restarted sweep (the same command) skips the finished runs and resumes the interrupted ones from their
 checkpoints, so a long sweep can run in parts. A run whose loss becomes non-finite in the lr grid counts as
 diverged (its lr is not chosen); any other failing run stops the sweep with the end of its train.log.
@@ -52,7 +52,7 @@ import time
 import torch
 
 import checkpoint
-from common import cpu_name, device_kind, model_config
+from common import cpu_name, device_kind, model_config, peak_flops
 from data.shards import atomic_write
 from model import ACTIVATIONS, GPT
 from settings import EXIT_DIVERGED, data_vocab, resolve
@@ -68,6 +68,7 @@ ABLATED = 'polynorm'  # the activation of the order ablation when there is an lr
 # The lr grid's seed: outside the reported seeds 0, 1, ..., so that the run that picks an activation's lr is not
 # also one of the runs its comparison counts (which would favour it a little, and break the test's independence)
 GRID_SEED = 1000
+ASSUMED_MFU = 0.4  # --plan's time on GPUs when no throughput was measured (--tok_per_s)
 
 # Datasets too big for the sweep to download unasked: how to get them
 DOWNLOAD_YOURSELF = {'fineweb': ('python data/fineweb/prepare.py', "8 train shards, 1.6 GB")}
@@ -257,6 +258,12 @@ def plan_text(spec, settings, parallel, tok_per_s):
         hours = full * tokens / (tok_per_s * parallel) / 3600
         lines.append(f"time: {hours:.1f} h of training at {tok_per_s:,.0f} tok/s per run, {parallel} run(s) at a "
                      "time (evaluations and checkpoints add to it)")
+    elif settings['device'] == 'cuda':  # no throughput measured yet: FLOPs at an MFU assumed, and said so
+        peak = peak_flops('H200')
+        hours = full * tokens * flops / (ASSUMED_MFU * peak) / 3600
+        lines.append(f"time, from FLOPs at an assumed {ASSUMED_MFU:.0%} MFU of an H100's or H200's {peak / 1e12:.0f} "
+                     f"TFLOP/s (not a measurement): {hours:.1f} h on one GPU, {hours / 8:.1f} h on 8 with --parallel "
+                     "8 (one run per GPU); give --tok_per_s, one run's measured throughput, for a real estimate")
     else:
         lines.append("time: give --tok_per_s (one run's measured throughput, e.g. from the tok/s of a run's log) "
                      "for an estimate")
@@ -361,7 +368,17 @@ def child_env(parallel, out):
     return env
 
 
-def start(run, args, state, env):
+def slot_gpus(device, parallel):
+    """The GPU (its CUDA_VISIBLE_DEVICES) of each of the `parallel` slots, or None: on a machine with several
+    GPUs, runs side by side go one to a GPU, in turn, rather than all to the first."""
+    if device != 'cuda' or parallel == 1:
+        return None
+    visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+    gpus = visible.split(',') if visible else [str(i) for i in range(torch.cuda.device_count())]
+    return [gpus[slot % len(gpus)] for slot in range(parallel)] if gpus else None
+
+
+def start(run, args, state, env, slot):
     """Start train.py for one run, its output appended to <run>/train.log. Its own session, so that Ctrl-C
     in the terminal reaches only the sweep, which passes it on exactly once (a second one would kill a run
     in the middle of saving its checkpoint)."""
@@ -373,7 +390,7 @@ def start(run, args, state, env):
     with open(log_path, 'a') as log:
         process = subprocess.Popen([sys.executable, TRAIN] + args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
-    return {'run': run, 'process': process, 'log': log_path, 't0': time.time()}
+    return {'run': run, 'process': process, 'log': log_path, 't0': time.time(), 'slot': slot}
 
 
 def finish(child, in_grid):
@@ -441,9 +458,9 @@ def waiting_runs(runs, finals, busy, config, overrides):
     return waiting
 
 
-def run_all(spec, config, overrides, parallel):
-    """Run every planned run to its end, up to `parallel` at a time, planning the seeds as each lr
-    grid finishes; return (finals: run folder -> final val loss, the runs)."""
+def run_all(spec, config, overrides, parallel, gpus=None):
+    """Run every planned run to its end, up to `parallel` at a time (slot i on gpus[i] when given), planning
+    the seeds as each lr grid finishes; return (finals: run folder -> final val loss, the runs)."""
     env = child_env(parallel, spec['out'])
     finals, running = {}, []
 
@@ -460,7 +477,9 @@ def run_all(spec, config, overrides, parallel):
             if not waiting and not running:
                 return finals, runs
             for run, args, state in waiting[:parallel - len(running)]:
-                running.append(start(run, args, state, env))
+                slot = min(set(range(parallel)) - {c['slot'] for c in running})
+                slot_env = {**env, 'CUDA_VISIBLE_DEVICES': gpus[slot]} if gpus else env
+                running.append(start(run, args, state, slot_env, slot))
             while not any(child['process'].poll() is not None for child in running):
                 time.sleep(0.5)
             for child in [c for c in running if c['process'].poll() is not None]:
@@ -696,7 +715,8 @@ def main(argv=None):
     ensure_data(settings, args.input)
 
     t0 = time.time()
-    finals, runs = run_all(spec, config, args.overrides, args.parallel)
+    gpus = slot_gpus(settings['device'], args.parallel)
+    finals, runs = run_all(spec, config, args.overrides, args.parallel, gpus)
     print(f"all {len(runs)} runs finished; this sweep call took {time.time() - t0:.0f} s", flush=True)
 
     summary = summarize(spec, runs, finals, config, args.overrides, settings)

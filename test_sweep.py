@@ -192,6 +192,15 @@ def test_gpu_preset_plans_an_lr_grid(tmp_path, capsys):
     assert 'python data/fineweb/prepare.py' in out  # the plan says the data is missing, but plans
 
 
+def test_gpu_plan_without_a_throughput_estimates_from_flops_and_says_so(tmp_path, capsys):
+    sweep.main(['--preset', 'gpu', '--plan', f'--data_dir={tmp_path}'])
+    out = capsys.readouterr().out
+    flops = float(out.split('all runs: ')[1].split('B tokens, ')[1].split(' FLOPs')[0])
+    hours = flops / (0.4 * 989e12) / 3600
+    assert f"at an assumed 40% MFU" in out and "(not a measurement)" in out
+    assert f"{hours:.1f} h on one GPU, {hours / 8:.1f} h on 8 with --parallel 8" in out
+
+
 def test_plan_counts_the_budget_ladder_in_tokens(tmp_path, capsys):
     sweep.main(['--preset', 'gpu', '--lrs', '1e-3,2e-3,4e-3', '--budgets', '0.5,0.7', '--plan', '--tok_per_s', '4e5',
                 f'--data_dir={tmp_path}'])
@@ -252,6 +261,8 @@ args = dict(arg[2:].split('=', 1) for arg in sys.argv[2:])
 out, activation, lr = args['out_dir'], args['activation'], float(args['learning_rate'])
 with open(os.path.join(os.path.dirname(out), 'calls.txt'), 'a') as f:
     f.write(os.path.basename(out) + (' resume' if args.get('init_from') == 'resume' else '') + '\\n')
+with open(os.path.join(out, 'gpu.txt'), 'w') as f:
+    f.write(os.environ.get('CUDA_VISIBLE_DEVICES', ''))
 if activation == 'relu' and lr > 3e-3:  # diverges: train.py's message, and its own exit status
     print('step 3: loss is nan', file=sys.stderr)
     sys.exit({diverged})
@@ -356,6 +367,16 @@ def test_budget_ladder_sweep_gives_the_compute_equivalent_speedup(fake_train, mo
     # polynorm is 0.05 lower at each budget, 0.1 lower per e-fold more steps: at SwiGLU's full-budget loss at
     # e^-0.5 of the steps
     assert ladder['polynorm'][3] == f"{math.exp(0.5):.2f}" and ladder['polynorm'][5] == 'no'  # lr, 0.5, 1, it
+
+
+def test_runs_side_by_side_go_one_to_a_gpu(fake_train, monkeypatch):
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '2,5,7')  # the GPUs the user left visible, in turn
+    assert sweep.slot_gpus('cuda', 4) == ['2', '5', '7', '2']
+    assert sweep.slot_gpus('cuda', 1) is None and sweep.slot_gpus('cpu', 4) is None
+    out, _ = fake_train
+    _, runs = sweep.run_all(spec(out, ['swiglu', 'polynorm'], lrs=[2e-3, 4e-3]), 'preset.py', {}, 2, ['3', '5'])
+    gpus = [open(os.path.join(run['dir'], 'gpu.txt')).read() for run in runs]
+    assert len(gpus) == 8 and set(gpus) == {'3', '5'}  # 4 grid runs and 2 x 2 seeds, on both GPUs
 
 
 def test_a_failing_run_stops_the_sweep_with_its_log(fake_train):
