@@ -25,11 +25,12 @@ compute-equivalent speed-up. With --orders as well, PolyNorm also runs at each o
 lr (with --order_seeds seeds, all by default). Without --lrs, --orders replaces each PolyCom activation by one
 variant per order, all at the one lr.
 
---parallel N runs N train.py processes side by side, the grid's runs first, each with OMP_NUM_THREADS = cores //
-N (unless you set OMP_NUM_THREADS yourself) and, with --device=cuda, a GPU of its own (CUDA_VISIBLE_DEVICES).
-Ctrl-C makes every run save a checkpoint and stop. A restarted sweep (the same command) skips the finished runs
-and resumes the interrupted ones from their checkpoints, so a long sweep can run in parts. A run whose loss becomes non-finite in the lr grid counts as
-diverged (its lr is not chosen); any other failing run stops the sweep with the end of its train.log.
+--parallel N runs N train.py processes side by side, the grid's runs first, each with OMP_NUM_THREADS = cores // N
+(unless you set OMP_NUM_THREADS yourself) and, with --device=cuda, a GPU of its own (CUDA_VISIBLE_DEVICES). Ctrl-C
+makes every run save a checkpoint and stop. A restarted sweep (the same command) skips the finished runs and
+resumes the interrupted ones from their checkpoints, so a long sweep can run in parts. A run whose loss becomes
+non-finite in the lr grid counts as diverged (its lr is not chosen); any other failing run stops the sweep with the
+end of its train.log.
 
 At the end the sweep writes <out>/summary.json (every run's curves and final numbers, no weights), then
 <out>/report.md (also printed) and <out>/val_loss.png from that summary alone, by report.py, which redoes them
