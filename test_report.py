@@ -272,52 +272,29 @@ def test_an_lr_is_bracketed_by_a_worse_one_beyond_a_seed_sd_on_both_sides():
     assert report.unbracketed(summary, 'swiglu')[0] == ['downwards']
 
 
-def test_the_kept_sweep_flags_polynorms_lr_alone():
-    # PolyNorm's 3.2e-2 is 0.003 above its best at 8e-3, within its seed SD of 0.0073: not bracketed above
+def test_the_kept_sweep_brackets_every_chosen_lr():
+    # the grid from 2e-3 to 6.4e-2: every chosen lr has a worse one, by more than a seed SD, on both sides
     with open(os.path.join(HERE, 'assets', 'sweep_cpu_long', 'summary.json')) as f:
         summary = json.load(f)
-    assert {name: report.unbracketed(summary, name)[0] for name in summary['chosen_lr']} == {
-        'relu2': [], 'swiglu': [], 'polyrelu': [], 'polynorm': ['upwards'], 'polynorm_glu': []}
+    assert summary['chosen_lr'] == {'relu2': 4e-3, 'swiglu': 4e-3, 'polyrelu': 8e-3, 'polynorm': 1.6e-2,
+                                    'polynorm_glu': 1.6e-2}
+    assert all(report.unbracketed(summary, name)[0] == [] for name in summary['chosen_lr'])
 
 
-def test_results_table_columns():
-    analysis = {'params': 2_000_000, 'erank_up': 20.0, 'erank_down': 10.0, 'similarity': 0.5}
-    summary = fake_summary({'swiglu': [2.0, 2.0], 'polynorm': [1.9, 1.9]},
-                           analyses={'swiglu': [{**analysis, 'erank_gate': 30.0}] * 2, 'polynorm': [analysis, None]})
-    results = rows(report.report(summary), 'Results')
-    # lr, parameters, val, train, speed-up in tokens and in time, ms / step, erank up, down, gate, similarity
-    assert results['swiglu'] == ['-', '2.000 M', '2.0000 ± 0.0000', '2.0000 ± 0.0000', '1.00 ± 0.00',
-                                 '1.00 ± 0.00', '10', '20.0 ± 0.0', '10.0 ± 0.0', '30.0 ± 0.0', '0.500 ± 0.000']
-    assert results['polynorm'][-4:] == ['20.0', '10.0', '-', '0.500']  # one seed analyzed; no gate
-    assert float(results['polynorm'][4].split()[0]) > 1  # gets to SwiGLU's final loss before SwiGLU does
-
-
-def test_report_of_an_older_summary_takes_the_defaults():
-    summary = fake_summary({'swiglu': [2.0, 2.1], 'polynorm': [1.9, 2.0]})
-    older = {k: v for k, v in summary.items() if k not in ('baseline', 'ablated', 'smooth')}
-    assert report.report(older) == report.report(summary)
-
-
-def test_kept_summary_gives_the_kept_numbers():
-    # assets/sweep_cpu_long holds a measured sweep's summary.json and the report made from it then: the same
-    # numbers come out now (the lrs are written differently since, so they are left out)
+def test_kept_summary_gives_the_kept_report_and_the_readmes_numbers():
+    # assets/sweep_cpu_long holds a measured sweep's summary.json and the report made from it: the same report
+    # comes out now, with the figures the README quotes
     folder = os.path.join(HERE, 'assets', 'sweep_cpu_long')
     with open(os.path.join(folder, 'summary.json')) as f:
         text = report.report(json.load(f))
     with open(os.path.join(folder, 'report.md')) as f:
-        kept = f.read()
-    now, then = rows(text, 'Results'), rows(kept, 'Results')
-    assert list(now) == list(then) and len(now) > 1
-    assert {k: v[1:] for k, v in now.items()} == {k: v[1:] for k, v in then.items()}
-    for heading, kept_heading in (('Order ablation', 'Order ablation'), ('Against swiglu', 'Against SwiGLU')):
-        now, then = rows(text, heading), rows(kept, kept_heading)
-        assert list(now) == list(then) and len(now) > 1
-        assert {k: v[:4] for k, v in now.items()} == {k: v[:4] for k, v in then.items()}  # difference to df
-    against = rows(text, 'Against swiglu')
-    # then |t| >= 2 read "lower loss"; ReLU²'s t = -2.38 at df 3.5 is p = 0.084: not a difference at p < 0.05
-    assert against['relu2'][4:] == ['0.084', 'not distinguishable at 3 seeds']
-    assert against['polynorm'][4:] == ['0.006', 'lower loss']
-    assert "At p < 0.0125 (Bonferroni, 0.05 over all 4 together): polynorm, polynorm_glu." in text
+        assert f.read() == text
+    ladder, against = rows(text, 'Budget ladder'), rows(text, 'Against swiglu')
+    assert ladder['polynorm'][4:7] == ['1.23', '1.20 to 1.27', 'no']  # inside the ladder
+    assert ladder['polynorm_glu'][4:6] == ['1.21', '1.12 to 1.28']
+    assert against['polynorm'][4:] == ['0.001', 'lower loss']
+    assert against['relu2'][4:] == ['0.097', 'not distinguishable at 3 seeds']
+    assert "At p < 0.0125 (Bonferroni, 0.05 over all 4 together): polynorm." in text
 
 
 def test_plot_has_a_legend_and_a_unit_on_every_panel():
