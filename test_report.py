@@ -281,20 +281,37 @@ def test_the_kept_sweep_brackets_every_chosen_lr():
     assert all(report.unbracketed(summary, name)[0] == [] for name in summary['chosen_lr'])
 
 
-def test_kept_summary_gives_the_kept_report_and_the_readmes_numbers():
-    # assets/sweep_cpu_long holds a measured sweep's summary.json and the report made from it: the same report
-    # comes out now, with the figures the README quotes
-    folder = os.path.join(HERE, 'assets', 'sweep_cpu_long')
+def kept_report(sweep):
+    """The report that report.py makes now from a kept sweep's summary.json, checked against the kept one."""
+    folder = os.path.join(HERE, 'assets', sweep)
     with open(os.path.join(folder, 'summary.json')) as f:
         text = report.report(json.load(f))
     with open(os.path.join(folder, 'report.md')) as f:
         assert f.read() == text
+    return text
+
+
+def test_kept_summary_gives_the_kept_report_and_the_readmes_numbers():
+    # assets/sweep_cpu_long holds a measured sweep's summary.json and the report made from it: the same report
+    # comes out now, with the figures the README quotes
+    text = kept_report('sweep_cpu_long')
     ladder, against = rows(text, 'Budget ladder'), rows(text, 'Against swiglu')
     assert ladder['polynorm'][4:7] == ['1.23', '1.20 to 1.27', 'no']  # inside the ladder
     assert ladder['polynorm_glu'][4:6] == ['1.21', '1.12 to 1.28']
     assert against['polynorm'][4:] == ['0.001', 'lower loss']
     assert against['relu2'][4:] == ['0.097', 'not distinguishable at 3 seeds']
     assert "At p < 0.0125 (Bonferroni, 0.05 over all 4 together): polynorm." in text
+
+
+def test_kept_stdlib_sweep_gives_its_report_and_the_readmes_numbers():
+    text = kept_report('sweep_cpu_stdlib')
+    ladder, against = rows(text, 'Budget ladder'), rows(text, 'Against swiglu')
+    assert ladder['polynorm'][4:7] == ['1.21', '1.15 to 1.28', 'no']
+    assert against['polynorm'][4:] == ['0.006', 'lower loss']
+    assert against['polyrelu'][4:] == ['0.114', 'not distinguishable at 3 seeds']
+    with open(os.path.join(HERE, 'assets', 'sweep_cpu_stdlib', 'summary.json')) as f:
+        summary = json.load(f)
+    assert all(report.unbracketed(summary, name)[0] == [] for name in summary['chosen_lr'])
 
 
 def test_plot_has_a_legend_and_a_unit_on_every_panel():
