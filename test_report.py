@@ -281,20 +281,39 @@ def test_the_kept_sweep_brackets_every_chosen_lr():
     assert all(report.unbracketed(summary, name)[0] == [] for name in summary['chosen_lr'])
 
 
+def test_results_table_columns():
+    analysis = {'params': 2_000_000, 'erank_up': 20.0, 'erank_down': 10.0, 'similarity': 0.5}
+    summary = fake_summary({'swiglu': [2.0, 2.0], 'polynorm': [1.9, 1.9]},
+                           analyses={'swiglu': [{**analysis, 'erank_gate': 30.0}] * 2, 'polynorm': [analysis, None]})
+    results = rows(report.report(summary), 'Results')
+    # lr, parameters, val, train, speed-up in tokens and in time, ms / step, erank up, down, gate, similarity
+    assert results['swiglu'] == ['-', '2.000 M', '2.0000 ± 0.0000', '2.0000 ± 0.0000', '1.00 ± 0.00',
+                                 '1.00 ± 0.00', '10', '20.0 ± 0.0', '10.0 ± 0.0', '30.0 ± 0.0', '0.500 ± 0.000']
+    assert results['polynorm'][-4:] == ['20.0', '10.0', '-', '0.500']  # one seed analyzed; no gate
+    assert float(results['polynorm'][4].split()[0]) > 1  # gets to SwiGLU's final loss before SwiGLU does
+
+
+def test_report_of_an_older_summary_takes_the_defaults():
+    summary = fake_summary({'swiglu': [2.0, 2.1], 'polynorm': [1.9, 2.0]})
+    older = {k: v for k, v in summary.items() if k not in ('baseline', 'ablated', 'smooth')}
+    assert report.report(older) == report.report(summary)
+
+
 def kept_report(sweep):
     """The report that report.py makes now from a kept sweep's summary.json, checked against the kept one."""
     folder = os.path.join(HERE, 'assets', sweep)
     with open(os.path.join(folder, 'summary.json')) as f:
-        text = report.report(json.load(f))
+        summary = json.load(f)
+    text = report.report(summary)
     with open(os.path.join(folder, 'report.md')) as f:
         assert f.read() == text
-    return text
+    return summary, text
 
 
 def test_kept_summary_gives_the_kept_report_and_the_readmes_numbers():
     # assets/sweep_cpu_long holds a measured sweep's summary.json and the report made from it: the same report
     # comes out now, with the figures the README quotes
-    text = kept_report('sweep_cpu_long')
+    _, text = kept_report('sweep_cpu_long')
     ladder, against = rows(text, 'Budget ladder'), rows(text, 'Against swiglu')
     assert ladder['polynorm'][4:7] == ['1.23', '1.20 to 1.27', 'no']  # inside the ladder
     assert ladder['polynorm_glu'][4:6] == ['1.21', '1.12 to 1.28']
@@ -304,13 +323,11 @@ def test_kept_summary_gives_the_kept_report_and_the_readmes_numbers():
 
 
 def test_kept_stdlib_sweep_gives_its_report_and_the_readmes_numbers():
-    text = kept_report('sweep_cpu_stdlib')
+    summary, text = kept_report('sweep_cpu_stdlib')
     ladder, against = rows(text, 'Budget ladder'), rows(text, 'Against swiglu')
     assert ladder['polynorm'][4:7] == ['1.21', '1.15 to 1.28', 'no']
     assert against['polynorm'][4:] == ['0.006', 'lower loss']
     assert against['polyrelu'][4:] == ['0.114', 'not distinguishable at 3 seeds']
-    with open(os.path.join(HERE, 'assets', 'sweep_cpu_stdlib', 'summary.json')) as f:
-        summary = json.load(f)
     assert all(report.unbracketed(summary, name)[0] == [] for name in summary['chosen_lr'])
 
 

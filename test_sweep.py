@@ -199,7 +199,7 @@ def test_gpu_plan_without_a_throughput_estimates_from_flops_and_says_so(tmp_path
     out = capsys.readouterr().out
     flops = float(out.split('all runs: ')[1].split('B tokens, ')[1].split(' FLOPs')[0])
     hours = flops / (0.4 * 989e12) / 3600
-    assert f"at an assumed 40% MFU" in out and "(not a measurement)" in out
+    assert "at an assumed 40% MFU" in out and "(not a measurement)" in out
     assert f"{hours:.1f} h on one GPU, {hours / 8:.1f} h on 8 with --parallel 8" in out
 
 
