@@ -23,9 +23,9 @@ from model import ACT_IMPLS, ACTIVATIONS, FFN, GATED, GPT, GPTConfig, make_activ
 from settings import QUICKSTART, data_vocab, resolve
 
 try:  # the fused Triton kernels; without Triton their rows say why they did not run
-    import kernels
+    import polykernels
 except ImportError:
-    kernels = None
+    polykernels = None
 
 IMPLS = ('eager', 'ckpt', 'compile', 'fused', 'liger')
 DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': torch.float32}
@@ -308,9 +308,9 @@ def applies(activation, impl):
 
 
 def triton_runs_on(device):
-    """Whether kernels.py's kernels run here: CUDA tensors, or the CPU through Triton's interpreter (for tests:
-    slow, not timing), which kernels.py takes when TRITON_INTERPRET=1 was set before it was imported."""
-    return kernels is not None and (device.type == 'cuda' or kernels.INTERPRETED)
+    """Whether polykernels.py's kernels run here: CUDA tensors, or the CPU through Triton's interpreter (for tests:
+    slow, not timing), which polykernels.py takes when TRITON_INTERPRET=1 was set before it was imported."""
+    return polykernels is not None and (device.type == 'cuda' or polykernels.INTERPRETED)
 
 
 def liger_poly_norm_class():
@@ -327,8 +327,8 @@ def liger_poly_norm_class():
 def unavailable(activation, impl, order, device):
     """Why an implementation that applies cannot run here, or None when it can."""
     if impl == 'fused':
-        if kernels is None:
-            return "kernels.py did not import (it needs Triton: pip install triton)"
+        if polykernels is None:
+            return "polykernels.py did not import (it needs Triton: pip install triton)"
         if not triton_runs_on(device):
             return "the Triton kernels need a CUDA device (or TRITON_INTERPRET=1, for tests)"
     if impl == 'liger':
@@ -357,9 +357,9 @@ def build(activation, impl, order, device):
             act.bias.fill_(0.1)
     forward = act
     if impl == 'fused' and poly(activation) == 'polynorm':  # the kernels called directly, whatever 'auto' picks
-        forward = partial(kernels.poly_norm_fused, weight=act.weight, bias=act.bias, eps=act.eps)
+        forward = partial(polykernels.poly_norm_fused, weight=act.weight, bias=act.bias, eps=act.eps)
     elif impl == 'fused':
-        forward = partial(kernels.poly_relu_fused, weight=act.weight, bias=act.bias)
+        forward = partial(polykernels.poly_relu_fused, weight=act.weight, bias=act.bias)
     elif impl == 'liger':
         forward = liger_poly_norm(act)
         params = list(forward.parameters())
@@ -670,7 +670,7 @@ def environment(device, argv):
     _, liger_reason = liger_poly_norm_class()
     return {'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else f"CPU: {cpu_name()}",
             'cpu': cpu_name(), 'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__,
-            'triton': kernels and kernels.triton.__version__, 'cuda': torch.version.cuda,
+            'triton': polykernels and polykernels.triton.__version__, 'cuda': torch.version.cuda,
             'python': platform.python_version(), 'liger_kernel': liger_reason or 'imported',
             'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
             'command': ' '.join(['python', 'bench.py', *(sys.argv[1:] if argv is None else argv)])}
@@ -703,7 +703,7 @@ def shape_text(r):
 
 
 def impl_text(r):
-    # Liger's forward raises x to its powers in the input's dtype (model.py and kernels.py: in float32)
+    # Liger's forward raises x to its powers in the input's dtype (model.py and polykernels.py: in float32)
     return f"liger (powers in {r['dtype']})" if r['impl'] == 'liger' and r['dtype'] != 'float32' else r['impl']
 
 

@@ -1,5 +1,5 @@
-# Without a GPU, the fused Triton kernels (kernels.py) run on the CPU through Triton's interpreter. Triton reads
-# the switch when kernels.py is imported, so it is set here, before any test module imports model.py.
+# Without a GPU, the fused Triton kernels (polykernels.py) run on the CPU through Triton's interpreter. Triton reads
+# the switch when polykernels.py is imported, so it is set here, before any test module imports model.py.
 import os
 
 import pytest

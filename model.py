@@ -23,8 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-try:  # optional fused Triton kernels (kernels.py) for CUDA; the code below stays the definition
-    from kernels import poly_norm_fused, poly_relu_fused
+try:  # optional fused Triton kernels (polykernels.py) for CUDA; the code below stays the definition
+    from polykernels import poly_norm_fused, poly_relu_fused
 except ImportError:
     poly_norm_fused = poly_relu_fused = None
 
@@ -212,7 +212,7 @@ def run_polycom(fn, fused, impl, checkpointing, x, *args):
 
 
 def polycom_impl(impl, x, weight):
-    """The act_impl that runs for input x. 'auto': the Triton kernels (kernels.py) on CUDA when they import
+    """The act_impl that runs for input x. 'auto': the Triton kernels (polykernels.py) on CUDA when they import
     and take these coefficients (one set of 2 to 4), else on the CPU inductor's compile of the plain function
     when a C++ compiler is found, else the plain code. Inside a model that is itself compiled, 'compiled'
     runs as plain code: the outer compile fuses it anyway."""

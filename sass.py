@@ -1,13 +1,13 @@
 """
-Registers, spills and occupancy of the PolyNorm kernels (kernels.py) on sm_90 (H100, H200), without a GPU.
+Registers, spills and occupancy of the PolyNorm kernels (polykernels.py) on sm_90 (H100, H200), without a GPU.
 
     python sass.py                      order 3: writes out/sass.md (the README's register table) and out/sass.json
     python sass.py --order 4 --out out/sass_order4
 
 Triton compiles each kernel for sm_90 in bf16 (`triton.compile(ASTSource(...), target=GPUTarget('cuda', 90, 32))`),
 then the ptxas that Triton itself calls reports registers and spills on its PTX. Each width is compiled with the
-tiling kernels.py chooses, and wide rows also with MAX_BLOCK-wide tiles, to show why they are not chosen; each at
-4 to 32 warps. That is how kernels.py's tile widths and warps were sized before a GPU was lent. About a minute.
+tiling polykernels.py chooses, and wide rows also with MAX_BLOCK-wide tiles, to show why they are not chosen; each at
+4 to 32 warps. That is how polykernels.py's tile widths and warps were sized before a GPU was lent. About a minute.
 """
 
 import argparse
@@ -30,7 +30,7 @@ SM90 = dict(registers=65536, register_unit=256, warps=64, programs=32, shared=22
 
 
 def kernel_signature(kernel, io_type):
-    """ASTSource's signature for a kernels.py kernel: x, y, dy and dx in io_type, other pointers float32."""
+    """ASTSource's signature for a polykernels.py kernel: x, y, dy and dx in io_type, other pointers float32."""
     signature = {}
     for name in kernel.arg_names:
         if name.isupper():
@@ -74,23 +74,23 @@ def occupancy(registers, shared_bytes, num_warps):
     return programs * num_warps / SM90['warps']
 
 
-def tilings(kernels, width):
-    """The tiling kernels.py launches for the width, and for a row swept in tiles, MAX_BLOCK-wide tiles as well."""
-    chosen = kernels.norm_tiles(width)
+def tilings(polykernels, width):
+    """The tiling polykernels.py launches for the width, and for a row swept in tiles, MAX_BLOCK-wide tiles as well."""
+    chosen = polykernels.norm_tiles(width)
     if chosen['ONE_TILE']:
         return [chosen]
-    rest = width % kernels.MAX_BLOCK
-    return [chosen, dict(BLOCK=kernels.MAX_BLOCK, TAIL=1 << (rest - 1).bit_length() if rest else 0, ONE_TILE=False)]
+    rest = width % polykernels.MAX_BLOCK
+    return [chosen, dict(BLOCK=polykernels.MAX_BLOCK, TAIL=1 << (rest - 1).bit_length() if rest else 0, ONE_TILE=False)]
 
 
-def report_rows(kernels, order):
+def report_rows(polykernels, order):
     """Every (width, tiling, kernel, warps) compiled for sm_90, with its registers, spills and occupancy."""
     rows = []
     for width in WIDTHS:
-        options = tilings(kernels, width)
+        options = tilings(polykernels, width)
         for tiles in options:
-            for name, kernel in (('forward', kernels._poly_norm_fwd_kernel),
-                                 ('backward', kernels._poly_norm_bwd_kernel)):
+            for name, kernel in (('forward', polykernels._poly_norm_fwd_kernel),
+                                 ('backward', polykernels._poly_norm_bwd_kernel)):
                 constants = dict(ORDER=order, R=1 << (order - 1).bit_length(),
                                  **{k: v for k, v in tiles.items() if k != 'num_warps'})
                 for warps in WARPS:
@@ -111,7 +111,7 @@ def markdown(rows, order, triton_version, command):
              f"Compiled without a GPU: triton {triton_version}, `triton.compile(ASTSource(...), "
              f"target=GPUTarget('cuda', 90, 32))`, then Triton's own ptxas -v. `{command}`", '',
              "Each cell: registers per thread / spilled bytes / occupancy (resident warps per SM out of 64, one "
-             "program per row). **Bold**: what kernels.py launches.", '',
+             "program per row). **Bold**: what polykernels.py launches.", '',
              f"| width | tiling | kernel | {' | '.join(f'{w} warps' for w in WARPS)} |",
              f"|{'---|' * (3 + len(WARPS))}"]
     cells = {}
@@ -132,15 +132,15 @@ def main(argv=None):
     p.add_argument('--out', default=os.path.join('out', 'sass'), help="prefix of the .md and .json written")
     args = p.parse_args(argv)
     try:
-        import kernels
+        import polykernels
     except ImportError:
         raise SystemExit("sass.py needs Triton (pip install triton)") from None
-    if kernels.INTERPRETED:
+    if polykernels.INTERPRETED:
         raise SystemExit("sass.py compiles the kernels, which TRITON_INTERPRET=1 replaces with the interpreter; "
                          "run it without TRITON_INTERPRET")
     import triton
     command = ' '.join(['python', 'sass.py', *(sys.argv[1:] if argv is None else argv)])
-    rows = report_rows(kernels, args.order)
+    rows = report_rows(polykernels, args.order)
     text = markdown(rows, args.order, triton.__version__, command)
     print('\n' + text)
     report = {'triton': triton.__version__, 'python': platform.python_version(), 'command': command,

@@ -304,9 +304,9 @@ def test_model_suite_quick_start_compares_act_impls(tmp_path):
 
 
 def test_fused_kernels_in_the_triton_interpreter(tmp_path):
-    pytest.importorskip('triton', reason="kernels.py needs Triton")
+    pytest.importorskip('triton', reason="polykernels.py needs Triton")
     out = tmp_path / 'fused'
-    env = {**os.environ, 'TRITON_INTERPRET': '1'}  # read when kernels.py defines its kernels: a fresh process
+    env = {**os.environ, 'TRITON_INTERPRET': '1'}  # read when polykernels.py defines its kernels: a fresh process
     done = subprocess.run([sys.executable, 'bench.py', '--device', 'cpu', '--rows', '8', '--widths', '32',
                            '--activations', 'polyrelu', 'polynorm', 'polynorm_glu', '--impls', 'eager', 'fused',
                            '--repeats', '1',

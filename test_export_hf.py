@@ -85,7 +85,7 @@ def export(model, tmp_path, meta=BYTES):
 
 def import_transformers():
     """transformers, imported once with this folder off sys.path: transformers 5 looks for the Hugging Face
-    `kernels` package by importing any top-level module of that name it finds, and this project's kernels.py
+    `kernels` package by importing any top-level module of that name it finds, and this project's polykernels.py
     (not that package) fails to import without Triton. transformers remembers the answer for later imports."""
     saved = sys.path[:]
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != ROOT]

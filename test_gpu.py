@@ -55,18 +55,18 @@ def assert_grads_close(got, want, tolerance=2e-2):
 
 @cuda
 def test_kernels_are_compiled_not_interpreted():
-    kernels = pytest.importorskip('kernels')
-    assert not kernels.INTERPRETED, "TRITON_INTERPRET=1 is set: the kernels would not be compiled for the GPU"
+    polykernels = pytest.importorskip('polykernels')
+    assert not polykernels.INTERPRETED, "TRITON_INTERPRET=1 is set: the kernels would not be compiled for the GPU"
 
 
 @cuda
 @pytest.mark.parametrize('width', [1536, 4096, 8256, 16384])  # one tile; one tile exactly; 2048-wide tiles + tail
 @pytest.mark.parametrize('op', ['polynorm', 'polyrelu'])
 def test_fused_matches_float64_at_the_model_widths(op, width):
-    kernels = pytest.importorskip('kernels', reason="kernels.py needs Triton")
+    polykernels = pytest.importorskip('polykernels', reason="polykernels.py needs Triton")
     torch.manual_seed(0)
-    plain, fused = {'polynorm': (model.poly_norm, kernels.poly_norm_fused),
-                    'polyrelu': (model.poly_relu, kernels.poly_relu_fused)}[op]
+    plain, fused = {'polynorm': (model.poly_norm, polykernels.poly_norm_fused),
+                    'polyrelu': (model.poly_relu, polykernels.poly_relu_fused)}[op]
     args = (1e-6,) if op == 'polynorm' else ()
     x = torch.randn(64, width, device='cuda', dtype=torch.bfloat16, requires_grad=True)
     weight = torch.tensor([0.5, 0.3, 0.2], device='cuda', requires_grad=True)
@@ -209,11 +209,11 @@ def test_liger_poly_norm_agrees_with_float64(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_kernels_run_on_the_tensors_device_not_the_current_one():
-    kernels = pytest.importorskip('kernels', reason="kernels.py needs Triton")
+    polykernels = pytest.importorskip('polykernels', reason="polykernels.py needs Triton")
     x = torch.randn(8, 96, device='cuda:1')
     weight, bias = torch.tensor([0.5, 0.3, 0.2], device='cuda:1'), torch.tensor([0.1], device='cuda:1')
     with torch.cuda.device(0):
-        y = kernels.poly_norm_fused(x, weight, bias)
+        y = polykernels.poly_norm_fused(x, weight, bias)
     assert_close_relative(y, model.poly_norm(x.double(), weight.double(), bias.double(), 1e-6), 1e-4)
 
 

@@ -21,9 +21,9 @@ def test_occupancy_by_hand():
 
 
 def test_kernels_compile_for_sm90_without_a_gpu():
-    pytest.importorskip('triton', reason="kernels.py needs Triton")
+    pytest.importorskip('triton', reason="polykernels.py needs Triton")
     # a fresh process without the interpreter, which would replace the kernels Triton compiles
-    code = ("import sass, kernels; print(sass.sass_usage(kernels._poly_norm_bwd_kernel, "
+    code = ("import sass, polykernels; print(sass.sass_usage(polykernels._poly_norm_bwd_kernel, "
             "dict(ORDER=3, R=4, BLOCK=2048, TAIL=64, ONE_TILE=False), 8))")
     done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env={**os.environ, 'TRITON_INTERPRET': '0'},
                           capture_output=True, text=True)
@@ -33,11 +33,11 @@ def test_kernels_compile_for_sm90_without_a_gpu():
 
 
 def test_wide_rows_are_also_compiled_in_max_block_tiles():
-    kernels = pytest.importorskip('kernels', reason="kernels.py needs Triton")
-    chosen, wide = sass.tilings(kernels, 8256)
-    assert chosen == kernels.norm_tiles(8256)
-    assert (wide['BLOCK'], wide['TAIL']) == (kernels.MAX_BLOCK, 64)  # 8256 = 2 x 4096 + 64
-    assert sass.tilings(kernels, 4096) == [kernels.norm_tiles(4096)]  # one tile: nothing else to show
+    polykernels = pytest.importorskip('polykernels', reason="polykernels.py needs Triton")
+    chosen, wide = sass.tilings(polykernels, 8256)
+    assert chosen == polykernels.norm_tiles(8256)
+    assert (wide['BLOCK'], wide['TAIL']) == (polykernels.MAX_BLOCK, 64)  # 8256 = 2 x 4096 + 64
+    assert sass.tilings(polykernels, 4096) == [polykernels.norm_tiles(4096)]  # one tile: nothing else to show
 
 
 def test_table_marks_what_kernels_launch():
@@ -49,7 +49,7 @@ def test_table_marks_what_kernels_launch():
 
 
 def test_refuses_the_interpreter():
-    pytest.importorskip('triton', reason="kernels.py needs Triton")
+    pytest.importorskip('triton', reason="polykernels.py needs Triton")
     done = subprocess.run([sys.executable, 'sass.py'], cwd=ROOT, env={**os.environ, 'TRITON_INTERPRET': '1'},
                           capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.strip().endswith("run it without TRITON_INTERPRET")

@@ -21,7 +21,7 @@ A PolyNorm row is one program: held in registers up to MAX_BLOCK columns, swept 
 
 Importing this module raises ImportError when Triton is missing. The kernels need CUDA tensors, or CPU tensors
 when TRITON_INTERPRET=1 is set before this module is imported (Triton reads it when a kernel is defined). That is
-how test_kernels.py checks them against a float64 reference on a CPU-only machine.
+how test_polykernels.py checks them against a float64 reference on a CPU-only machine.
 """
 
 import contextlib
@@ -390,7 +390,7 @@ def _check_inputs(name, x, weight, bias):
                          f"{bias.device}; move them with .to(x.device)")
     if x.device.type == "cpu" and not INTERPRETED:
         raise ValueError(f"{name}: x is a CPU tensor; the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 set "
-                         f"before kernels.py is imported to run them (slowly) on the CPU")
+                         f"before polykernels.py is imported to run them (slowly) on the CPU")
 
 
 def poly_norm_fused(x, weight, bias, eps=1e-6):

@@ -1,7 +1,7 @@
 """
-Tests for kernels.py: the fused PolyNorm / PolyReLU Triton kernels against a float64 reference written here from
+Tests for polykernels.py: the fused PolyNorm / PolyReLU Triton kernels against a float64 reference written here from
 the paper's formulas, forward and backward. On a CPU-only machine the kernels run in Triton's interpreter.
-Run: python -m pytest -q test_kernels.py
+Run: python -m pytest -q test_polykernels.py
 """
 
 import contextlib
@@ -10,14 +10,14 @@ import numpy
 import pytest
 import torch
 
-# conftest.py sets TRITON_INTERPRET=1 on machines without a GPU, before kernels.py is imported (Triton reads it
+# conftest.py sets TRITON_INTERPRET=1 on machines without a GPU, before polykernels.py is imported (Triton reads it
 # when a kernel is defined): the kernels then run on CPU tensors in Triton's interpreter; with a GPU, on CUDA.
-triton = pytest.importorskip("triton", reason="Triton is not installed; kernels.py is optional and the model runs "
+triton = pytest.importorskip("triton", reason="Triton is not installed; polykernels.py is optional and the model runs "
                                               "without it")
-import kernels  # noqa: E402
+import polykernels  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not kernels.INTERPRETED:
+if DEVICE == "cpu" and not polykernels.INTERPRETED:
     pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: the kernels cannot run here (conftest.py sets it "
                 "when it is unset)", allow_module_level=True)
 
@@ -31,11 +31,11 @@ def version(text):
 # Triton's interpreter up to 3.6 reads a runtime loop bound with int() of a 1-element array, which numpy 2.4 refuses
 # (fixed by triton-lang/triton#9172): a CPU-only bug that tiled PolyNorm rows meet; compiled kernels are unaffected.
 old_interpreter = pytest.mark.skipif(
-    kernels.INTERPRETED and version(triton.__version__) < (3, 7) and version(numpy.__version__) >= (2, 4),
+    polykernels.INTERPRETED and version(triton.__version__) < (3, 7) and version(numpy.__version__) >= (2, 4),
     reason=f"triton {triton.__version__}'s interpreter breaks on numpy {numpy.__version__} in a runtime-bounded "
            "loop (triton-lang/triton#9172); install numpy<2.4 or a newer triton")
 
-FUSED = {"norm": lambda x, w, b: kernels.poly_norm_fused(x, w, b, EPS), "relu": kernels.poly_relu_fused}
+FUSED = {"norm": lambda x, w, b: polykernels.poly_norm_fused(x, w, b, EPS), "relu": polykernels.poly_relu_fused}
 
 
 @pytest.fixture
@@ -111,32 +111,32 @@ def test_wide_rows_are_processed_in_tiles(device, op, width):
 @pytest.mark.parametrize("order", [2, 4])
 def test_tiled_norm_with_small_tiles(device, monkeypatch, order, dtype, width):
     # rows over 64 swept in 32-wide tiles: full tiles only (192), or ending in a tail of 1 (65) or 4 (100) columns
-    monkeypatch.setattr(kernels, "MAX_BLOCK", 64)
-    monkeypatch.setattr(kernels, "WIDE_BLOCK", 32)
-    assert not kernels.norm_tiles(width)["ONE_TILE"]
+    monkeypatch.setattr(polykernels, "MAX_BLOCK", 64)
+    monkeypatch.setattr(polykernels, "WIDE_BLOCK", 32)
+    assert not polykernels.norm_tiles(width)["ONE_TILE"]
     torch.manual_seed(0)
     assert_matches_reference("norm", torch.randn(3, width, device=device).to(dtype), order)
 
 
 def test_tiles_leave_little_padding():
-    for width in [*range(1, 3 * kernels.MAX_BLOCK, 61), 3072, 6144, 8256, 16384, 65536]:
-        t = kernels.norm_tiles(width)
-        assert t["ONE_TILE"] == (width <= kernels.MAX_BLOCK)
+    for width in [*range(1, 3 * polykernels.MAX_BLOCK, 61), 3072, 6144, 8256, 16384, 65536]:
+        t = polykernels.norm_tiles(width)
+        assert t["ONE_TILE"] == (width <= polykernels.MAX_BLOCK)
         if t["ONE_TILE"]:
             assert width <= t["BLOCK"] < 2 * width  # the next power of two
         else:  # full tiles, then a tail that pads by less than it holds
-            assert t["BLOCK"] == kernels.WIDE_BLOCK
+            assert t["BLOCK"] == polykernels.WIDE_BLOCK
             rest = width % t["BLOCK"]
             assert (t["TAIL"] == 0) == (rest == 0) and rest <= t["TAIL"] < 2 * rest + (rest == 0)
-    assert kernels.norm_tiles(8256) == dict(BLOCK=2048, TAIL=64, ONE_TILE=False, num_warps=8)
-    assert kernels.norm_tiles(4096) == dict(BLOCK=4096, TAIL=0, ONE_TILE=True, num_warps=16)
+    assert polykernels.norm_tiles(8256) == dict(BLOCK=2048, TAIL=64, ONE_TILE=False, num_warps=8)
+    assert polykernels.norm_tiles(4096) == dict(BLOCK=4096, TAIL=0, ONE_TILE=True, num_warps=16)
 
 
 def test_kernels_launch_on_the_tensors_device():
     # Triton launches on the current CUDA device; cuda:1's tensors must not be launched on cuda:0
-    guard = kernels.launch_device(torch.device("cuda", 1))
+    guard = polykernels.launch_device(torch.device("cuda", 1))
     assert isinstance(guard, torch.cuda.device) and guard.idx == 1
-    assert isinstance(kernels.launch_device(torch.device("cpu")), contextlib.nullcontext)
+    assert isinstance(polykernels.launch_device(torch.device("cpu")), contextlib.nullcontext)
 
 
 @pytest.mark.parametrize("layout", ["transposed", "strided"])
@@ -247,4 +247,4 @@ def test_bad_inputs_raise_clear_errors(device, change, message):
     args = dict(x=torch.randn(2, 8), weight=torch.ones(3), bias=torch.zeros(1), eps=EPS)
     args = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in {**args, **change}.items()}
     with pytest.raises((TypeError, ValueError), match=message):
-        kernels.poly_norm_fused(**args)
+        polykernels.poly_norm_fused(**args)
