@@ -494,12 +494,19 @@ def test_prepare_text(tmp_path, gpt2):
 
 
 def test_prepare_text_bad_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match='nothing-here'):
+    with pytest.raises(SystemExit, match='nothing-here'):
         text.main(['--input', str(tmp_path / 'nothing-here*'), '--out_dir', str(tmp_path)])
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(SystemExit, match="need at least 2 documents"):
+        text.main(['--input', str(tmp_path / 'empty'), '--out_dir', str(tmp_path / 'out')])
     (tmp_path / 'latin1.txt').write_bytes("caf\xe9".encode('latin-1'))
     (tmp_path / 'ok.txt').write_text('fine')
-    with pytest.raises(ValueError, match="latin1.txt is not UTF-8"):
-        text.main(['--input', str(tmp_path), '--out_dir', str(tmp_path / 'out')])
+    # as a user runs it: one line on stderr, no traceback
+    script = os.path.join(os.path.dirname(os.path.abspath(text.__file__)), 'prepare.py')
+    done = subprocess.run([sys.executable, script, '--input', str(tmp_path), '--out_dir', str(tmp_path / 'out')],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and 'latin1.txt is not UTF-8' in done.stderr
+    assert done.stderr.count('\n') == 1 and 'Traceback' not in done.stderr
 
 
 # -----------------------------------------------------------------------------

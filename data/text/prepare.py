@@ -59,8 +59,11 @@ def main(argv=None):
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, got {args.processes}")
 
-    files = find_files(args.input)
-    train_docs, val_docs = split_documents([read_text(path) for path in files], args.val_fraction)
+    try:  # a bad --input (nothing found, too few files, not UTF-8) is one line for the user, not a traceback
+        files = find_files(args.input)
+        train_docs, val_docs = split_documents([read_text(path) for path in files], args.val_fraction)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(str(e)) from None
     meta = gpt2_meta(f"{len(files)} text files from {' '.join(args.input)}")
     try:
         encode, _ = get_tokenizer(meta)
