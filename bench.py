@@ -2,7 +2,8 @@
 What do PolyNorm and PolyReLU cost? This file times them next to ReLU, GELU, ReLU^2 and SwiGLU at matched
 parameters: each activation and implementation alone, checked against float64 first, then its share of one FFN;
 or, with --model, whole training steps of a config per activation. Both write <out>.md (the tables) and
-<out>.json (every raw figure and the environment). Usage and every column: README.md, "Benchmarks".
+<out>.json (every raw figure and the environment), after every row and when a signal stops the run. Usage
+and every column: README.md, "Benchmarks".
 """
 import argparse
 import itertools
@@ -727,14 +728,15 @@ def impl_text(r):
 
 def activations_markdown(report, args, device):
     env, act = report['environment'], report['activations']
-    copy = fmt_GBps(act['copy_GBps']) if act['copy_GBps'] else 'not measured'
+    copy = f"{fmt_GBps(act['copy_GBps'])} GB/s" if act['copy_GBps'] else 'not measured'
     if act['copy_GBps'] and act['datasheet_GBps']:
-        copy += f" ({100 * act['copy_GBps'] / act['datasheet_GBps']:.0f} % of the datasheet's {act['datasheet_GBps']:.0f})"
+        share = 100 * act['copy_GBps'] / act['datasheet_GBps']
+        copy += f" ({share:.0f} % of the datasheet's {act['datasheet_GBps']:.0f} GB/s)"
     timing = (f"GPU time per call: the median of {GROUPS} groups of back-to-back calls, each between one pair of "
               "CUDA events, queued behind a device sleep so that the host's per-call cost is not timed"
               if device.type == 'cuda' else "Time per call: the median of calls timed one by one")
     lines = header(f"Activation cost, {args.dtype}", env, device,
-                   f"Copy bandwidth (the roofline): {copy} GB/s. {timing}; {args.repeats} "
+                   f"Copy bandwidth (the roofline): {copy}. {timing}; {args.repeats} "
                    "timed calls per figure. vs float64: the largest difference of y and the input gradients from "
                    "the definition in float64, relative to its largest value.")
 

@@ -74,7 +74,8 @@ def steps(logs, name):
     first = runs[0]
     lines = [f"{name}: {first['n_layer']} layers x {first['n_embd']}, batch {first['batch_size']} x "
              f"{first['block_size']}; the output layer is {100 * timed[0]['output_flops_share']:.0f} % of the FLOPs.",
-             '', f"| variant | step ms | rounds | tokens/s | MFU | vs {first['activation']} |", "|---|---|---|---|---|---|"]
+             '', f"| variant | step ms | rounds | tokens/s | MFU | vs {first['activation']} |",
+             "|---|---|---|---|---|---|"]
     base = {}
     for r in runs:
         if 'step_ms' in r:
