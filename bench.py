@@ -2,13 +2,15 @@
 What do PolyNorm and PolyReLU cost? This file times them next to ReLU, GELU, ReLU^2 and SwiGLU at matched
 parameters: each activation and implementation alone, checked against float64 first, then its share of one FFN;
 or, with --model, whole training steps of a config per activation. Both write <out>.md (the tables) and
-<out>.json (every raw figure and the environment). Usage and every column: README.md, "Benchmarks".
+<out>.json (every raw figure and the environment), after every row and when a signal stops the run. Usage
+and every column: README.md, "Benchmarks".
 """
 import argparse
 import itertools
 import math
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -18,7 +20,8 @@ from functools import cache, partial
 
 import torch
 
-from common import cpu_name, device_kind, model_config, peak_flops, saved_bytes, torch_threads, write_results
+from common import (cpu_name, device_kind, model_config, peak_bandwidth, peak_flops, saved_bytes, torch_threads,
+                    write_results)
 from model import ACT_IMPLS, ACTIVATIONS, FFN, GATED, GPT, GPTConfig, make_activation, swiglu_width
 from settings import QUICKSTART, data_vocab, resolve
 
@@ -40,11 +43,12 @@ DEFAULTS = {
     'cpu': dict(rows=[256], widths=[512, 1024], repeats=20, dtype='float32', ffn_embd=512,
                 impls=['eager', 'ckpt', 'fused', 'liger'], steps=3, threads=1, compile=False),
 }
-# --quick on a GPU: PolyNorm at 16384 tokens and the paper's widths, the MoE 1B/7B expert's 1536, the dense 1B's 8256
-# and its gated width 5504 (PolyNorm-GLU's), each implementation side by side, the speed goals' shape among them;
+# --quick on a GPU: PolyNorm at 16384 tokens and the paper's widths, the dense 1B's 8256, its gated width 5504
+# (PolyNorm-GLU's) and the MoE 1B/7B expert's 1536, each implementation side by side, the speed goals' shape among them;
 # the other activations' cost comes from the model suite's whole steps. On a CPU, one small shape.
-QUICK = {'cuda': dict(rows=[16384], widths=[1536, 5504, 8256], repeats=20, steps=5, activations=['polynorm'],
-                      impls=['eager', 'compile', 'fused', 'liger']),
+# The goals' shape and implementations come first, so that a run cut short has them.
+QUICK = {'cuda': dict(rows=[16384], widths=[8256, 5504, 1536], repeats=20, steps=5, activations=['polynorm'],
+                      impls=['fused', 'compile', 'liger', 'eager']),
          'cpu': dict(rows=[64], widths=[256], repeats=5, steps=2)}
 WARMUP = 3  # untimed runs before timing: they compile, autotune and fill the caching allocator
 ROUNDS = 3  # the model suite times its variants in this many interleaved rounds
@@ -349,7 +353,8 @@ def glu(act, gate, up):  # a gated FFN's activation, as in model.FFN: act(gate(x
 def build(activation, impl, order, device):
     """(forward, params): forward(*inputs) -> y computes the activation the way `impl` does."""
     cfg = GPTConfig(activation=activation, poly_order=order, act_checkpointing=impl == 'ckpt', act_impl='plain')
-    act = make_activation(cfg).to(device)
+    with torch.device(device):  # built where it runs, as train.py builds its model
+        act = make_activation(cfg)
     params = list(act.parameters())
     if params:  # unequal coefficients, so that a mixed-up weight order shows against float64 (1/r each would not)
         with torch.no_grad():
@@ -447,7 +452,8 @@ def bench_ffn(activation, act_impl, rows, hidden, args, device):
     dtype = DTYPES[args.dtype]
     cfg = GPTConfig(n_embd=args.ffn_embd, n_head=1, ffn_hidden=hidden, activation=activation,
                     poly_order=args.order, act_impl=act_impl or 'auto')
-    ffn = FFN(cfg).to(device)
+    with torch.device(device):  # built where it runs, as train.py builds its model
+        ffn = FFN(cfg)
     width = act_width(activation, hidden)
 
     def ms(forward, params, k, shape):
@@ -486,10 +492,10 @@ def runnable_impls(args, device):
     return runnable, [f"{a} {i}: not run, {reason}" for (a, i), reason in reasons.items() if reason]
 
 
-def activation_rows(args, device, copy_GBps, runnable):
-    """The first table's rows. Each implementation is built once per activation and width and serves every row
-    count, so torch.compile makes one graph per activation and width, not one per shape."""
-    results = []
+def activation_rows(args, device, copy_GBps, runnable, results, save):
+    """The first table's rows, appended to results, save() after each. Each implementation is built once per
+    activation and width and serves every row count, so torch.compile makes one graph per activation and width,
+    not one per shape."""
     for hidden in args.widths:
         for activation in [a for a in args.activations if runnable[a]]:
             width = act_width(activation, hidden)
@@ -508,16 +514,16 @@ def activation_rows(args, device, copy_GBps, runnable):
                     row = {'activation': activation, 'impl': impl, 'rows': rows, 'hidden': hidden, 'width': width,
                            **row}
                     results.append(row)
+                    save()
                     log(f"  {label}: " + (row.get('error') or
                                           f"fwd {row['fwd_ms']:.3f} ms, fwd+bwd {row['fwd_bwd_ms']:.3f} ms, "
                                           f"saved {fmt_bytes(row['saved_bytes'])}"))
                 del buffers
-    return results
 
 
-def ffn_rows(args, device):
-    """The second table's rows: the activation's share of its FFN, per act_impl where PolyCom has a choice."""
-    results = []
+def ffn_rows(args, device, results, save):
+    """The second table's rows, appended to results, save() after each: the activation's share of its FFN, per
+    act_impl where PolyCom has a choice."""
     rows = max(args.rows)  # the share hardly depends on the token count: one row count is enough
     for hidden in args.widths:
         for activation in args.activations:
@@ -526,18 +532,22 @@ def ffn_rows(args, device):
                 row = {'activation': activation, 'act_impl': act_impl, 'rows': rows, 'hidden': hidden,
                        **guarded(label, bench_ffn, activation, act_impl, rows, hidden, args, device)}
                 results.append(row)
+                save()
                 log(f"  {label}: " + (row.get('error') or
                                       f"FFN {row['ffn_ms']:.3f} ms, activation {100 * row['time_share']:.1f} %"))
-    return results
 
 
-def run_activations(args, device):
-    copy_GBps = copy_bandwidth(DTYPES[args.dtype], args.repeats, device)
+def run_activations(args, device, report, save):
+    """Fill report (the JSON's 'activations') as the figures come, calling save() after each."""
+    datasheet = peak_bandwidth(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
+    report.update(copy_GBps=None, datasheet_GBps=datasheet and datasheet / 1e9, activations=[], ffn=[], notes=[])
+    report['copy_GBps'] = copy_GBps = copy_bandwidth(DTYPES[args.dtype], args.repeats, device)
     log(f"copy bandwidth: {copy_GBps:.0f} GB/s")
-    runnable, notes = runnable_impls(args, device)
+    runnable, report['notes'] = runnable_impls(args, device)
+    save()
     with compile_room(2 * len(args.activations) * len(args.widths)):  # a graph per activation and width, x2 spare
-        results = activation_rows(args, device, copy_GBps, runnable)
-    return {'copy_GBps': copy_GBps, 'activations': results, 'ffn': ffn_rows(args, device), 'notes': notes}
+        activation_rows(args, device, copy_GBps, runnable, report['activations'], save)
+    ffn_rows(args, device, report['ffn'], save)
 
 
 # -----------------------------------------------------------------------------
@@ -561,27 +571,29 @@ def build_step(cfg, batch_size, compile_mode, args, device):
     """A function that runs one forward + backward + AdamW step on a fixed random batch, after WARMUP such steps
     (they compile); and the model's figures for its row."""
     torch.manual_seed(0)
-    gpt = GPT(cfg).to(device)
+    with torch.device(device):  # built where it runs, as train.py builds it: a GPU draws a 1B slice in a blink
+        gpt = GPT(cfg)
     optimizer = torch.optim.AdamW(gpt.optim_groups(0.1), lr=1e-4, betas=(0.9, 0.95), fused=device.type == 'cuda')
-    step_model = gpt
     if compile_mode != 'eager':
-        step_model = torch.compile(gpt, fullgraph=compile_mode == 'compiled, fullgraph')
+        for block in gpt.blocks:  # block by block, as train.py compiles: one graph serves every layer
+            block.compile(fullgraph=compile_mode == 'compiled, fullgraph')
     tokens = torch.randint(cfg.vocab_size, (batch_size, cfg.block_size + 1), device=device)
     x, y = tokens[:, :-1], tokens[:, 1:]  # one fixed batch: the step is timed, not the data loading
     amp = autocast(args.dtype, device)
 
     def step(_):
         with amp:
-            _, losses = step_model(x, y)
+            _, losses = gpt(x, y)
         losses['loss'].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     for _ in range(WARMUP):
         step(0)
-    n = gpt.num_params()
-    return step, dict(flops_per_token=gpt.flops_per_token(cfg.block_size), params_total=n['total'],
-                      params_active=n['active'])
+    n, flops = gpt.num_params(), gpt.flops_per_token(cfg.block_size)
+    # the output layer's share: in a slice of a few layers it can be most of the step, which would hide the FFN
+    return step, dict(flops_per_token=flops, params_total=n['total'], params_active=n['active'],
+                      output_flops_share=6 * cfg.n_embd * cfg.vocab_size / flops)
 
 
 def model_settings(args):
@@ -605,45 +617,52 @@ def variant_config(settings, activation, act_impl, moe_impl, args):
         raise SystemExit(f"--model {args.model}: {e}") from None
 
 
-def run_model(args, device):
-    """Every variant built and warmed first, then timed in ROUNDS interleaved rounds of args.steps steps each;
-    a variant's figure is the median of its rounds."""
+def run_model(args, device, report, save):
+    """Fill report (the JSON's 'model') as the figures come, calling save() after each. Each variant is built,
+    warmed and timed for a first round of args.steps steps at once, so that a run stopped early has a figure for
+    every variant it reached; then the other ROUNDS - 1 rounds go round the variants, interleaved, so that a
+    noisy machine slows them alike. A variant's figure is the median of its rounds so far."""
     settings = model_settings(args)
     batch_size = args.batch_size or settings['micro_batch_size']
     moe = settings['n_experts'] > 0
-    variants = model_variants(args, moe)
-    rows, steps = [], {}  # steps: a row's index -> its step function, until a step fails
-    with compile_room(2 * len(variants)):
-        for i, (activation, act_impl, moe_impl, mode) in enumerate(variants):
-            cfg = variant_config(settings, activation, act_impl, moe_impl, args)
-            label = ' '.join([activation, *filter(None, [act_impl, moe_impl]), f"({mode})"])
-            row = {'activation': activation, 'act_impl': act_impl, 'moe_impl': moe_impl, 'compile': mode,
-                   'n_layer': cfg.n_layer, 'n_embd': cfg.n_embd, 'block_size': cfg.block_size,
-                   'vocab_size': cfg.vocab_size, 'batch_size': batch_size, 'dtype': args.dtype, 'steps': args.steps,
-                   'label': label}
-            rows.append(row)
-            built = guarded(label, with_peak_memory, lambda: build_step(cfg, batch_size, mode, args, device), device)
-            if isinstance(built, dict):  # the error of a variant that did not build or warm up
-                row.update(built)
-                continue
-            (steps[i], figures), row['peak_memory_bytes'] = built  # the most it adds to what earlier variants hold
-            row.update(figures)
-            log(f"  {label}: built and warmed up")
-        for _ in range(ROUNDS):
-            for i, step in list(steps.items()):
-                ms = guarded(rows[i]['label'], measure, step, 1, args.steps, device, 0, False)
-                if isinstance(ms, dict):
-                    rows[i].update(ms)
-                    del steps[i]
-                else:
-                    rows[i].setdefault('round_ms', []).append(ms)
+    report.update(config=args.model, moe=moe, runs=[])
+    rows, steps = report['runs'], {}  # steps: a row's index -> its step function, until a step fails
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
-    for row in [r for r in rows if 'error' not in r]:
+
+    def time_round(i):
+        ms = guarded(rows[i]['label'], measure, steps[i], 1, args.steps, device, 0, False)
+        if isinstance(ms, dict):  # the error of a step that failed: no more rounds for it
+            rows[i].update(ms)
+            del steps[i]
+            return
+        row = rows[i]
+        row.setdefault('round_ms', []).append(ms)
         row['step_ms'] = statistics.median(row['round_ms'])
         row['tokens_per_s'] = batch_size * row['block_size'] / (row['step_ms'] / 1e3)
         row['mfu'] = row['flops_per_token'] * row['tokens_per_s'] / peak if peak else None
-        log(f"  {row['label']}: {row['step_ms']:.1f} ms/step, {row['tokens_per_s']:.0f} tokens/s")
-    return {'config': args.model, 'moe': moe, 'runs': rows}
+        save()
+        log(f"  {row['label']}: round {len(row['round_ms'])}: {ms:.1f} ms/step, {row['tokens_per_s']:.0f} tokens/s")
+
+    with compile_room(2 * len(model_variants(args, moe))):
+        for i, (activation, act_impl, moe_impl, mode) in enumerate(model_variants(args, moe)):
+            cfg = variant_config(settings, activation, act_impl, moe_impl, args)
+            label = ' '.join([activation, *filter(None, [act_impl, moe_impl]), f"({mode})"])
+            rows.append({'activation': activation, 'act_impl': act_impl, 'moe_impl': moe_impl, 'compile': mode,
+                         'n_layer': cfg.n_layer, 'n_embd': cfg.n_embd, 'block_size': cfg.block_size,
+                         'vocab_size': cfg.vocab_size, 'batch_size': batch_size, 'dtype': args.dtype,
+                         'steps': args.steps, 'label': label})
+            built = guarded(label, with_peak_memory, lambda: build_step(cfg, batch_size, mode, args, device), device)
+            if isinstance(built, dict):  # the error of a variant that did not build or warm up
+                rows[i].update(built)
+                save()
+                continue
+            (steps[i], figures), rows[i]['peak_memory_bytes'] = built  # the most it adds to what others hold
+            rows[i].update(figures)
+            log(f"  {label}: built and warmed up")
+            time_round(i)
+        for _ in range(ROUNDS - 1):
+            for i in list(steps):
+                time_round(i)
 
 
 # -----------------------------------------------------------------------------
@@ -709,11 +728,15 @@ def impl_text(r):
 
 def activations_markdown(report, args, device):
     env, act = report['environment'], report['activations']
+    copy = f"{fmt_GBps(act['copy_GBps'])} GB/s" if act['copy_GBps'] else 'not measured'
+    if act['copy_GBps'] and act['datasheet_GBps']:
+        share = 100 * act['copy_GBps'] / act['datasheet_GBps']
+        copy += f" ({share:.0f} % of the datasheet's {act['datasheet_GBps']:.0f} GB/s)"
     timing = (f"GPU time per call: the median of {GROUPS} groups of back-to-back calls, each between one pair of "
               "CUDA events, queued behind a device sleep so that the host's per-call cost is not timed"
               if device.type == 'cuda' else "Time per call: the median of calls timed one by one")
     lines = header(f"Activation cost, {args.dtype}", env, device,
-                   f"Copy bandwidth (the roofline): {fmt_GBps(act['copy_GBps'])} GB/s. {timing}; {args.repeats} "
+                   f"Copy bandwidth (the roofline): {copy}. {timing}; {args.repeats} "
                    "timed calls per figure. vs float64: the largest difference of y and the input gradients from "
                    "the definition in float64, relative to its largest value.")
 
@@ -741,29 +764,35 @@ def activations_markdown(report, args, device):
 
 def model_markdown(report, args, device):
     env, runs, moe = report['environment'], report['model']['runs'], report['model']['moe']
+    if not runs:
+        return '\n'.join(header(f"Training steps, {args.model}", env, device, "No variant was built.")) + '\n'
     first = runs[0]
     timing = "back-to-back steps between one pair of CUDA events" if device.type == 'cuda' else "the median step"
     precision = 'float32' if args.dtype == 'float32' else f"{args.dtype} autocast over float32 weights"
     lines = header(f"Training steps, {args.model}", env, device,
                    f"{first['n_layer']} layers x {first['n_embd']}, vocabulary {first['vocab_size']}, batch "
                    f"{first['batch_size']} x {first['block_size']} tokens, {precision}, AdamW. Each variant is "
-                   f"built and warmed up ({WARMUP} steps) first, then all are timed in {ROUNDS} interleaved rounds "
-                   f"of {args.steps} steps ({timing}); step ms is the median round. Only `activation` (and "
+                   f"built, warmed up ({WARMUP} steps) and timed for one round of {args.steps} steps ({timing}) in "
+                   f"turn, then the other {ROUNDS - 1} rounds go round the variants; step ms is the median round, "
+                   "rounds: how many. Only `activation` (and "
                    "`act_impl`, PolyCom's implementation) changes between rows (matched parameters). MFU: "
-                   "model.flops_per_token against the device's dense BF16 peak.")
+                   "model.flops_per_token against the device's dense BF16 peak; output layer: its share of the "
+                   "FLOPs.")
     baseline = {}  # the first activation's step time, per (MoE path, compile mode), for the ratio column
     for r in runs:
-        if 'error' not in r and r['activation'] == first['activation']:
+        if 'step_ms' in r and r['activation'] == first['activation']:
             baseline.setdefault((r['moe_impl'], r['compile']), r['step_ms'])
 
     def figures(r):
+        if 'step_ms' not in r:
+            return ['not timed: the run stopped first']
         base = baseline.get((r['moe_impl'], r['compile']))
-        return [f"{r['step_ms']:.1f}", f"{r['step_ms'] / base:.2f}x" if base else 'n/a',
+        return [f"{r['step_ms']:.1f}", str(len(r['round_ms'])), f"{r['step_ms'] / base:.2f}x" if base else 'n/a',
                 f"{r['tokens_per_s']:,.0f}", f"{100 * r['mfu']:.1f} %" if r['mfu'] is not None else 'n/a',
-                fmt_bytes(r['peak_memory_bytes'])]
+                f"{100 * r['output_flops_share']:.0f} %", fmt_bytes(r['peak_memory_bytes'])]
 
-    columns = ['activation', 'act_impl', *(['MoE experts'] if moe else []), 'run as', 'step ms',
-               f"vs {first['activation']}", 'tokens/s', 'MFU', 'peak memory']
+    columns = ['activation', 'act_impl', *(['MoE experts'] if moe else []), 'run as', 'step ms', 'rounds',
+               f"vs {first['activation']}", 'tokens/s', 'MFU', 'output layer', 'peak memory']
     lines += table(columns, runs,
                    lambda r: [r['activation'], r['act_impl'] or '-', *([r['moe_impl']] if moe else []), r['compile']],
                    figures)
@@ -773,20 +802,47 @@ def model_markdown(report, args, device):
 # -----------------------------------------------------------------------------
 
 
+class Stopped(BaseException):
+    """A stop signal, raised where the run is: not an Exception, so that guarded() lets it through to main."""
+
+
+def stop(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main(argv=None):
-    """Run the suite that the arguments ask for, print and write its tables; returns the report (the JSON)."""
+    """Run the suite that the arguments ask for, print and write its tables; returns the report (the JSON). The
+    .md and .json are written whole after every row: SIGTERM (a time limit's) or Ctrl-C stops the run with what it
+    measured written, saying so."""
     args = parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
     start = time.perf_counter()
-    with torch_threads(args.threads):  # and back as they were: main() may run inside another program
-        report = {'environment': environment(device, argv), 'args': vars(args)}
-        suite = 'model' if args.model else 'activations'
-        report[suite] = (run_model if args.model else run_activations)(args, device)
-    report['seconds'] = time.perf_counter() - start
-    markdown = (model_markdown if args.model else activations_markdown)(report, args, device)
-    print('\n' + markdown)
-    write_results(args.out, markdown, report)
+    suite = 'model' if args.model else 'activations'
+    report = {'environment': environment(device, argv), 'args': vars(args), suite: {}}
+    markdown = model_markdown if args.model else activations_markdown
+
+    def save():
+        report['seconds'] = time.perf_counter() - start
+        text = markdown(report, args, device)
+        if 'stopped' in report:
+            text += f"\n**Stopped by {report['stopped']} after {report['seconds']:.0f} s**: the rows above are " \
+                    "what was measured until then.\n"
+        write_results(args.out, text, report)
+        return text
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with torch_threads(args.threads):  # and back as they were: main() may run inside another program
+            (run_model if args.model else run_activations)(args, device, report[suite], save)
+    except (Stopped, KeyboardInterrupt) as e:
+        report['stopped'] = str(e) or 'SIGINT'
+        save()
+        log(f"stopped by {report['stopped']}; wrote what was measured to {args.out}.md and {args.out}.json")
+        raise SystemExit(128 + (signal.SIGTERM if isinstance(e, Stopped) else signal.SIGINT)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print('\n' + save())
     log(f"wrote {args.out}.md and {args.out}.json in {report['seconds']:.0f} s")
     return report
 

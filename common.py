@@ -48,6 +48,11 @@ PEAK_FLOPS = [('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H200 NVL', 835e12),
               ('A100', 312e12)]
 
 
+# Memory bandwidth per GPU (HBM), from the datasheets; the first name found in the device's wins.
+PEAK_BANDWIDTH = [('H100 PCIe', 2.0e12), ('H100 NVL', 3.9e12), ('H200 NVL', 4.8e12), ('H100', 3.35e12),
+                  ('H200', 4.8e12)]
+
+
 def device_kind(asked=None):
     """'cuda' or 'cpu': the one asked for, else the GPU when torch sees one."""
     return asked or ('cuda' if torch.cuda.is_available() else 'cpu')
@@ -59,6 +64,11 @@ def peak_flops(device_name):
         if name in device_name:
             return flops
     return None
+
+
+def peak_bandwidth(device_name):
+    """The memory bandwidth of a GPU in bytes/s, from its datasheet and its name; None when unknown."""
+    return next((bandwidth for name, bandwidth in PEAK_BANDWIDTH if name in device_name), None)
 
 
 def cpu_name():

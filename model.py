@@ -435,6 +435,19 @@ class Block(nn.Module):
         return x + h, aux
 
 
+@torch.no_grad()
+def normal_(p, std):
+    """Normal(0, std) into p. A sharded p (FSDP's DTensor) draws its whole tensor where its shard lives and keeps
+    its shard, so that its values are what one process draws from the same seed, whatever the number of processes;
+    one tensor at a time, so that no process ever holds the whole model."""
+    if not hasattr(p, 'device_mesh'):  # a plain tensor (DTensor's module takes seconds to import: not for this)
+        return nn.init.normal_(p, mean=0.0, std=std)
+    from torch.distributed.tensor import distribute_tensor
+    local = p.to_local()
+    whole = torch.empty(p.shape, dtype=local.dtype, device=local.device).normal_(mean=0.0, std=std)
+    local.copy_(distribute_tensor(whole, p.device_mesh, p.placements, src_data_rank=None).to_local())  # no traffic
+
+
 class GPT(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -470,7 +483,7 @@ class GPT(nn.Module):
             if p.dim() < 2 or id(p) in poly:
                 continue
             residual = name.endswith(('attn.proj.weight', 'ffn.down.weight', 'ffn.w_down'))
-            nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer) if residual else std)
+            normal_(p, std / math.sqrt(2 * self.config.n_layer) if residual else std)
         cos, sin = rope_tables(self.config.block_size, self.config.n_embd // self.config.n_head, self.config.rope_theta)
         with torch.no_grad():
             self.rope_cos.copy_(cos)

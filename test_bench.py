@@ -206,7 +206,8 @@ def test_compiled_rows_stay_compiled_past_dynamos_limit(monkeypatch):
                              '--activations', 'relu2', '--repeats', '1', '--ffn_embd', '8', '--act_impls', 'plain'])
     torch._dynamo.reset()
     before = counters['stats']['unique_graphs']
-    report = bench.run_activations(args, torch.device('cpu'))
+    report = {}
+    bench.run_activations(args, torch.device('cpu'), report, lambda: None)
     assert all('error' not in r for r in report['activations'])
     assert counters['stats']['unique_graphs'] - before == len(widths)
 
@@ -283,6 +284,43 @@ def test_model_suite_dense_and_moe(tmp_path):
     assert 'MoE experts' in markdown and len(table_rows(markdown)) == 6
 
 
+def test_model_suite_times_each_variant_once_warm_and_writes_after_every_round(tmp_path, monkeypatch):
+    dense, _ = write_tiny_configs(tmp_path)
+    events, written = [], []
+    monkeypatch.setattr(bench, 'log', lambda line: events.append(line.strip().split(':')[:2]))
+    real_write = bench.write_results
+    monkeypatch.setattr(bench, 'write_results', lambda prefix, markdown, report: (
+        written.append(sum(len(r.get('round_ms', [])) for r in report['model']['runs'])),
+        real_write(prefix, markdown, report)))
+    bench.main(['--device', 'cpu', '--no-compile', '--steps', '1', '--activations', 'relu2', 'polynorm',
+                '--act_impls', 'plain', '--model', str(dense), '--out', str(tmp_path / 'dense')])
+    rounds = [event for event in events if len(event) == 2 and event[1] in (' built and warmed up', ' round 1',
+                                                                             ' round 2', ' round 3')]
+    assert rounds == [['relu2 (eager)', ' built and warmed up'], ['relu2 (eager)', ' round 1'],
+                      ['polynorm plain (eager)', ' built and warmed up'], ['polynorm plain (eager)', ' round 1'],
+                      ['relu2 (eager)', ' round 2'], ['polynorm plain (eager)', ' round 2'],
+                      ['relu2 (eager)', ' round 3'], ['polynorm plain (eager)', ' round 3']]
+    assert written == [1, 2, 3, 4, 5, 6, 6]  # after every round, then once more at the end
+
+
+def test_a_model_suite_stopped_by_sigterm_keeps_what_it_measured(tmp_path):
+    dense, _ = write_tiny_configs(tmp_path)
+    out = tmp_path / 'dense'
+    run = subprocess.Popen([sys.executable, 'bench.py', '--device', 'cpu', '--no-compile', '--steps', '1',
+                            '--activations', 'relu2', 'polynorm', 'swiglu', '--act_impls', 'plain', '--model',
+                            str(dense), '--out', str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    for line in run.stdout:  # stopped as soon as the first variant has a figure
+        if 'round 1' in line:
+            run.terminate()
+            break
+    assert run.wait(timeout=60) == 143
+    report = json.load(open(f'{out}.json'))
+    first = report['model']['runs'][0]
+    assert report['stopped'] == 'SIGTERM' and first['activation'] == 'relu2' and first['step_ms'] > 0
+    markdown = open(f'{out}.md').read()
+    assert '**Stopped by SIGTERM after' in markdown and table_rows(markdown)[0][:2] == ['relu2', '-']
+
+
 def test_model_suite_quick_start_compares_act_impls(tmp_path):
     settings = bench.model_settings(argparse.Namespace(model='quickstart', n_layer=None, block_size=None))
     assert settings['n_embd'] == 128 and settings['micro_batch_size'] == 16  # config/quickstart.py, as train.py reads it
@@ -300,7 +338,7 @@ def test_model_suite_quick_start_compares_act_impls(tmp_path):
         assert len(r['round_ms']) == bench.ROUNDS and r['step_ms'] == sorted(r['round_ms'])[1]
     table = table_rows(open(tmp_path / 'quick.md').read())
     assert [row[:2] for row in table] == [['relu2', '-'], ['polynorm', 'plain'], ['polynorm', 'compiled']]
-    assert table[0][4] == '1.00x'  # the ratio column: each step against the first activation's
+    assert table[0][5] == '1.00x'  # the ratio column: each step against the first activation's
 
 
 def test_fused_kernels_in_the_triton_interpreter(tmp_path):
@@ -331,7 +369,8 @@ def test_compiles_one_graph_per_activation_and_width(monkeypatch):
     runnable, _ = bench.runnable_impls(args, cpu)
     torch._dynamo.reset()
     before = counters['stats']['unique_graphs']
-    rows = bench.activation_rows(args, cpu, 1.0, runnable)
+    rows = []
+    bench.activation_rows(args, cpu, 1.0, runnable, rows, lambda: None)
     assert len(rows) == 3 * 2 * 2 and all('error' not in r for r in rows), rows
     assert counters['stats']['unique_graphs'] - before == 2 * 2
 

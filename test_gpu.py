@@ -243,18 +243,24 @@ def test_ci_gpu_is_an_executable_bash_script_that_parses():
     assert done.returncode == 0, done.stderr
 
 
-def test_ci_gpu_stages_run_most_valuable_first_within_330_seconds():
+STAGES = ['wheels', 'bench_polynorm', 'bench_dense', 'tests', 'bench_moe', 'train_dense', 'train_fsdp', 'train_ddp',
+          'train_moe']
+
+
+def test_ci_gpu_stages_run_most_valuable_first_within_520_seconds():
     limits, grace, stages = script_limits()
-    assert stages == ['wheels', 'tests', 'bench_polynorm', 'bench_dense', 'bench_moe', 'train_dense', 'train_moe']
+    assert stages == STAGES
+    assert re.search(r'^STAGES="(.*)"$', open(SCRIPT).read(), re.M).group(1).split() == STAGES  # what --stages takes
     assert list(limits) == ['preflight', *stages]  # every stage has a limit
-    assert sum(limits.values()) + grace * len(limits) <= 330
+    assert sum(limits.values()) + grace * len(limits) <= 520
 
 
-def test_ci_gpu_without_a_gpu_says_so_in_one_line(tmp_path):
+def test_ci_gpu_without_a_gpu_says_so_in_one_line_and_in_the_summary(tmp_path):
     done = ci_gpu(tmp_path, CUDA_VISIBLE_DEVICES='')  # no GPU, even on a GPU machine
     assert done.returncode == 2
     assert done.stdout == '' and done.stderr.count('\n') == 1 and 'no CUDA GPU' in done.stderr
-    assert not (tmp_path / 'out').exists()
+    summary = (tmp_path / 'out' / 'summary.md').read_text()  # what comes back from a GPU machine says why
+    assert '| preflight | **failed**: torch sees no CUDA GPU' in summary and 'Key figures' not in summary
 
 
 def test_ci_gpu_finds_python3_where_python_is_missing(tmp_path):
@@ -271,6 +277,19 @@ def test_ci_gpu_finds_python3_where_python_is_missing(tmp_path):
     assert 'no CUDA GPU' in done.stderr and str(folder / 'python3') in done.stderr  # torch imported, under python3
 
 
+def test_ci_gpu_takes_python3_where_python_lacks_torch(tmp_path):
+    folder = tmp_path / 'bin'
+    folder.mkdir()
+    (folder / 'python').write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')  # -S: no site-packages, no torch
+    (folder / 'python').chmod(0o755)
+    (folder / 'python3').symlink_to(sys.executable)
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHON'}
+    done = subprocess.run([SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**env, 'PATH': f'{folder}:/usr/bin:/bin', 'CUDA_VISIBLE_DEVICES': '',
+                               'OUT': str(tmp_path / 'out'), 'SCRATCH': str(tmp_path / 'scratch')})
+    assert done.returncode == 2 and 'no CUDA GPU' in done.stderr and str(folder / 'python3') in done.stderr
+
+
 def test_ci_gpu_says_when_torch_does_not_import(tmp_path):
     fake = tmp_path / 'python'
     fake.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')  # -S: no site-packages, so no torch
@@ -280,30 +299,80 @@ def test_ci_gpu_says_when_torch_does_not_import(tmp_path):
     assert 'cannot import torch and triton' in done.stderr and 'set PYTHON' in done.stderr
 
 
-def test_ci_gpu_refuses_an_unknown_argument(tmp_path):
-    done = ci_gpu(tmp_path, '--fast')
+@pytest.mark.parametrize('args', [['--fast'], ['--stages', 'bench,tests'], ['--stages']])
+def test_ci_gpu_refuses_an_unknown_argument_or_stage(tmp_path, args):
+    done = ci_gpu(tmp_path, *args)
     assert done.returncode == 2 and done.stderr.count('\n') == 1 and '--rehearse' in done.stderr
+    assert 'train_fsdp' in done.stderr  # the stages it knows
+
+
+def stand_in_python(tmp_path, script=''):
+    """A stand-in python that claims a GPU, echoes its arguments, resumes when asked, and runs `script` (bash)."""
+    fake = tmp_path / 'python'
+    fake.write_text('#!/usr/bin/env bash\necho "ran: $*"\n'
+                    'case "$*" in *init_from=resume*) echo "resumed from ckpt at step 4";; esac\n' + script)
+    fake.chmod(0o755)
+    return str(fake)
 
 
 def test_ci_gpu_runs_every_stage_and_fails_when_one_fails(tmp_path):
     # a stand-in python that claims a GPU and fails bench.py --quick: the script's control flow, without a GPU
-    fake = tmp_path / 'python'
-    fake.write_text('#!/usr/bin/env bash\necho "ran: $*"\ncase "$*" in *"bench.py --quick"*) exit 3;; esac\n')
-    fake.chmod(0o755)
-    done = ci_gpu(tmp_path, PYTHON=str(fake))
+    fake = stand_in_python(tmp_path, 'case "$*" in *"bench.py --quick"*) exit 3;; esac\n')
+    done = ci_gpu(tmp_path, PYTHON=fake)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith(".ci/gpu: FAILED: bench_polynorm (see")
+    assert done.stderr.strip().splitlines()[-1] == (
+        f".ci/gpu: FAILED: bench_polynorm (see {tmp_path}/out/summary.md and {tmp_path}/out/logs.tar.gz; rerun them "
+        "alone with .ci/gpu --stages bench_polynorm)")
     summary = (tmp_path / 'out' / 'summary.md').read_text()
-    assert '| bench_polynorm | **failed (exit 3)** |' in summary and '| bench_dense | passed |' in summary
+    verdicts = re.findall(r'^\| (\w+) \| (passed|\*\*failed \(exit 3\)\*\*) \|', summary, re.M)
+    assert verdicts == [('preflight', 'passed'), ('wheels', 'passed'), ('bench_polynorm', '**failed (exit 3)**'),
+                        *[(name, 'passed') for name in STAGES[2:]]]
+    assert '`.ci/gpu --stages bench_polynorm`' in summary
     logs = tmp_path / 'scratch' / 'logs'
     data = tmp_path / 'scratch' / 'data_stdlib'
     assert f'ran: data/stdlib/prepare.py --out_dir={data}' in (logs / 'train_dense.log').read_text()
     train_moe = (logs / 'train_moe.log').read_text()
     assert f'--data_dir={data} --max_steps=30' in train_moe and 'config/moe_tiny.py --compile=False' in train_moe
     assert '--dtype=bfloat16' in train_moe and '--compile=True' in (logs / 'train_dense.log').read_text()
-    assert {'test_kernels_norm.log', 'test_kernels_rest.log', 'test_gpu_inductor.log', 'test_gpu_rest.log'} <= {
-        p.name for p in logs.iterdir()}
-    assert "-k not inductor and not ci_gpu" in (logs / 'test_gpu_rest.log').read_text()
+    for name in ('train_fsdp', 'train_ddp'):  # one process under torchrun, stopped with a checkpoint, resumed
+        log = (logs / f'{name}.log').read_text()
+        assert log.count('ran: -m torch.distributed.run --standalone --nproc_per_node=1 train.py') == 2
+        assert '--stop_step=4' in log and '--init_from=resume' in log and '--compile=True' in log
+        assert ('--fsdp=True' in log) == (name == 'train_fsdp')
+    names = {p.name for p in logs.iterdir()}
+    assert {'test_kernels_norm.log', 'test_kernels_rest.log', 'test_gpu_inductor.log', 'test_gpu_rest.log',
+            'test_gpu_timing.log'} <= names
+    assert "-k not inductor and not ci_gpu and not cuda_timing" in (logs / 'test_gpu_rest.log').read_text()
+    assert "-k cuda_timing and not ci_gpu" in (logs / 'test_gpu_timing.log').read_text()
+    # the timing tests start after the other four pytest processes have ended
+    assert all((logs / 'test_gpu_timing.log').stat().st_mtime >= (logs / f'{n}.log').stat().st_mtime
+               for n in ('test_kernels_norm', 'test_kernels_rest', 'test_gpu_inductor', 'test_gpu_rest'))
+
+
+def test_ci_gpu_reruns_only_the_stages_asked_for(tmp_path):
+    done = ci_gpu(tmp_path, '--stages', 'train_ddp,tests', PYTHON=stand_in_python(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = (tmp_path / 'out' / 'summary.md').read_text()
+    assert re.findall(r'^\| (\w+) \| passed \|', summary, re.M) == ['preflight', 'wheels', 'tests', 'train_ddp']
+    assert summary.startswith('# .ci/gpu --stages train_ddp,tests: ')
+
+
+def test_ci_gpu_stopped_mid_stage_keeps_its_summary(tmp_path):
+    # TERM to the script while a stage runs (as when the call is cut short): the stage is stopped and the
+    # summary says so
+    env = {**os.environ, 'OUT': str(tmp_path / 'out'), 'SCRATCH': str(tmp_path / 'scratch'),
+           'WHEEL_DIRS': str(tmp_path / 'wheels'),
+           'PYTHON': stand_in_python(tmp_path, 'case "$*" in *"bench.py --quick"*) sleep 60;; esac\n')}
+    run = subprocess.Popen([SCRIPT], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in run.stdout:
+        if line.startswith('ran: bench.py --quick'):
+            run.terminate()
+            break
+    assert run.wait(timeout=20) == 1
+    summary = (tmp_path / 'out' / 'summary.md').read_text()
+    assert '**The call was stopped by TERM during bench_polynorm.**' in summary
+    assert '| bench_polynorm | **stopped: the call was stopped by TERM** |' in summary
+    assert '| bench_dense |' not in summary and '--stages bench_polynorm' in summary
 
 
 def test_ci_gpu_rehearsal_runs_every_stage_on_the_cpu(tmp_path):
@@ -316,11 +385,23 @@ def test_ci_gpu_rehearsal_runs_every_stage_on_the_cpu(tmp_path):
     limits, _, _ = script_limits()
     for name, limit in limits.items():  # each limit parsed, and scaled by 4 for the CPU
         assert re.search(rf'^\| {name} \| passed \| \d+ \| {4 * limit} \|$', summary, re.M), name
-    assert '| polynorm | fused |' in summary and summary.count('logged train losses') == 2
+    # the key figures: PolyNorm against the copy, Liger's absence explained, each training stage's speed
+    assert '| fused | 4 x 32 |' in summary and "**Liger's column is missing**" in summary
+    assert 'pip download --no-deps liger-kernel==0.8.5 -d wheels/' in summary
+    assert 'bench_dense: 1 layers x 128' in summary and '| relu2 (eager) |' in summary
+    assert summary.count('logged train losses') == 4 and summary.count('tokens/s, MFU') == 4
+    # a bench stage stopped mid-way: its first variant timed, its table and the summary kept
+    assert re.search(r'^\| bench_cut \| passed \|', summary, re.M)
+    assert '## bench_cut' in summary and '**Stopped by SIGTERM after' in summary
     with tarfile.open(out / 'logs.tar.gz') as tar:
         names = set(tar.getnames())
         report = json.load(tar.extractfile('logs/bench_polynorm.json'))
+        cut = json.load(tar.extractfile('logs/bench_cut.json'))
+        fsdp = tar.extractfile('logs/train_fsdp.log').read().decode()
     assert {f'logs/{n}.log' for n in limits} <= names
-    assert {f'logs/test_{n}.xml' for n in ('kernels_norm', 'kernels_rest', 'gpu_inductor', 'gpu_rest')} <= names
+    assert {f'logs/test_{n}.xml' for n in ('kernels_norm', 'kernels_rest', 'gpu_inductor', 'gpu_rest',
+                                           'gpu_timing')} <= names
     assert {'logs/bench_dense.md', 'logs/bench_moe.json'} <= names
     assert report['environment']['command'].startswith('python bench.py --quick --out ')  # the GPU's command first
+    assert cut['stopped'] == 'SIGTERM' and 'step_ms' in cut['model']['runs'][0]
+    assert 'resumed from' in fsdp and 'at step 4' in fsdp

@@ -140,7 +140,7 @@ def make_loaders(cfg, meta, rank, world_size):
 # 3. Model: built on the meta device first (shapes only), then where it runs; DDP or FSDP around it
 
 
-def build_model(cfg, device, rank, world_size):
+def build_model(cfg, device, world_size):
     """(raw model, the model to call): raw holds the weights to save; the other is raw, or DDP around it."""
     with torch.device('meta'):  # shapes only, no memory yet
         model = GPT(model_config(vars(cfg)))
@@ -157,10 +157,12 @@ def build_model(cfg, device, rank, world_size):
     if cfg.fsdp:
         shard_model(model, cfg, world_size)  # still on the meta device: no process ever holds the whole model
         model.to_empty(device=device)  # each process allocates its own shards
-        model.init_weights()  # buffers, norms and PolyCom's scalars; the random matrices come next
-        load_initial_weights(model, cfg, rank)
+        torch.manual_seed(cfg.seed)
+        # the weights one process would start from: each matrix drawn whole on this device, one at a time, and
+        # cut to this process's shard (model.normal_), so that any number of processes starts alike
+        model.init_weights()
         return model, model
-    if world_size > 1:
+    if dist.is_initialized():  # under torchrun, even as its only process: one code path at any scale
         # no find_unused_parameters, even for an MoE whose loop path skips the experts that get no tokens: each
         # layer's experts are slices of one stacked parameter, which gets a gradient (zero rows) all the same
         return model, DDP(model, device_ids=[device.index] if device.type == 'cuda' else None)
@@ -179,18 +181,6 @@ def shard_model(model, cfg, world_size):
     for block in model.blocks:
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
-
-
-def load_initial_weights(model, cfg, rank):
-    """Give the sharded model the initial weights one process would start from: rank 0 builds them in its CPU
-    memory and each process receives its shards, so that any number of processes starts from the same weights
-    (drawn on the shards themselves, they would depend on the sharding)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-    full = {}
-    if rank == 0:
-        torch.manual_seed(cfg.seed)
-        full = GPT(model_config(vars(cfg))).state_dict()
-    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
 
 def autocast(cfg):
@@ -339,7 +329,7 @@ def train(cfg, meta, rank, world_size, device, stop):
     say(summary(model_config(vars(cfg))))
     say(f"{world_size} process(es) on {device.type}, {cfg.threads} CPU thread(s) each; {grad_accum} micro-step(s) "
         f"of {cfg.micro_batch_size} x {cfg.block_size} tokens per process: {cfg.tokens_per_step:,} tokens per step")
-    raw, model = build_model(cfg, device, rank, world_size)
+    raw, model = build_model(cfg, device, world_size)
     optimizer = make_optimizer(raw, cfg)
 
     # steps done, tokens trained on, and seconds spent in training steps (not evaluating, saving, or the first
