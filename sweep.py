@@ -577,8 +577,16 @@ def summarize(spec, runs, finals, config, overrides, settings):
             'tokenizer': tokenizer_kind(settings), 'baseline': BASELINE, 'ablated': ABLATED, 'smooth': SMOOTH,
             'grid_seed': GRID_SEED if spec['lrs'] else None, 'lrs': spec['lrs'], 'seeds': spec['seeds'],
             'budgets': spec['budgets'], 'max_steps': spec['max_steps'], 'warmup_steps': settings['warmup_steps'],
-            'orders': spec['orders'], 'base_order': spec['base_order'],
+            'orders': spec['orders'], 'base_order': spec['base_order'], 'params': param_counts(spec, settings),
             'chosen_lr': chosen, 'analysis_lr': common, 'runs': entries}
+
+
+def param_counts(spec, settings):
+    """name -> its model's non-embedding parameters, exactly: the gated activations' 2/3 of ffn_hidden is rounded,
+    so the counts differ a little, and the report shows them."""
+    names = variants(spec) + [(ABLATED, r) for r in (spec['orders'] or []) if spec['lrs'] and r != spec['base_order']]
+    return {run_name(a, r): model_facts({**settings, 'activation': a, 'poly_order': r or settings['poly_order']})[0]
+            for a, r in names}
 
 
 def analysis_lr(spec, chosen):
