@@ -141,8 +141,9 @@ def run_name(activation, order=None):
 
 def make_run(spec, activation, seed, lr=None, order=None, budget=1):
     """One run: its name, folder, steps and train.py keys. With an lr grid, min_lr keeps the preset's ratio to
-    the lr, so that every lr decays in the same shape. A rung of the budget ladder (budget < 1) is a whole run
-    of its own length: its cosine decays to its own max_steps, after the same warmup_steps as the full run's."""
+    the lr, so that every lr decays in the same shape, and the reported seeds evaluate on the test split. A rung
+    of the budget ladder (budget < 1) is a whole run of its own length: its cosine decays to its own max_steps,
+    after the same warmup_steps as the full run's."""
     out = spec['out']
     name = run_name(activation, order)
     folder = name + (f'_lr{lr_tag(lr)}' if lr else '') + (f'_b{budget:g}' if budget != 1 else '') + f'_s{seed}'
@@ -153,6 +154,8 @@ def make_run(spec, activation, seed, lr=None, order=None, budget=1):
         keys['learning_rate'] = lr
         if spec.get('min_lr_ratio') is not None:
             keys['min_lr'] = round(lr * spec['min_lr_ratio'], 12)  # 2e-4, not 0.00020000000000000001
+    if spec['lrs'] and seed != GRID_SEED:
+        keys['eval_split'] = 'test'  # the grid picks the lr on val; the reported runs are measured on other text
     steps = rung_steps(spec['max_steps'], budget)
     if budget != 1:
         keys['max_steps'] = steps
@@ -281,18 +284,25 @@ def plan_text(spec, settings, parallel, tok_per_s):
 # 3. The data, prepared once for all runs
 
 
-def data_folder(settings):
-    """Where the runs read their shards, and whether the shards are there."""
+def data_folder(settings, split='train'):
+    """Where the runs read their shards, and whether the split's shards (and meta.json) are there."""
     target = settings.get('data_dir') or os.path.join(ROOT, 'data', settings['dataset'])
-    shards = glob.glob(os.path.join(glob.escape(target), '*_train_*.bin'))
+    shards = glob.glob(os.path.join(glob.escape(target), f'*_{split}_*.bin'))
     return target, bool(shards) and os.path.exists(os.path.join(target, 'meta.json'))
 
 
-def ensure_data(settings, raw_input):
-    """Run data/<dataset>/prepare.py unless the shards exist; raw_input is a local copy of the raw text.
-    A dataset of gigabytes (FineWeb) is never downloaded by the sweep: it says how to get it."""
+def ensure_data(settings, raw_input, test=False):
+    """Run data/<dataset>/prepare.py unless the shards exist, the test split's too when test (a sweep with an lr
+    grid reports on it; data prepared before the scripts wrote one is prepared again, its train shards the
+    same); raw_input is a local copy of the raw text. A dataset of gigabytes (FineWeb) is never downloaded by the
+    sweep: it says how to get it."""
     dataset, data_dir = settings['dataset'], settings.get('data_dir')
     target, ready = data_folder(settings)
+    if ready and test and not data_folder(settings, 'test')[1]:
+        if dataset in DOWNLOAD_YOURSELF or not os.path.isfile(os.path.join(ROOT, 'data', dataset, 'prepare.py')):
+            raise SystemExit(f"no test split in {target}: an lr grid picks each lr on val and reports on test; "
+                             f"write {dataset}_test_*.bin shards there (data/shards.py's write_dataset, test_tokens)")
+        ready = False
     if ready:
         return
     if dataset in DOWNLOAD_YOURSELF:
@@ -308,6 +318,9 @@ def ensure_data(settings, raw_input):
     print(f"preparing the data: {' '.join(command)}", flush=True)
     if subprocess.run(command).returncode != 0:
         raise SystemExit(f"preparing {dataset} failed (see above); run the command by hand to retry")
+    if test and not data_folder(settings, 'test')[1]:
+        raise SystemExit(f"{script} wrote no test split in {target}: an lr grid picks each lr on val and reports "
+                         "on test; run the sweep without --lrs, or give the data a test split")
 
 
 # -----------------------------------------------------------------------------
@@ -722,7 +735,7 @@ def main(argv=None):
     if args.plan:
         print(plan_text(spec, settings, args.parallel, args.tok_per_s))
         return
-    ensure_data(settings, args.input)
+    ensure_data(settings, args.input, test=bool(args.lrs))
 
     t0 = time.time()
     gpus = slot_gpus(settings['device'], args.parallel)
