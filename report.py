@@ -480,8 +480,15 @@ GRID_NOTE = """
   its immediate neighbours in the grid are worse by more than sqrt(2) seed SDs (the SD of the difference of two
   one-seed runs, from the reported seeds at the chosen lr); otherwise the best lr may lie beyond: extend
   `--lrs`."""
+# what the held-out loss was measured on, by the summary's 'held_out' (None: a sweep from before it was recorded)
+HELD_OUT = {None: "Measured on the first eval_steps x tokens_per_step tokens of the val split, as train.py then\n"
+                  "  evaluated (now: windows spread evenly over the whole split).",
+            'val': "Measured on windows spread evenly over the whole val split.",
+            'test': "Measured on windows spread evenly over the whole test split; the lr grid's losses, which\n"
+                    "  picked the lrs, on the val split: the text that picks an lr is not the text that reports it."}
 NOTES = """
-- **val loss**: the last evaluation's loss; mean ± sample standard deviation over the seeds at the chosen lr.
+- **val loss**: the last evaluation's held-out loss; mean ± sample standard deviation over the seeds at the
+  chosen lr. {held_out}
 - **train loss**: the mean of the last {smooth} logged training losses (smoothed), then mean ± std over seeds.
 - **speed-up in tokens / in time**: for each seed, the tokens (training seconds) SwiGLU's seed-averaged curve
   needs to reach its own final val loss, divided by the tokens (seconds) this seed's run needs to reach the same
@@ -558,7 +565,8 @@ def report(summary):
         lines += ["## Tasks (final evaluation)", ""] + tasks_table(groups) + [""]
     ladder_note = LADDER_NOTE.format(warmup=summary.get('warmup_steps'))
     return ('\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '') + (ladder_note if ladders(summary) else '')
-            + NOTES.format(smooth=summary.get('smooth', 10), cap=cap_words(groups, baseline), tests=len(adjusted)))
+            + NOTES.format(smooth=summary.get('smooth', 10), cap=cap_words(groups, baseline), tests=len(adjusted),
+                           held_out=HELD_OUT[summary.get('held_out')]))
 
 
 def cap_words(groups, baseline):

@@ -128,7 +128,7 @@ def test_presets_set_the_sweep_and_flags_win():
         assert sweep.parse_args(['--preset', 'cpu-long']).activations[-1] == 'polynorm_glu'
     args = sweep.parse_args(['--preset', 'cpu-long', '--activations', 'swiglu,polynorm'])
     assert args.lrs == [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2]
-    assert args.parallel == 2 and args.orders == [2, 4] and args.seeds == 3
+    assert args.parallel == 2 and args.orders == [2, 4] and args.seeds == 5
     assert sweep.parse_args(['--preset', 'cpu-long', '--parallel', '1', '--activations', 'polynorm']).parallel == 1
     resolved = sweep.read_settings(sweep.preset_path('cpu-long'), {'max_steps': '7'})  # the flags' text
     assert resolved['max_steps'] == 7 and resolved['dataset'] == 'shakespeare_char'
