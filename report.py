@@ -654,33 +654,197 @@ def draw_ladder(ax, summary, groups):
     return True
 
 
-def plot(summary, path):
-    """draw's figure as a PNG at path; False when matplotlib is missing."""
+def plot(summary, path, drawing=draw):
+    """drawing's figure (draw's, or scale_draw's) as a PNG at path; False when matplotlib is missing."""
     plt = pyplot()
     if plt is None:
         return False
-    fig = draw(summary, plt)
+    fig = drawing(summary, plt)
     save_figure(fig, path, dpi=90)
     plt.close(fig)
     return True
 
 
 def write_report(summary, out):
-    """report.md and val_loss.png in out, from the summary; print the report."""
-    text = report(summary)
+    """report.md and its plot in out (val_loss.png; scale.png for a size ladder), from the summary; print the
+    report."""
+    scale = 'scale' in summary
+    text = scale_report(summary) if scale else report(summary)
     atomic_write(os.path.join(out, 'report.md'), text.encode())
     print('\n' + text)
-    png = os.path.join(out, 'val_loss.png')
-    if plot(summary, png):
+    png = os.path.join(out, 'scale.png' if scale else 'val_loss.png')
+    if plot(summary, png, scale_draw if scale else draw):
         print(f"report: {os.path.join(out, 'report.md')}, plot: {png}")
     else:
         print(f"report: {os.path.join(out, 'report.md')}; pip install matplotlib to also get the plot")
 
 
+# -----------------------------------------------------------------------------
+# 3. The size ladder: the paper's table of final loss by model size, in miniature
+
+
+def size_rows(summary):
+    """[(size's summary, its non-embedding parameters (the baseline's), name -> final losses over seeds)], the
+    smallest size first."""
+    rows = []
+    for size in summary['scale']:
+        groups = final_runs(size)
+        rows.append((size, size['params'][summary['baseline']], {name: [r['val'] for r in rs]
+                                                                 for name, rs in groups.items()}))
+    return rows
+
+
+def gaps(summary):
+    """name -> [(parameters, gap to the baseline, its standard error, Welch's df, its 95 % interval)] per size:
+    the gap is the name's mean final loss less the baseline's (negative: lower loss than the baseline)."""
+    found = {}
+    for _, params, losses in size_rows(summary):
+        base = losses[summary['baseline']]
+        for name, vals in losses.items():
+            if name != summary['baseline']:
+                diff, se, _, df = welch(vals, base)
+                reach = None if df is None else t_critical(ALPHA, df) * se
+                interval = None if reach is None else (diff - reach, diff + reach)
+                found.setdefault(name, []).append((params, diff, se, df, interval))
+    return found
+
+
+def gap_trend(points):
+    """The gap's trend with size: the slope of gap against log10(parameters) by weighted least squares (each
+    size weighted by 1 / its gap's squared standard error), per 10x parameters, with its 95 % interval (t at the
+    smallest Welch df among the sizes, a cautious choice); None with fewer than 3 sizes or no spread."""
+    usable = [(math.log10(n), gap, se, df) for n, gap, se, df, _ in points if se]
+    if len(usable) < 3:
+        return None
+    weights = [1 / se ** 2 for _, _, se, _ in usable]
+    x_mean = sum(w * x for w, (x, *_) in zip(weights, usable)) / sum(weights)
+    spread = sum(w * (x - x_mean) ** 2 for w, (x, *_) in zip(weights, usable))
+    slope = sum(w * (x - x_mean) * gap for w, (x, gap, *_) in zip(weights, usable)) / spread
+    reach = t_critical(ALPHA, min(df for *_, df in usable)) / math.sqrt(spread)
+    return slope, (slope - reach, slope + reach)
+
+
+def trend_words(name, baseline, trend):
+    """The trend of name's gap to the baseline in words, no stronger than its interval."""
+    slope, (low, high) = trend
+    interval = f"{slope:+.4f} per 10x parameters (95 % interval {low:+.4f} to {high:+.4f})"
+    if high < 0:
+        return f"{name}'s lead over {baseline} **grows** with size: its gap falls by {interval}"
+    if low > 0:
+        return f"{name}'s gap to {baseline} **shrinks** (rises) with size: {interval}"
+    return (f"{name}'s gap to {baseline}: no trend these sizes resolve, {interval}; it may grow, hold or shrink "
+            "within that")
+
+
+def scale_report(summary):
+    """The markdown report of a size ladder: final loss by size and activation, each gap to the baseline with its
+    interval and Holm's p, the gap's trend with size, the compute-equivalent speed-up where a size has a budget
+    ladder, and each size's chosen lrs."""
+    baseline, rows = summary['baseline'], size_rows(summary)
+    names = list(rows[0][2])
+    seeds = sorted({len(v) for _, _, losses in rows for v in losses.values()})
+    lines = [f"# Size ladder: {len(names)} activations at {len(rows)} sizes, "
+             f"{' or '.join(map(str, seeds))} seeds each", "",
+             f"`{summary['config']}` at each size, {summary['tokens_per_param']} training tokens per non-embedding "
+             f"parameter; each size's lr grid centred on the size below's choice; {summary['hardware']}. Each "
+             "size's own report: `<size>/report.md`.", "",
+             "## Final held-out loss by size (the paper's table in miniature)", "",
+             "| size | non-embedding parameters | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for size, params, losses in rows:
+        lines.append(f"| {size['size']} | {params / 1e6:.3f} M | "
+                     + " | ".join(mean_std(losses[name]) if name in losses else '-' for name in names) + " |")
+    found = gaps(summary)
+    tests = {(name, i): p_value(gap / se, df) for name, points in found.items()
+             for i, (_, gap, se, df, _) in enumerate(points) if df}
+    adjusted = holm(tests)
+    lines += ["", f"## Gap to {baseline} at each size", "",
+              "| activation | size | parameters | gap (loss − " + baseline + ") | 95 % interval | p | Holm's p | "
+              "verdict |", "|---|---|---|---|---|---|---|---|"]
+    for name, points in found.items():
+        for i, ((size, _, losses), (params, gap, se, df, interval)) in enumerate(zip(rows, points)):
+            q = adjusted.get((name, i))
+            words = verdict(gap, df, q, len(losses[name]), len(losses[baseline])) if q is not None else \
+                "no error estimate"
+            lines.append(f"| {name} | {size['size']} | {params / 1e6:.3f} M | {gap:+.4f} | "
+                         + (f"{interval[0]:+.4f} to {interval[1]:+.4f}" if interval else '-')
+                         + f" | {number(tests.get((name, i)), '.3f')} | {number(q, '.3f')} | {words} |")
+    lines += ["", "## The gap's trend with size", ""]
+    for name, points in found.items():
+        trend = gap_trend(points)
+        lines.append(f"- {trend_words(name, baseline, trend)}." if trend else f"- {name}: fewer than 3 sizes with "
+                     "an error estimate: no trend.")
+    speedups = [(size, ladder_table(size, baseline)) for size, _, _ in rows]
+    lines += ["", f"## Compute-equivalent speed-up over {baseline} (budget ladder)", ""]
+    for size, table in speedups:
+        if table:
+            lines += [f"At size {size['size']}:", ""] + table + [""]
+    if not any(table for _, table in speedups):
+        lines += ["No size of this sweep has a budget ladder.", ""]
+    lines += ["## Chosen lr at each size", "", "| activation | " + " | ".join(s['size'] for s, _, _ in rows) + " |",
+              "|---|" + "---|" * len(rows)]
+    for name in names:
+        cells = []
+        for size, _, _ in rows:
+            lr = size['chosen_lr'].get(name)
+            sides = unbracketed(size, name)[0] if lr else []
+            cells.append('-' if lr is None else lr_text(lr) + (f" (not bracketed {' and '.join(sides)})"
+                                                               if sides else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return '\n'.join(lines + [""]) + SCALE_NOTES.format(tests=len(adjusted))
+
+
+SCALE_NOTES = """
+- **held-out loss**: each size's reported seeds at its chosen lr, measured on the test split; the lrs picked on
+  val. **gap**: the activation's mean final loss less the baseline's at the same size; 95 % interval: Welch's t
+  at its df; Holm's p over all {tests} gaps of this report; the verdict from Holm's p.
+- **trend**: the gap against log10(parameters), weighted least squares (each size by 1 / its gap's squared
+  standard error); the slope is the change of the gap per 10x parameters, with a 95 % interval from t at the
+  smallest df among the sizes. It says grows or shrinks only when the interval excludes 0.
+- **compute-equivalent speed-up**: as in a single sweep's report, at each size with a budget ladder.
+"""
+
+
+def scale_draw(summary, plt):
+    """The size ladder's figure: final loss against non-embedding parameters (log axis), seed mean ± SD per
+    activation; and each gap to the baseline with its 95 % interval and its fitted trend."""
+    fig, (loss_ax, gap_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    rows = size_rows(summary)
+    for i, name in enumerate(rows[0][2]):
+        xs = [params for _, params, losses in rows if name in losses]
+        vals = [losses[name] for _, _, losses in rows if name in losses]
+        loss_ax.errorbar(xs, [statistics.fmean(v) for v in vals], yerr=[statistics.stdev(v) if len(v) > 1 else 0
+                                                                       for v in vals],
+                         marker='o', capsize=3, color=f'C{i % 10}', label=name)
+    for i, (name, points) in enumerate(gaps(summary).items()):
+        color = f'C{(i + 1) % 10}'
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        errors = [[y - p[4][0] if p[4] else 0 for y, p in zip(ys, points)],
+                  [p[4][1] - y if p[4] else 0 for y, p in zip(ys, points)]]
+        gap_ax.errorbar(xs, ys, yerr=errors, marker='o', capsize=3, color=color, label=f'{name} (95 % interval)')
+        trend = gap_trend(points)
+        if trend:  # the fitted line through the weighted means
+            weights = [1 / p[2] ** 2 for p in points]
+            x_mean = sum(w * math.log10(x) for w, x in zip(weights, xs)) / sum(weights)
+            y_mean = sum(w * y for w, y in zip(weights, ys)) / sum(weights)
+            gap_ax.plot(xs, [y_mean + trend[0] * (math.log10(x) - x_mean) for x in xs], ls=':', color=color,
+                        label=f'{name} trend: {trend[0]:+.4f} per 10x')
+    gap_ax.axhline(0, color='gray', lw=1)
+    for ax, title in ((loss_ax, 'final held-out loss by size (seed mean ± SD)'),
+                      (gap_ax, f"gap to {summary['baseline']} (negative: lower loss)")):
+        ax.set_xscale('log')
+        ax.set_xlabel('non-embedding parameters (log scale)')
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    loss_ax.set_ylabel(loss_label(summary['scale'][0].get('tokenizer')))
+    gap_ax.set_ylabel('loss difference')
+    fig.tight_layout()
+    return fig
 
 
 # -----------------------------------------------------------------------------
-# 3. From the command line
+# 4. From the command line
 
 
 def main(argv=None):

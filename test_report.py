@@ -459,3 +459,66 @@ def test_report_py_with_a_broken_summary_says_so(tmp_path):
     done = run_report(tmp_path)
     assert done.returncode == 1 and not (tmp_path / 'report.md').exists()
     assert done.stderr.startswith(f"{tmp_path / 'summary.json'} is not JSON (") and done.stderr.count('\n') == 1
+
+
+# -----------------------------------------------------------------------------
+# the size ladder's report, on a made-up ladder (no training)
+
+
+def scale_summary():
+    """A size ladder of 4 sizes (0.05 M to 0.8 M parameters, 16x): swiglu's loss 3 - 0.3 log10(N / 5e4);
+    polynorm's lead 0.02 + 0.02 per 10x parameters (it grows); polynorm_glu's 0.03 at every size (it holds);
+    3 seeds at -0.002, 0, +0.002 around each mean; a budget ladder at the smallest and the largest size."""
+    sizes = []
+    for k, params in enumerate((50_000, 200_000, 400_000, 800_000)):
+        decades = math.log10(params / 5e4)
+        means = {'swiglu': 3 - 0.3 * decades, 'polynorm': 3 - 0.3 * decades - 0.02 - 0.02 * decades,
+                 'polynorm_glu': 3 - 0.3 * decades - 0.03}
+        summary = fake_summary({name: [mean - 0.002, mean, mean + 0.002] for name, mean in means.items()})
+        if k in (0, 3):  # rungs 0.5 and 0.7: each 0.1 higher per e-fold fewer tokens
+            for run in list(summary['runs']):
+                summary['runs'] += [{**run, 'budget': b, 'val': run['val'] - 0.1 * math.log(b)} for b in (0.5, 0.7)]
+        sizes.append({**summary, 'size': f"4x{32 * (k + 1)}", 'lrs': None,
+                      'params': {name: params for name in means}, 'tokenizer': 'bytes'})
+    return {'scale': sizes, 'baseline': 'swiglu', 'tokens_per_param': 10, 'hardware': 'test', 'config': 'c.py'}
+
+
+def test_scale_report_tables_gaps_and_trend():
+    text = report.scale_report(scale_summary())
+    table = rows(text, 'Final held-out loss by size')
+    del table['size']  # the header
+    assert list(table) == ['4x32', '4x64', '4x96', '4x128'] and table['4x32'][0] == '0.050 M'
+    assert table['4x32'][1:] == ['3.0000 ± 0.0020', '2.9800 ± 0.0020', '2.9700 ± 0.0020']
+    gap_lines = [line for line in section(text, 'Gap to swiglu').splitlines() if line.startswith('| polynorm |')]
+    gaps = {cells[0]: cells for cells in ([c.strip() for c in line.split('|')[2:-1]] for line in gap_lines)}
+    assert gaps['4x32'][2] == '-0.0200' and gaps['4x128'][2] == f"{-0.02 - 0.02 * math.log10(16):+.4f}"
+    low, high = map(float, gaps['4x32'][3].split(' to '))
+    assert low < -0.02 < high and gaps['4x32'][-1] == 'lower loss'
+    trend = section(text, "The gap's trend")
+    assert "polynorm's lead over swiglu **grows** with size: its gap falls by -0.0200 per 10x" in trend
+    assert "polynorm_glu's gap to swiglu: no trend these sizes resolve, +0.0000 per 10x" in trend
+    speedups = section(text, 'Compute-equivalent speed-up')
+    assert 'At size 4x32:' in speedups and 'At size 4x128:' in speedups and 'At size 4x64:' not in speedups
+    # at the smallest size polynorm is 0.02 lower: it reaches swiglu's loss at e^-0.2 of the budget
+    smallest = rows('## Compute' + speedups.split('At size 4x128:')[0], 'Compute')
+    assert smallest['polynorm'][4] == f"{math.exp(0.2):.2f}"
+
+
+def test_gap_trend_slope_and_interval():
+    # exact gaps on a line: the slope comes back, and the interval is 2 * t * se wide around it
+    points = [(n, 0.01 * math.log10(n), 0.005, 4.0, None) for n in (1e4, 1e5, 1e6)]
+    slope, (low, high) = report.gap_trend(points)
+    spread = sum((math.log10(n) - 5) ** 2 for n, *_ in points) / 0.005 ** 2
+    assert slope == pytest.approx(0.01) and high - slope == pytest.approx(report.t_critical(0.05, 4) / spread ** 0.5)
+    assert report.gap_trend(points[:2]) is None  # two sizes: no trend with an interval
+    assert report.trend_words('p', 's', (0.01, (0.004, 0.016))).startswith("p's gap to s **shrinks**")
+
+
+def test_scale_plot_has_log_axes_and_a_legend():
+    pytest.importorskip('matplotlib')
+    from common import pyplot
+    plt = pyplot()
+    fig = report.scale_draw(scale_summary(), plt)
+    assert [ax.get_xscale() for ax in fig.axes] == ['log', 'log'] and all(ax.get_legend() for ax in fig.axes)
+    assert 'nats per byte' in fig.axes[0].get_ylabel()
+    plt.close(fig)

@@ -96,6 +96,46 @@ def test_plan_runs_with_a_budget_ladder():
     assert sweep.count_runs(s) == (4, 4, 8, 0)
 
 
+def test_size_ladder_grids_centre_on_the_size_below_and_widen_at_an_edge():
+    sizes = [(4, 32), (4, 64), (4, 96)]
+    base = spec('out', ['swiglu', 'polynorm'], lrs=[2e-3, 4e-3, 8e-3], budgets=[0.5, 1.0])
+    smallest = sweep.size_spec(base, sizes, 0, {})
+    assert smallest['out'] == os.path.join('out', '4x32') and smallest['lrs'] == [2e-3, 4e-3, 8e-3]
+    assert smallest['budgets'] == [0.5, 1.0] and sweep.size_spec(base, sizes, 1, {'swiglu': 4e-3})['budgets'] is None
+    s = sweep.size_spec(base, sizes, 2, {'swiglu': 4e-3, 'polynorm': 1.6e-2})  # the largest: the ladder again
+    assert s['grids'] == {'swiglu': [2e-3, 4e-3, 8e-3], 'polynorm': [8e-3, 1.6e-2, 3.2e-2]} and s['budgets']
+    grid = sweep.plan_runs(s, {})
+    assert folders(grid) == ['swiglu_lr2e-3_s1000', 'polynorm_lr8e-3_s1000', 'swiglu_lr4e-3_s1000',
+                             'polynorm_lr1.6e-2_s1000', 'swiglu_lr8e-3_s1000', 'polynorm_lr3.2e-2_s1000']
+    # swiglu best in the middle: chosen; polynorm best at its top: one more lr above, then chosen inside
+    finals = {run['dir']: {2e-3: 2.1, 4e-3: 2.0, 8e-3: 2.2, 1.6e-2: 1.95, 3.2e-2: 1.9}[run['lr']] for run in grid}
+    assert sweep.pick_lrs(s, finals) == {'swiglu': 4e-3}
+    assert 'polynorm_lr6.4e-2_s1000' in folders(sweep.plan_runs(s, finals))
+    finals[os.path.join('out', '4x96', 'polynorm_lr6.4e-2_s1000')] = 2.0
+    assert sweep.pick_lrs(s, finals) == {'swiglu': 4e-3, 'polynorm': 3.2e-2}
+    # at the edge after WIDEN more lrs: chosen there (the report flags it as not bracketed)
+    finals[os.path.join('out', '4x96', 'polynorm_lr6.4e-2_s1000')] = 1.8
+    finals[os.path.join('out', '4x96', 'polynorm_lr1.28e-1_s1000')] = 1.7
+    assert sweep.pick_lrs(s, finals)['polynorm'] == 1.28e-1 and sweep.WIDEN == 2
+
+
+def test_scale_preset_plan(capsys):
+    sweep.main(['--preset', 'cpu-scale', '--plan'])
+    lines = capsys.readouterr().out.splitlines()
+    sizes = [line for line in lines if line.startswith('size ')]
+    params = [float(line.split(': ')[1].split(' M')[0]) for line in sizes]
+    # at least 4 sizes over at least 16x, the largest at least 4x the long preset's 0.197 M
+    assert len(sizes) >= 4 and params[-1] / params[0] >= 16 and params[-1] >= 4 * 0.197
+    assert all('(10.0 per parameter)' in line for line in sizes)
+    assert 'grid 15 runs' in sizes[0] and 'budget ladder 27' in sizes[0] and 'budget ladder' in sizes[-1]
+    assert all('seeds 9' in line and 'budget ladder' not in line for line in sizes[1:-1])
+    hours = [float(line.split("worth, ")[1].split(' h')[0]) for line in sizes]
+    total = float(lines[-1].split('time: ')[1].split(' h')[0])
+    assert lines[-1].endswith('resumes where it stopped') and abs(total - sum(hours)) <= 0.05 * len(hours)
+    with pytest.raises(SystemExit, match="one throughput per size"):
+        sweep.main(['--preset', 'cpu-scale', '--plan', '--tok_per_s', '1000'])
+
+
 @pytest.mark.parametrize("argv, message", [
     (['--activations', 'relu,tanh'], "tanh"),
     (['--seeds', '0'], "between 1 and 1000"),
@@ -112,6 +152,9 @@ def test_plan_runs_with_a_budget_ladder():
     (['--budgets', '0,1'], "above 0 and at most 1"),
     (['--budgets', '0.5,1.5'], "above 0 and at most 1"),
     (['--budgets', 'half'], "comma-separated numbers like 0.5,0.7,1"),
+    (['--sizes', '4x32,big', '--lrs', '1e-3'], "n_layer x n_embd like 4x32,4x64"),
+    (['--sizes', '4x32'], "--sizes needs --lrs"),
+    (['--tok_per_s', '0'], "positive"),
     (['--out_dir=elsewhere'], "--out"),
     (['max_steps=5'], "--key=value"),
     (['--orders', '2', '--poly_order=3'], "not both"),
