@@ -6,6 +6,7 @@ report.
     python sweep.py --preset cpu                             # 6 activations x 3 seeds, ~35 min on 2 CPU cores
     python sweep.py --preset cpu-long                        # lr grid, 5 seeds, budget ladder, order ablation
     python sweep.py --preset cpu-stdlib                      # the same on a second corpus (Python source, bytes)
+    python sweep.py --preset cpu-scale                       # the size ladder: 3 activations at 4 model sizes
     python sweep.py --preset gpu --lrs 1e-3,2e-3,4e-3 --budgets 0.5,0.7,1 --plan  # what it would run, how long
     python sweep.py --activations polynorm --orders 2,3,4    # PolyNorm's order ablation at one lr
     python sweep.py --preset cpu --max_steps=100             # any --key=value goes on to train.py
