@@ -215,7 +215,7 @@ def speedup_interval(ladder, base, x):
     budget where the ladder's mean loss crosses the baseline's mean, moves with the three means that place it
     (the two rungs around it and the baseline's), each by its squared standard error s^2 / n; x +- t * se is
     then mapped to speed-ups. At 3 seeds this covers the true speed-up about 95 % of the time (test_report.py
-    simulates it), where a percentile bootstrap of 3 seeds covers 76-83 %. Returns ((low, low bound), (high,
+    simulates it), where a percentile bootstrap of 3 seeds covers 81-83 %. Returns ((low, low bound), (high,
     high bound)): a bound beyond the ladder is its edge, marked '<' or '>' (the interval reaches outside it)."""
     points = sorted(ladder)
     i = max(j for j in range(len(points) - 1) if math.log(points[j]) <= x) if x > math.log(points[0]) else 0
