@@ -91,7 +91,8 @@ def simulated_coverage(speedup, slope, sd_rungs, sd_base, sims, seeds=3):
 
 def test_the_speedup_interval_covers_at_3_seeds():
     # the kept Shakespeare sweep's PolyNorm: speed-up 1.23, its rungs' SDs and SwiGLU's as measured; then a
-    # noisier one (the stdlib sweep's spreads); the percentile bootstrap report.py used before covered 81 and 83 % (300 sweeps each)
+    # noisier one (the stdlib sweep's spreads); the percentile bootstrap report.py used before covered 81 and
+    # 83 % (300 sweeps each)
     assert simulated_coverage(1.23, 0.32, (0.011, 0.008, 0.0064), 0.0081, sims=800) >= 0.93
     assert simulated_coverage(1.21, 0.45, (0.03, 0.03, 0.02), 0.02, sims=800) >= 0.93
 
@@ -522,3 +523,16 @@ def test_scale_plot_has_log_axes_and_a_legend():
     assert [ax.get_xscale() for ax in fig.axes] == ['log', 'log'] and all(ax.get_legend() for ax in fig.axes)
     assert 'nats per byte' in fig.axes[0].get_ylabel()
     plt.close(fig)
+
+
+def test_report_py_makes_the_scale_report_and_its_plot(tmp_path, capsys):
+    summary = scale_summary()
+    (tmp_path / 'summary.json').write_text(json.dumps(summary))
+    report.main(['--out', str(tmp_path)])
+    assert (tmp_path / 'report.md').read_text() == report.scale_report(summary)
+    assert "the paper's table in miniature" in capsys.readouterr().out
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / 'scale.png').stat().st_size > 0 and not (tmp_path / 'val_loss.png').exists()
