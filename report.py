@@ -5,17 +5,17 @@ The report of an activation sweep, from its summary.json alone (sweep.py writes 
 
 The report: the lr grid and whether each chosen lr is bracketed, final losses with their spread over seeds,
 the speed-up over the baseline (SwiGLU) in tokens and in training time, each activation's difference to it
-with Welch's t and its p (scipy), the budget ladder's compute-equivalent speed-up with a bootstrap interval,
-the order ablation, the tasks' accuracy when train.py logged it, and analyze.py's two analyses, at each
-activation's lr and at one lr for all. The plot: loss against tokens, the last 30 % of them, against training
-time, and the budget ladder.
+with Welch's t, its p and Holm's p over all the report's comparisons (the t distribution computed here: no
+scipy needed) and the seeds 80 % power would need, the budget ladder's compute-equivalent speed-up with a
+delta-method interval, the order ablation, the tasks' accuracy when train.py logged it, and analyze.py's two
+analyses, at each activation's lr and at one lr for all. The plot: loss against tokens, the last 30 % of them,
+against training time, and the budget ladder.
 """
 
 import argparse
 import json
 import math
 import os
-import random
 import statistics
 
 from common import pyplot, save_figure
@@ -23,7 +23,6 @@ from data.shards import atomic_write
 
 
 ALPHA = 0.05  # the significance level of each comparison's verdict
-RESAMPLES = 1000  # bootstrap resamples of the seeds, for the compute-equivalent speed-up's interval
 
 
 def lr_text(lr):
@@ -56,22 +55,80 @@ def welch(a, b):
     return diff, se, diff / se, df
 
 
+def betainc(a, b, x):
+    """The regularized incomplete beta function I_x(a, b), by its continued fraction (Lentz's method, as in
+    Numerical Recipes): what the t distribution's tail needs, without scipy."""
+    if x <= 0 or x >= 1:
+        return float(x >= 1)
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point; the symmetry gives the rest
+        return 1 - betainc(b, a, 1 - x)
+    front = math.exp(a * math.log(x) + b * math.log1p(-x) + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)) / a
+    tiny, f, c, d = 1e-300, 1.0, 1.0, 0.0
+    for i in range(300):
+        m = i // 2
+        if i == 0:
+            term = 1.0
+        elif i % 2 == 0:
+            term = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            term = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1 + term * d
+        d = 1 / (d if abs(d) > tiny else tiny)
+        c = 1 + term / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * d
+        if abs(1 - c * d) < 1e-14:
+            break
+    return front * (f - 1)
+
+
 def p_value(t, df):
-    """The two-sided p of Welch's t at df degrees of freedom, from scipy's t distribution; None without scipy
-    (an optional package: the rest of the report needs none)."""
-    try:
-        from scipy import stats
-    except ImportError:
+    """The two-sided p of t at df degrees of freedom (Student's t distribution; df need not be whole)."""
+    return betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def t_critical(p, df):
+    """The t whose two-sided p at df degrees of freedom is p (p = 0.05: the 97.5 % quantile), by Newton's method
+    from t = 0: p falls convexly in t, so every step lands short of the root and the steps converge to it."""
+    scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    t = 0.0
+    for _ in range(100):
+        density = scale * (1 + t * t / df) ** (-(df + 1) / 2)
+        step = (p_value(t, df) - p) / (2 * density)  # d p / d t = -2 density
+        t += step
+        if step < 1e-12 * max(t, 1):
+            break
+    return t
+
+
+def holm(ps):
+    """Holm's step-down adjustment of the p-values {name: p}: a name's adjusted p is below ALPHA exactly when
+    Holm's procedure rejects it, so that all verdicts together hold at family-wise ALPHA."""
+    adjusted, running = {}, 0.0
+    for i, (name, p) in enumerate(sorted(ps.items(), key=lambda item: item[1])):
+        running = max(running, min(1.0, (len(ps) - i) * p))  # never below the smaller p's adjusted value
+        adjusted[name] = running
+    return adjusted
+
+
+def seeds_for_power(diff, sd_a, sd_b, power=0.8, limit=1000):
+    """The seeds per side at which a two-sided t-test at ALPHA finds a true difference diff with the given power,
+    if the seeds spread by sd_a and sd_b (the normal approximation with t quantiles at 2n - 2 df); None beyond
+    limit or with no difference."""
+    spread = sd_a ** 2 + sd_b ** 2
+    if diff == 0:
         return None
-    return float(2 * stats.t.sf(abs(t), df))
+    for n in range(2, limit + 1):
+        df = 2 * n - 2
+        if (t_critical(ALPHA, df) + t_critical(2 * (1 - power), df)) ** 2 * spread / diff ** 2 <= n:
+            return n
+    return None
 
 
 def verdict(diff, t, p, n_a, n_b):
-    """The plain words for a difference in final val loss, its Welch t and its p."""
+    """The plain words for a difference in final val loss, its Welch t and its p (Holm's, in the report)."""
     if t is None:
         return "one seed: no error estimate" if min(n_a, n_b) < 2 else "no spread over seeds to compare with"
-    if p is None:
-        return "p needs scipy"
     if p >= ALPHA:
         return f"not distinguishable at {min(n_a, n_b)} seeds"
     return "lower loss" if diff < 0 else "higher loss"
@@ -141,21 +198,44 @@ def budget_to_reach(ladder, target):
     return math.exp(x), '<=' if curve[0][1] <= target else ''
 
 
-def ladder_speedup(ladder, base, resamples=RESAMPLES):
+def ladder_speedup(ladder, base):
     """The compute-equivalent speed-up over the baseline: its full budget (1) over the budget at which the
     ladder gets down to the baseline's mean full-budget loss (base: per seed). Returns (speed-up, bound,
-    interval, outside): bound '>=' or '<' outside the ladder (the speed-up is then the ladder's edge); interval
-    the 2.5 and 97.5 percentiles over bootstrap resamples that draw each rung's seeds and the baseline's with
-    replacement, None with one seed anywhere; outside the fraction of resamples outside the ladder."""
+    interval): bound '>=' or '<' outside the ladder (the speed-up is then the ladder's edge); interval the 95 %
+    interval (speedup_interval), None outside the ladder or with one seed anywhere."""
     budget, bound = budget_to_reach(ladder, statistics.fmean(base))
     flipped = {'': '', '<=': '>=', '>': '<'}[bound]  # a budget's bound, as the speed-up's
-    if min(len(losses) for losses in [base, *ladder.values()]) < 2:
-        return 1 / budget, flipped, None, None
-    rng = random.Random(0)  # the same interval each time the report is made
-    draws = [budget_to_reach({b: rng.choices(v, k=len(v)) for b, v in ladder.items()},
-                             statistics.fmean(rng.choices(base, k=len(base)))) for _ in range(resamples)]
-    cuts = statistics.quantiles([1 / b for b, _ in draws], n=40, method='inclusive')  # 2.5 % steps
-    return 1 / budget, flipped, (cuts[0], cuts[-1]), sum(bound != '' for _, bound in draws) / resamples
+    if bound or min(len(losses) for losses in [base, *ladder.values()]) < 2:
+        return 1 / budget, flipped, None
+    return 1 / budget, flipped, speedup_interval(ladder, base, math.log(budget))
+
+
+def speedup_interval(ladder, base, x):
+    """The speed-up's 95 % interval by the delta method in log budget, with Welch-Satterthwaite's df: x, the log
+    budget where the ladder's mean loss crosses the baseline's mean, moves with the three means that place it
+    (the two rungs around it and the baseline's), each by its squared standard error s^2 / n; x +- t * se is
+    then mapped to speed-ups. At 3 seeds this covers the true speed-up about 95 % of the time (test_report.py
+    simulates it), where a percentile bootstrap of 3 seeds covers 81-83 %. Returns ((low, low bound), (high,
+    high bound)): a bound beyond the ladder is its edge, marked '<' or '>' (the interval reaches outside it)."""
+    points = sorted(ladder)
+    i = max(j for j in range(len(points) - 1) if math.log(points[j]) <= x) if x > math.log(points[0]) else 0
+    (b0, b1), y0 = points[i:i + 2], statistics.fmean(base)
+    m0, m1 = statistics.fmean(ladder[b0]), statistics.fmean(ladder[b1])
+    h, u = math.log(b1) - math.log(b0), (m0 - y0) / (m0 - m1)  # the segment's width; where x lies on it, 0 to 1
+    # dx/dm0, dx/dm1, dx/dy0 times each mean's variance: the three terms of x's variance, and their samples' sizes
+    parts = [((1 - u) * h / (m0 - m1)) ** 2 * statistics.variance(ladder[b0]) / len(ladder[b0]),
+             (u * h / (m0 - m1)) ** 2 * statistics.variance(ladder[b1]) / len(ladder[b1]),
+             (h / (m0 - m1)) ** 2 * statistics.variance(base) / len(base)]
+    sizes = [len(ladder[b0]), len(ladder[b1]), len(base)]
+    var = sum(parts)
+    if var == 0:
+        return (1 / math.exp(x), ''), (1 / math.exp(x), '')
+    df = var ** 2 / sum(part ** 2 / (n - 1) for part, n in zip(parts, sizes))
+    reach = t_critical(1 - 0.95, df) * math.sqrt(var)
+    low_x, high_x = math.log(points[0]), math.log(points[-1])  # the ladder's ends
+    high = (1 / points[0], '>') if x - reach < low_x else (math.exp(reach - x), '')
+    low = (1 / points[-1], '<') if x + reach > high_x else (math.exp(-x - reach), '')
+    return low, high
 
 
 # -----------------------------------------------------------------------------
@@ -221,44 +301,44 @@ def grid_losses(summary, name):
 
 def unbracketed(summary, name):
     """(the sides, 'downwards' or 'upwards', on which name's chosen lr is not bracketed, the seed SD): it is
-    bracketed when the grid's lrs within one seed SD of the best loss (the SD of the reported seeds at the
-    chosen lr, 0 with one seed) have an lr beyond them on each side, which is then worse by more than that SD;
-    otherwise the best lr may lie beyond the grid."""
+    bracketed on a side when its immediate neighbour there is worse by more than sqrt(2) seed SDs (the SD of the
+    difference of two single-seed runs; the seed SD is that of the reported seeds at the chosen lr, 0 with one
+    seed); at the grid's edge, or with a neighbour within that, the best lr may lie on that side."""
     losses = grid_losses(summary, name)
     vals = [r['val'] for r in final_runs(summary).get(name, [])]
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    best = min(losses.values())
-    near = [lr for lr, loss in losses.items() if loss <= best + sd]
-    return ['downwards'] * (min(near) == min(losses)) + ['upwards'] * (max(near) == max(losses)), sd
+    lrs, chosen = sorted(losses), summary['chosen_lr'][name]
+    i = lrs.index(chosen)
+    close = [j < 0 or j >= len(lrs) or losses[lrs[j]] <= losses[chosen] + math.sqrt(2) * sd for j in (i - 1, i + 1)]
+    return ['downwards'] * close[0] + ['upwards'] * close[1], sd
 
 
 def bracket_lines(summary):
-    """One line per name whose chosen lr is not bracketed: which lrs are near its best, and where to extend."""
+    """One line per name whose chosen lr is not bracketed: why, and where to extend the grid."""
     lines = []
-    for name in summary['chosen_lr']:
+    for name, lr in summary['chosen_lr'].items():
         sides, sd = unbracketed(summary, name)
-        losses = grid_losses(summary, name)
-        near = [lr for lr, loss in losses.items() if loss <= min(losses.values()) + sd]
         if sides:
-            lines.append(f"- {name}: its grid losses within one seed SD ({sd:.4f}) of its best span lr "
-                         f"{lr_text(min(near))} to {lr_text(max(near))}, at the grid's edge: extend --lrs "
-                         f"{' and '.join(sides)}.")
+            lines.append(f"- {name}: lr {lr_text(lr)} is at the grid's edge or has a neighbour within sqrt(2) "
+                         f"seed SDs ({math.sqrt(2) * sd:.4f}) of its loss: extend --lrs {' and '.join(sides)}.")
     return lines
 
 
-def results_table(groups, baseline):
-    """One row per name: final losses, speed-ups over SwiGLU in tokens and in time (per seed, against
+def results_table(groups, baseline, counts=None):
+    """One row per name: its parameters, exactly (counts: name -> non-embedding parameters, from the sweep; else
+    the analyses' total), final losses, speed-ups over SwiGLU in tokens and in time (per seed, against
     SwiGLU's mean curve), ms per step and the analyses, each a mean over the name's seeds."""
     base = {axis: mean_curve(curves_of(groups[baseline], axis)) for axis in (1, 2)} if baseline in groups else None
     roles = analysis_roles([r for rs in groups.values() for r in rs])
-    lines = ["| activation | lr | parameters | val loss | train loss | speed-up in tokens | speed-up in time | "
-             "ms / step | " + " | ".join(role.replace('_', ' ') for role in roles) + " | layer similarity |",
+    lines = [f"| activation | lr | {'non-embedding' if counts else 'total'} parameters | val loss | train loss | "
+             "speed-up in tokens | speed-up in time | ms / step | "
+             + " | ".join(role.replace('_', ' ') for role in roles) + " | layer similarity |",
              "|---|---|---|---|---|---|---|---|" + "---|" * len(roles) + "---|"]
     for name, rs in groups.items():
         speeds = [format_speedups([speedup(base[axis], c) for c in curves_of(rs, axis)]) if base else 'n/a'
                   for axis in (1, 2)]
         found = [r['analysis'] for r in rs if r.get('analysis')]
-        params = f"{found[0]['params'] / 1e6:.3f} M" if found else '?'
+        params = f"{counts[name]:,}" if counts and name in counts else f"{found[0]['params']:,}" if found else '?'
         cells = [name, lr_text(rs[0]['lr']) if rs[0]['lr'] else '-', params, mean_std([r['val'] for r in rs]),
                  mean_std([r['train'] for r in rs]), *speeds, f"{statistics.fmean(r['ms_per_step'] for r in rs):.0f}"]
         lines.append('| ' + ' | '.join(cells + analysis_cells(found, roles)) + ' |')
@@ -295,44 +375,46 @@ def common_lr_table(summary):
     return lines
 
 
-def comparison_table(groups, reference, label):
-    """Each name's final val loss against reference's: the difference, its standard error, Welch's t, its df
-    and p, and what that means; then a line on how many comparisons were made."""
+def number(value, spec):
+    """value formatted by spec, or '-' for None."""
+    return '-' if value is None else format(value, spec)
+
+
+def compare(groups, reference):
+    """name -> Welch's test of its final val losses against reference's: {'diff', 'se', 't', 'df', 'p' (None
+    without a t), 'need' (seeds per side for 80 % power at the observed difference and spreads), 'n', 'n_ref'}."""
     ref = [r['val'] for r in groups[reference]]
-    lines = [f"| activation | val loss − {label} | standard error | Welch's t | df | p | verdict |",
-             "|---|---|---|---|---|---|---|"]
-    tested, missing = {}, False  # name -> p, for the names with one; whether a p needed scipy
+    found = {}
     for name, rs in groups.items():
         if name == reference:
             continue
         vals = [r['val'] for r in rs]
         diff, se, t, df = welch(vals, ref)
-        p = None if t is None else p_value(t, df)
-        if p is not None:
-            tested[name] = p
-        missing |= t is not None and p is None
-        p_cell = '-' if t is None else 'needs scipy' if p is None else f'{p:.3f}'
-        lines.append(f"| {name} | {diff:+.4f} | {'-' if se is None else f'{se:.4f}'} | "
-                     f"{'-' if t is None else f'{t:+.2f}'} | {'-' if df is None else f'{df:.1f}'} | {p_cell} | "
-                     f"{verdict(diff, t, p, len(vals), len(ref))} |")
-    notes = comparisons_note(tested) + (["p needs scipy: pip install scipy"] if missing else [])
-    return lines + ([""] + notes if notes else [])
+        found[name] = {'diff': diff, 'se': se, 't': t, 'df': df, 'p': None if t is None else p_value(t, df),
+                       'need': None if t is None else seeds_for_power(diff, statistics.stdev(vals),
+                                                                      statistics.stdev(ref)),
+                       'n': len(vals), 'n_ref': len(ref)}
+    return found
 
 
-def comparisons_note(tested):
-    """What the number of comparisons does to the verdicts at ALPHA each (tested: name -> p)."""
-    if len(tested) < 2:
-        return []
-    strict = ALPHA / len(tested)  # Bonferroni: every verdict at once holds at ALPHA
-    holding = [name for name, p in tested.items() if p < strict]
-    return [f"{len(tested)} comparisons at p < {ALPHA} each: with no real difference anywhere, about "
-            f"{len(tested) * ALPHA:.2f} of them would read lower or higher by chance. At p < {strict:.4f} "
-            f"(Bonferroni, {ALPHA} over all {len(tested)} together): {', '.join(holding) or 'none'}."]
+def comparison_table(tests, adjusted, label):
+    """The table of compare's tests against label: the difference, its standard error, Welch's t, its df, p and
+    Holm's p (adjusted: over every comparison of the report), the seeds that 80 % power would need, and the
+    verdict, which Holm's p decides."""
+    lines = [f"| activation | val loss − {label} | standard error | Welch's t | df | p | Holm's p | "
+             "seeds for 80 % power | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, c in tests.items():
+        q = adjusted.get((label, name))
+        need = '-' if c['t'] is None else f"{c['need']}" if c['need'] else "> 1000"
+        cells = [f"{c['diff']:+.4f}", number(c['se'], '.4f'), number(c['t'], '+.2f'), number(c['df'], '.1f'),
+                 number(c['p'], '.3f'), number(q, '.3f'), need, verdict(c['diff'], c['t'], q, c['n'], c['n_ref'])]
+        lines.append(f"| {name} | " + ' | '.join(cells) + ' |')
+    return lines
 
 
 def ladder_table(summary, baseline):
     """Each name's mean final val loss at each rung of the budget ladder, and its compute-equivalent speed-up
-    over the baseline with its bootstrap interval; [] without a ladder or the baseline's."""
+    over the baseline with its 95 % interval; [] without a ladder or the baseline's."""
     found = ladders(summary)
     if baseline not in found:
         return []
@@ -346,21 +428,24 @@ def ladder_table(summary, baseline):
         if name == baseline:
             cells += ['1 (the reference)', '-', '-']
         else:
-            value, bound, interval, outside = ladder_speedup(ladder, base)
-            spread = f"{interval[0]:.2f} to {interval[1]:.2f}" if interval else 'one seed: none'
-            cells += [f"{bound + ' ' if bound else ''}{value:.2f}", '-' if outside == 1 else spread,
-                      outside_words(bound, min(ladder), outside, baseline)]
+            value, bound, interval = ladder_speedup(ladder, base)
+            spread = ' to '.join(f"{b + ' ' if b else ''}{v:.2f}" for v, b in interval) if interval else \
+                '-' if bound else 'one seed: none'
+            cells += [f"{bound + ' ' if bound else ''}{value:.2f}", spread,
+                      outside_words(bound, interval, min(ladder), baseline)]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return lines
 
 
-def outside_words(bound, smallest, outside, baseline):
-    """What to do about a speed-up outside the ladder, or how often its resamples fell outside it."""
+def outside_words(bound, interval, smallest, baseline):
+    """What to do about a speed-up, or an end of its interval, outside the ladder."""
     if bound == '>=':
         return f"yes: at {smallest:g} of the steps already below {baseline}'s loss: add smaller --budgets"
     if bound == '<':
         return f"yes: not down to {baseline}'s loss even at the full budget: slower than {baseline}"
-    return f"no ({outside:.0%} of resamples outside)" if outside else "no"
+    ends = [words for (_, b), words in zip(interval or [], (f"its low end: it may be slower than {baseline}",
+                                                            "its high end: add smaller --budgets")) if b]
+    return f"{' and '.join(ends)}" if ends else "no"
 
 
 def tasks_table(groups):
@@ -385,16 +470,25 @@ LADDER_NOTE = """
   with the full run's warmup ({warmup} steps) and a cosine decay to its own end, at the activation's chosen lr,
   for every reported seed. The speed-up is SwiGLU's full budget over the budget at which the activation's mean
   final val loss equals SwiGLU's full-budget mean final val loss, interpolated linearly in log budget between
-  the rungs around it. Budgets count training tokens, not FLOPs or time. 95 % interval: the 2.5 and 97.5
-  percentiles over {resamples} bootstrap resamples of the seeds (each rung's and SwiGLU's, drawn with
-  replacement). Outside the ladder the speed-up is a bound (>= 1 / the smallest rung, or < 1)."""
+  the rungs around it. Budgets count training tokens, not FLOPs or time. 95 % interval: the delta method in log
+  budget (the crossing moves with the two rungs' mean losses around it and SwiGLU's, each by its s² / n), with
+  t at Welch-Satterthwaite's df, which covers the true speed-up about 95 % of the time at 3 seeds. Outside the
+  ladder the speed-up, or an end of its interval, is a bound: `>=` 1 / the smallest rung, or `<` 1."""
 GRID_NOTE = """
 - **lr grid**: every activation at every learning rate with the grid's seed; each activation's lr is the one of
-  the lowest final val loss (bold), and its reported seeds run at that lr. The chosen lr is bracketed when the
-  grid's lrs whose loss is within one seed SD of the best (the SD over the reported seeds at the chosen lr) have
-  a worse lr on both sides; where they reach the grid's edge the best lr may lie beyond it: extend `--lrs`."""
+  the lowest final val loss (bold), and its reported seeds run at that lr. The chosen lr is bracketed when both
+  its immediate neighbours in the grid are worse by more than sqrt(2) seed SDs (the SD of the difference of two
+  one-seed runs, from the reported seeds at the chosen lr); otherwise the best lr may lie beyond: extend
+  `--lrs`."""
+# what the held-out loss was measured on, by the summary's 'held_out' (None: a sweep from before it was recorded)
+HELD_OUT = {None: "Measured on the first eval_steps x tokens_per_step tokens of the val split, as train.py then\n"
+                  "  evaluated (now: windows spread evenly over the whole split).",
+            'val': "Measured on windows spread evenly over the whole val split.",
+            'test': "Measured on windows spread evenly over the whole test split; the lr grid's losses, which\n"
+                    "  picked the lrs, on the val split: the text that picks an lr is not the text that reports it."}
 NOTES = """
-- **val loss**: the last evaluation's loss; mean ± sample standard deviation over the seeds at the chosen lr.
+- **val loss**: the last evaluation's held-out loss; mean ± sample standard deviation over the seeds at the
+  chosen lr. {held_out}
 - **train loss**: the mean of the last {smooth} logged training losses (smoothed), then mean ± std over seeds.
 - **speed-up in tokens / in time**: for each seed, the tokens (training seconds) SwiGLU's seed-averaged curve
   needs to reach its own final val loss, divided by the tokens (seconds) this seed's run needs to reach the same
@@ -409,9 +503,13 @@ NOTES = """
 - **ms / step**: the median wall-clock time of a training step (the first logged interval left out), mean over
   seeds.
 - **Welch's t**: the difference of the mean final val losses divided by its standard error
-  sqrt(s_a²/n_a + s_b²/n_b); df by Welch-Satterthwaite; **p**: two-sided, from the t distribution at that df
-  (scipy). The verdict says lower or higher loss at p < 0.05, else not distinguishable from seed noise at this
-  number of seeds; with 3 seeds a side df is about 2 to 4, where p < 0.05 needs |t| of about 2.8 to 4.3.
+  sqrt(s_a²/n_a + s_b²/n_b); df by Welch-Satterthwaite; **p**: two-sided, from the t distribution at that df.
+  **Holm's p**: p adjusted by Holm's step-down procedure over all {tests} comparisons of this report together,
+  so that all its verdicts hold at once at 0.05. The verdict says lower or higher loss at Holm's p < 0.05, else
+  not distinguishable from seed noise at this number of seeds; with 3 seeds a side df is about 2 to 4, where p <
+  0.05 needs |t| of about 2.8 to 4.3. **seeds for 80 % power**: the seeds per side at which a two-sided t-test
+  at 0.05 finds the observed difference 4 times in 5, if it and the seeds' spreads are the true ones (normal
+  approximation with t quantiles at 2n - 2 df); a rough guide, as noisy as the difference it starts from.
 - **erank**: the entropy-based effective rank of each FFN weight matrix (analyze.py), mean over layers, then mean ±
   std over seeds. **layer similarity**: the mean cosine similarity between the hidden states of different layers on
   one validation batch (analyze.py), mean ± std over seeds. The paper reports higher rank and lower similarity for
@@ -439,17 +537,25 @@ def report(summary):
                       "activation's own pick.", ""]
         if bracket_lines(summary):
             lines += ["Not bracketed, so the best lr may lie outside the grid:", ""] + bracket_lines(summary) + [""]
-    lines += ["## Results at each activation's lr", ""] + results_table(groups, baseline) + [""]
-    if baseline in groups and len(groups) > 1:
-        lines += [f"## Against {baseline}: final val loss", ""] + comparison_table(groups, baseline, baseline) + [""]
-    if ladder_table(summary, baseline):
-        lines += [f"## Budget ladder: compute-equivalent speed-up over {baseline}", ""]
-        lines += ladder_table(summary, baseline) + [""]
+    lines += ["## Results at each activation's lr", ""] + results_table(groups, baseline, summary.get('params')) + [""]
+    # every Welch comparison of the report, then Holm's correction over all of them together
+    tests = {baseline: compare(groups, baseline)} if baseline in groups and len(groups) > 1 else {}
     ablation = {name: rs for name, rs in groups.items() if name.startswith(f'{ablated}_r')}
     if summary['lrs'] and ablation and ablated in groups:
         order_groups = {f"{ablated} (r={summary['base_order']})": groups[ablated], **ablation}
+        tests[f"r={summary['base_order']}"] = compare(order_groups, next(iter(order_groups)))
+    adjusted = holm({(label, name): c['p'] for label, found in tests.items() for name, c in found.items()
+                     if c['p'] is not None})
+    if baseline in tests:
+        lines += [f"## Against {baseline}: final val loss", ""] + comparison_table(tests[baseline], adjusted,
+                                                                                    baseline) + [""]
+    if ladder_table(summary, baseline):
+        lines += [f"## Budget ladder: compute-equivalent speed-up over {baseline}", ""]
+        lines += ladder_table(summary, baseline) + [""]
+    if len(tests) > 1:
+        label = f"r={summary['base_order']}"
         lines += [f"## Order ablation: {ablated} at its lr, against order {summary['base_order']}", ""]
-        lines += comparison_table(order_groups, next(iter(order_groups)), f"r={summary['base_order']}") + [""]
+        lines += comparison_table(tests[label], adjusted, label) + [""]
     if common_lr_table(summary):
         lines += [f"## Analyses at one lr for all ({lr_text(summary['analysis_lr'])}, seed {grid_seed(summary)})", "",
                   "The analyses follow the lr as well as the activation; here every activation's grid run at the "
@@ -457,9 +563,10 @@ def report(summary):
         lines += common_lr_table(summary) + [""]
     if tasks_table(groups):
         lines += ["## Tasks (final evaluation)", ""] + tasks_table(groups) + [""]
-    ladder_note = LADDER_NOTE.format(warmup=summary.get('warmup_steps'), resamples=RESAMPLES)
+    ladder_note = LADDER_NOTE.format(warmup=summary.get('warmup_steps'))
     return ('\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '') + (ladder_note if ladders(summary) else '')
-            + NOTES.format(smooth=summary.get('smooth', 10), cap=cap_words(groups, baseline)))
+            + NOTES.format(smooth=summary.get('smooth', 10), cap=cap_words(groups, baseline), tests=len(adjusted),
+                           held_out=HELD_OUT[summary.get('held_out')]))
 
 
 def cap_words(groups, baseline):
@@ -547,33 +654,197 @@ def draw_ladder(ax, summary, groups):
     return True
 
 
-def plot(summary, path):
-    """draw's figure as a PNG at path; False when matplotlib is missing."""
+def plot(summary, path, drawing=draw):
+    """drawing's figure (draw's, or scale_draw's) as a PNG at path; False when matplotlib is missing."""
     plt = pyplot()
     if plt is None:
         return False
-    fig = draw(summary, plt)
+    fig = drawing(summary, plt)
     save_figure(fig, path, dpi=90)
     plt.close(fig)
     return True
 
 
 def write_report(summary, out):
-    """report.md and val_loss.png in out, from the summary; print the report."""
-    text = report(summary)
+    """report.md and its plot in out (val_loss.png; scale.png for a size ladder), from the summary; print the
+    report."""
+    scale = 'scale' in summary
+    text = scale_report(summary) if scale else report(summary)
     atomic_write(os.path.join(out, 'report.md'), text.encode())
     print('\n' + text)
-    png = os.path.join(out, 'val_loss.png')
-    if plot(summary, png):
+    png = os.path.join(out, 'scale.png' if scale else 'val_loss.png')
+    if plot(summary, png, scale_draw if scale else draw):
         print(f"report: {os.path.join(out, 'report.md')}, plot: {png}")
     else:
         print(f"report: {os.path.join(out, 'report.md')}; pip install matplotlib to also get the plot")
 
 
+# -----------------------------------------------------------------------------
+# 3. The size ladder: the paper's table of final loss by model size, in miniature
+
+
+def size_rows(summary):
+    """[(size's summary, its non-embedding parameters (the baseline's), name -> final losses over seeds)], the
+    smallest size first."""
+    rows = []
+    for size in summary['scale']:
+        groups = final_runs(size)
+        rows.append((size, size['params'][summary['baseline']], {name: [r['val'] for r in rs]
+                                                                 for name, rs in groups.items()}))
+    return rows
+
+
+def gaps(summary):
+    """name -> [(parameters, gap to the baseline, its standard error, Welch's df, its 95 % interval)] per size:
+    the gap is the name's mean final loss less the baseline's (negative: lower loss than the baseline)."""
+    found = {}
+    for _, params, losses in size_rows(summary):
+        base = losses[summary['baseline']]
+        for name, vals in losses.items():
+            if name != summary['baseline']:
+                diff, se, _, df = welch(vals, base)
+                reach = None if df is None else t_critical(ALPHA, df) * se
+                interval = None if reach is None else (diff - reach, diff + reach)
+                found.setdefault(name, []).append((params, diff, se, df, interval))
+    return found
+
+
+def gap_trend(points):
+    """The gap's trend with size: the slope of gap against log10(parameters) by weighted least squares (each
+    size weighted by 1 / its gap's squared standard error), per 10x parameters, with its 95 % interval (t at the
+    smallest Welch df among the sizes, a cautious choice); None with fewer than 3 sizes or no spread."""
+    usable = [(math.log10(n), gap, se, df) for n, gap, se, df, _ in points if se]
+    if len(usable) < 3:
+        return None
+    weights = [1 / se ** 2 for _, _, se, _ in usable]
+    x_mean = sum(w * x for w, (x, *_) in zip(weights, usable)) / sum(weights)
+    spread = sum(w * (x - x_mean) ** 2 for w, (x, *_) in zip(weights, usable))
+    slope = sum(w * (x - x_mean) * gap for w, (x, gap, *_) in zip(weights, usable)) / spread
+    reach = t_critical(ALPHA, min(df for *_, df in usable)) / math.sqrt(spread)
+    return slope, (slope - reach, slope + reach)
+
+
+def trend_words(name, baseline, trend):
+    """The trend of name's gap to the baseline in words, no stronger than its interval."""
+    slope, (low, high) = trend
+    interval = f"{slope:+.4f} per 10x parameters (95 % interval {low:+.4f} to {high:+.4f})"
+    if high < 0:
+        return f"{name}'s lead over {baseline} **grows** with size: its gap falls by {interval}"
+    if low > 0:
+        return f"{name}'s gap to {baseline} **shrinks** (rises) with size: {interval}"
+    return (f"{name}'s gap to {baseline}: no trend these sizes resolve, {interval}; it may grow, hold or shrink "
+            "within that")
+
+
+def scale_report(summary):
+    """The markdown report of a size ladder: final loss by size and activation, each gap to the baseline with its
+    interval and Holm's p, the gap's trend with size, the compute-equivalent speed-up where a size has a budget
+    ladder, and each size's chosen lrs."""
+    baseline, rows = summary['baseline'], size_rows(summary)
+    names = list(rows[0][2])
+    seeds = sorted({len(v) for _, _, losses in rows for v in losses.values()})
+    lines = [f"# Size ladder: {len(names)} activations at {len(rows)} sizes, "
+             f"{' or '.join(map(str, seeds))} seeds each", "",
+             f"`{summary['config']}` at each size, {summary['tokens_per_param']} training tokens per non-embedding "
+             f"parameter; each size's lr grid centred on the size below's choice; {summary['hardware']}. Each "
+             "size's own report: `<size>/report.md`.", "",
+             "## Final held-out loss by size (the paper's table in miniature)", "",
+             "| size | non-embedding parameters | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for size, params, losses in rows:
+        lines.append(f"| {size['size']} | {params / 1e6:.3f} M | "
+                     + " | ".join(mean_std(losses[name]) if name in losses else '-' for name in names) + " |")
+    found = gaps(summary)
+    tests = {(name, i): p_value(gap / se, df) for name, points in found.items()
+             for i, (_, gap, se, df, _) in enumerate(points) if df}
+    adjusted = holm(tests)
+    lines += ["", f"## Gap to {baseline} at each size", "",
+              "| activation | size | parameters | gap (loss − " + baseline + ") | 95 % interval | p | Holm's p | "
+              "verdict |", "|---|---|---|---|---|---|---|---|"]
+    for name, points in found.items():
+        for i, ((size, _, losses), (params, gap, se, df, interval)) in enumerate(zip(rows, points)):
+            q = adjusted.get((name, i))
+            words = verdict(gap, df, q, len(losses[name]), len(losses[baseline])) if q is not None else \
+                "no error estimate"
+            lines.append(f"| {name} | {size['size']} | {params / 1e6:.3f} M | {gap:+.4f} | "
+                         + (f"{interval[0]:+.4f} to {interval[1]:+.4f}" if interval else '-')
+                         + f" | {number(tests.get((name, i)), '.3f')} | {number(q, '.3f')} | {words} |")
+    lines += ["", "## The gap's trend with size", ""]
+    for name, points in found.items():
+        trend = gap_trend(points)
+        lines.append(f"- {trend_words(name, baseline, trend)}." if trend else f"- {name}: fewer than 3 sizes with "
+                     "an error estimate: no trend.")
+    speedups = [(size, ladder_table(size, baseline)) for size, _, _ in rows]
+    lines += ["", f"## Compute-equivalent speed-up over {baseline} (budget ladder)", ""]
+    for size, table in speedups:
+        if table:
+            lines += [f"At size {size['size']}:", ""] + table + [""]
+    if not any(table for _, table in speedups):
+        lines += ["No size of this sweep has a budget ladder.", ""]
+    lines += ["## Chosen lr at each size", "", "| activation | " + " | ".join(s['size'] for s, _, _ in rows) + " |",
+              "|---|" + "---|" * len(rows)]
+    for name in names:
+        cells = []
+        for size, _, _ in rows:
+            lr = size['chosen_lr'].get(name)
+            sides = unbracketed(size, name)[0] if lr else []
+            cells.append('-' if lr is None else lr_text(lr) + (f" (not bracketed {' and '.join(sides)})"
+                                                               if sides else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return '\n'.join(lines + [""]) + SCALE_NOTES.format(tests=len(adjusted))
+
+
+SCALE_NOTES = """
+- **held-out loss**: each size's reported seeds at its chosen lr, measured on the test split; the lrs picked on
+  val. **gap**: the activation's mean final loss less the baseline's at the same size; 95 % interval: Welch's t
+  at its df; Holm's p over all {tests} gaps of this report; the verdict from Holm's p.
+- **trend**: the gap against log10(parameters), weighted least squares (each size by 1 / its gap's squared
+  standard error); the slope is the change of the gap per 10x parameters, with a 95 % interval from t at the
+  smallest df among the sizes. It says grows or shrinks only when the interval excludes 0.
+- **compute-equivalent speed-up**: as in a single sweep's report, at each size with a budget ladder.
+"""
+
+
+def scale_draw(summary, plt):
+    """The size ladder's figure: final loss against non-embedding parameters (log axis), seed mean ± SD per
+    activation; and each gap to the baseline with its 95 % interval and its fitted trend."""
+    fig, (loss_ax, gap_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    rows = size_rows(summary)
+    for i, name in enumerate(rows[0][2]):
+        xs = [params for _, params, losses in rows if name in losses]
+        vals = [losses[name] for _, _, losses in rows if name in losses]
+        loss_ax.errorbar(xs, [statistics.fmean(v) for v in vals], yerr=[statistics.stdev(v) if len(v) > 1 else 0
+                                                                       for v in vals],
+                         marker='o', capsize=3, color=f'C{i % 10}', label=name)
+    for i, (name, points) in enumerate(gaps(summary).items()):
+        color = f'C{(i + 1) % 10}'
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        errors = [[y - p[4][0] if p[4] else 0 for y, p in zip(ys, points)],
+                  [p[4][1] - y if p[4] else 0 for y, p in zip(ys, points)]]
+        gap_ax.errorbar(xs, ys, yerr=errors, marker='o', capsize=3, color=color, label=f'{name} (95 % interval)')
+        trend = gap_trend(points)
+        if trend:  # the fitted line through the weighted means
+            weights = [1 / p[2] ** 2 for p in points]
+            x_mean = sum(w * math.log10(x) for w, x in zip(weights, xs)) / sum(weights)
+            y_mean = sum(w * y for w, y in zip(weights, ys)) / sum(weights)
+            gap_ax.plot(xs, [y_mean + trend[0] * (math.log10(x) - x_mean) for x in xs], ls=':', color=color,
+                        label=f'{name} trend: {trend[0]:+.4f} per 10x')
+    gap_ax.axhline(0, color='gray', lw=1)
+    for ax, title in ((loss_ax, 'final held-out loss by size (seed mean ± SD)'),
+                      (gap_ax, f"gap to {summary['baseline']} (negative: lower loss)")):
+        ax.set_xscale('log')
+        ax.set_xlabel('non-embedding parameters (log scale)')
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    loss_ax.set_ylabel(loss_label(summary['scale'][0].get('tokenizer')))
+    gap_ax.set_ylabel('loss difference')
+    fig.tight_layout()
+    return fig
 
 
 # -----------------------------------------------------------------------------
-# 3. From the command line
+# 4. From the command line
 
 
 def main(argv=None):

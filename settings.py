@@ -53,7 +53,8 @@ TRAINING = dict(
     peak_flops=None,  # the device's dense bf16 FLOP/s for MFU; None: looked up from the GPU's name
     # how often, in steps
     eval_interval=200,  # validation loss every this many steps, and at max_steps
-    eval_steps=20,  # each evaluation reads eval_steps * tokens_per_step validation tokens
+    eval_steps=20,  # each evaluation reads eval_steps * tokens_per_step held-out tokens, spread evenly over the split
+    eval_split='val',  # the held-out split evaluated: 'val', or 'test' (a sweep picks lrs on val, reports test)
     log_interval=25,  # a log line every this many steps (and at step 1)
     ckpt_interval=200,  # a checkpoint every this many steps (and at the last)
     # downstream evaluation as training goes (data/tasks.py; eval.py scores a finished checkpoint the same way)
@@ -70,7 +71,7 @@ TRAINING = dict(
 OPTIONAL = {'vocab_size': int, 'data_dir': str, 'stop_step': int, 'device': str, 'dtype': str,
             'compile': bool, 'peak_flops': float, 'threads': int, 'wandb_run_name': str}
 CHOICES = {'init_from': ('scratch', 'resume', 'auto'), 'device': (None, 'cpu', 'cuda'),
-           'dtype': (None, 'float32', 'bfloat16')}
+           'dtype': (None, 'float32', 'bfloat16'), 'eval_split': ('val', 'test')}
 RANGES = [  # (keys, test, what the test asks); None passes (see OPTIONAL)
     (('block_size', 'n_layer', 'n_head', 'n_embd', 'threads', 'tokens_per_step', 'micro_batch_size', 'max_steps',
       'stop_step', 'eval_interval', 'eval_steps', 'log_interval', 'ckpt_interval', 'learning_rate', 'peak_flops',

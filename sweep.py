@@ -4,8 +4,9 @@ the same data, for the same number of tokens, for several seeds, each at its own
 report.
 
     python sweep.py --preset cpu                             # 6 activations x 3 seeds, ~35 min on 2 CPU cores
-    python sweep.py --preset cpu-long                        # lr grid, 3 seeds, budget ladder, order ablation
+    python sweep.py --preset cpu-long                        # lr grid, 5 seeds, budget ladder, order ablation
     python sweep.py --preset cpu-stdlib                      # the same on a second corpus (Python source, bytes)
+    python sweep.py --preset cpu-scale                       # the size ladder: 3 activations at 4 model sizes
     python sweep.py --preset gpu --lrs 1e-3,2e-3,4e-3 --budgets 0.5,0.7,1 --plan  # what it would run, how long
     python sweep.py --activations polynorm --orders 2,3,4    # PolyNorm's order ablation at one lr
     python sweep.py --preset cpu --max_steps=100             # any --key=value goes on to train.py
@@ -69,14 +70,21 @@ ABLATED = 'polynorm'  # the activation of the order ablation when there is an lr
 # The lr grid's seed: outside the reported seeds 0, 1, ..., so that the run that picks an activation's lr is not
 # also one of the runs its comparison counts (which would favour it a little, and break the test's independence)
 GRID_SEED = 1000
+WIDEN = 2  # the size ladder widens a name's grid of 3 by one lr at a time, this many times at most, at its edge
 ASSUMED_MFU = 0.4  # --plan's time on GPUs when no throughput was measured (--tok_per_s)
+TOKENS_PER_PARAM = 10  # the size ladder trains each size on this many tokens per non-embedding parameter
+# one run's tok/s at each of the cpu-scale preset's sizes: train.py, one thread, 40 steps, the median of its last
+# 3 log lines, on the 2-core machine while other work loaded it (load average about 4.5): +-2x noise, not a benchmark
+TOK_PER_S_SCALE = '11200,4200,8200,2300'
 
 # Datasets too big for the sweep to download unasked: how to get them
 DOWNLOAD_YOURSELF = {'fineweb': ('python data/fineweb/prepare.py', "8 train shards, 1.6 GB")}
 
 # The sweep's own settings per preset; the training settings are in config/sweep_<preset>.py. Flags win.
+# 5 seeds: 3 resolve only differences of about 3 seed SDs (power about 0.85 for PolyNorm against SwiGLU on
+# Tiny Shakespeare, far less for the rest); the report prints the seeds each comparison would need
 LONG = {'activations': 'relu2,swiglu,polyrelu,polynorm,polynorm_glu',
-        'lrs': '2e-3,4e-3,8e-3,1.6e-2,3.2e-2,6.4e-2', 'seeds': 3, 'parallel': 2, 'orders': '2,4',
+        'lrs': '2e-3,4e-3,8e-3,1.6e-2,3.2e-2,6.4e-2', 'seeds': 5, 'parallel': 2, 'orders': '2,4',
         'order_seeds': 1, 'budgets': '0.5,0.7,1'}
 PRESETS = {
     'cpu': {'activations': 'relu,gelu,relu2,swiglu,polyrelu,polynorm', 'seeds': 3},
@@ -84,6 +92,12 @@ PRESETS = {
     # the same protocol on a second corpus, the grid one lr lower: SwiGLU's loss on it rises from 2e-3 upwards
     'cpu-stdlib': {**LONG, 'lrs': '1e-3,' + LONG['lrs']},
     'gpu': {'activations': 'relu,gelu,relu2,swiglu,polyrelu,polynorm', 'seeds': 3},
+    # the size ladder: 4 sizes, 0.05 M to 0.89 M non-embedding parameters (18x), each at TOKENS_PER_PARAM; the
+    # smallest's grid wide, each larger size's 3 lrs around the size below's choice (widened at an edge); the budget
+    # ladder at the smallest and the largest size. tok_per_s: one run's throughput at each size, for --plan's hours
+    'cpu-scale': {'activations': 'swiglu,polynorm,polynorm_glu', 'seeds': 3, 'parallel': 2,
+                  'sizes': '4x32,4x64,4x96,4x136', 'lrs': '2e-3,4e-3,8e-3,1.6e-2,3.2e-2',
+                  'budgets': '0.35,0.5,0.7,1', 'tok_per_s': TOK_PER_S_SCALE},
 }
 
 # -----------------------------------------------------------------------------
@@ -141,8 +155,9 @@ def run_name(activation, order=None):
 
 def make_run(spec, activation, seed, lr=None, order=None, budget=1):
     """One run: its name, folder, steps and train.py keys. With an lr grid, min_lr keeps the preset's ratio to
-    the lr, so that every lr decays in the same shape. A rung of the budget ladder (budget < 1) is a whole run
-    of its own length: its cosine decays to its own max_steps, after the same warmup_steps as the full run's."""
+    the lr, so that every lr decays in the same shape, and the reported seeds evaluate on the test split. A rung
+    of the budget ladder (budget < 1) is a whole run of its own length: its cosine decays to its own max_steps,
+    after the same warmup_steps as the full run's."""
     out = spec['out']
     name = run_name(activation, order)
     folder = name + (f'_lr{lr_tag(lr)}' if lr else '') + (f'_b{budget:g}' if budget != 1 else '') + f'_s{seed}'
@@ -153,6 +168,8 @@ def make_run(spec, activation, seed, lr=None, order=None, budget=1):
         keys['learning_rate'] = lr
         if spec.get('min_lr_ratio') is not None:
             keys['min_lr'] = round(lr * spec['min_lr_ratio'], 12)  # 2e-4, not 0.00020000000000000001
+    if spec['lrs'] and seed != GRID_SEED:
+        keys['eval_split'] = 'test'  # the grid picks the lr on val; the reported runs are measured on other text
     steps = rung_steps(spec['max_steps'], budget)
     if budget != 1:
         keys['max_steps'] = steps
@@ -179,6 +196,23 @@ def variants(spec):
     return [(a, None) for a in spec['activations']]
 
 
+def grid_lrs(spec, activation, order, finals):
+    """The lrs of a name's grid: --lrs, or in the size ladder its own three around the size below's choice
+    (spec['grids']), widened by one more lr (x2 or /2) at a time, WIDEN times at most, while the best finished
+    lr is at the grid's edge, so that the pick is bracketed."""
+    own = spec.get('grids', {}).get(run_name(activation, order))
+    lrs = sorted(own or spec['lrs'] or [])
+    while own and len(lrs) < len(own) + WIDEN:
+        grid = [make_run(spec, activation, GRID_SEED, lr, order) for lr in lrs]
+        if not all(run['dir'] in finals for run in grid):
+            break
+        best = min(grid, key=lambda run: (finals[run['dir']], run['lr']))['lr']
+        if best not in (lrs[0], lrs[-1]):
+            break
+        lrs = [lrs[0] / 2] + lrs if best == lrs[0] else lrs + [lrs[-1] * 2]
+    return lrs
+
+
 def pick_lrs(spec, finals):
     """name -> its chosen lr, for the names whose grid is finished: the lr of the lowest final val loss (the
     smaller lr on a tie). finals: run folder -> final val loss (inf when diverged). Without a grid, None."""
@@ -187,7 +221,7 @@ def pick_lrs(spec, finals):
         if not spec['lrs']:
             chosen[run_name(activation, order)] = None
             continue
-        grid = [make_run(spec, activation, GRID_SEED, lr, order) for lr in spec['lrs']]
+        grid = [make_run(spec, activation, GRID_SEED, lr, order) for lr in grid_lrs(spec, activation, order, finals)]
         if all(run['dir'] in finals for run in grid):
             best = min(grid, key=lambda run: (finals[run['dir']], run['lr']))
             chosen[best['name']] = best['lr']
@@ -200,7 +234,9 @@ def plan_runs(spec, finals):
     then the budget ladder's shorter runs of those, and the order ablation at PolyNorm's chosen lr."""
     # activations interleaved (lr by lr, seed by seed), so that a shared machine's changing load falls on all
     # of them alike and the training-time comparison stays fair
-    runs = [make_run(spec, a, GRID_SEED, lr, r) for lr in spec['lrs'] or [] for a, r in variants(spec)]
+    grids = {(a, r): grid_lrs(spec, a, r, finals) for a, r in variants(spec)}
+    runs = [make_run(spec, a, GRID_SEED, lrs[i], r) for i in range(max(map(len, grids.values()), default=0))
+            for (a, r), lrs in grids.items() if i < len(lrs)]
     chosen = pick_lrs(spec, finals)
     for budget in [1] + rungs(spec):
         runs += [make_run(spec, a, s, chosen[run_name(a, r)], r, budget)
@@ -220,10 +256,10 @@ def train_args(config, overrides, run):
 def count_runs(spec):
     """(grid runs, runs of the reported seeds, the ladder's shorter runs, order-ablation runs) the sweep will
     make, before any has run."""
-    names, lrs = len(variants(spec)), len(spec['lrs'] or [])
+    names = len(variants(spec))
     orders = [r for r in spec['orders'] or [] if r != spec['base_order']] if spec['lrs'] else []
-    return names * lrs, names * spec['seeds'], names * spec['seeds'] * len(rungs(spec)), \
-        len(orders) * spec['order_seeds']
+    grid = sum(len(grid_lrs(spec, a, r, {})) for a, r in variants(spec)) if spec['lrs'] else 0
+    return grid, names * spec['seeds'], names * spec['seeds'] * len(rungs(spec)), len(orders) * spec['order_seeds']
 
 
 def model_facts(settings):
@@ -281,18 +317,25 @@ def plan_text(spec, settings, parallel, tok_per_s):
 # 3. The data, prepared once for all runs
 
 
-def data_folder(settings):
-    """Where the runs read their shards, and whether the shards are there."""
+def data_folder(settings, split='train'):
+    """Where the runs read their shards, and whether the split's shards (and meta.json) are there."""
     target = settings.get('data_dir') or os.path.join(ROOT, 'data', settings['dataset'])
-    shards = glob.glob(os.path.join(glob.escape(target), '*_train_*.bin'))
+    shards = glob.glob(os.path.join(glob.escape(target), f'*_{split}_*.bin'))
     return target, bool(shards) and os.path.exists(os.path.join(target, 'meta.json'))
 
 
-def ensure_data(settings, raw_input):
-    """Run data/<dataset>/prepare.py unless the shards exist; raw_input is a local copy of the raw text.
-    A dataset of gigabytes (FineWeb) is never downloaded by the sweep: it says how to get it."""
+def ensure_data(settings, raw_input, test=False):
+    """Run data/<dataset>/prepare.py unless the shards exist, the test split's too when test (a sweep with an lr
+    grid reports on it; data prepared before the scripts wrote one is prepared again, its train shards the
+    same); raw_input is a local copy of the raw text. A dataset of gigabytes (FineWeb) is never downloaded by the
+    sweep: it says how to get it."""
     dataset, data_dir = settings['dataset'], settings.get('data_dir')
     target, ready = data_folder(settings)
+    if ready and test and not data_folder(settings, 'test')[1]:
+        if dataset in DOWNLOAD_YOURSELF or not os.path.isfile(os.path.join(ROOT, 'data', dataset, 'prepare.py')):
+            raise SystemExit(f"no test split in {target}: an lr grid picks each lr on val and reports on test; "
+                             f"write {dataset}_test_*.bin shards there (data/shards.py's write_dataset, test_tokens)")
+        ready = False
     if ready:
         return
     if dataset in DOWNLOAD_YOURSELF:
@@ -308,6 +351,9 @@ def ensure_data(settings, raw_input):
     print(f"preparing the data: {' '.join(command)}", flush=True)
     if subprocess.run(command).returncode != 0:
         raise SystemExit(f"preparing {dataset} failed (see above); run the command by hand to retry")
+    if test and not data_folder(settings, 'test')[1]:
+        raise SystemExit(f"{script} wrote no test split in {target}: an lr grid picks each lr on val and reports "
+                         "on test; run the sweep without --lrs, or give the data a test split")
 
 
 # -----------------------------------------------------------------------------
@@ -575,10 +621,20 @@ def summarize(spec, runs, finals, config, overrides, settings):
         entry['analysis'] = numbers.get(run['dir'])
     return {'config': os.path.relpath(config, ROOT), 'overrides': overrides, 'hardware': hardware(),
             'tokenizer': tokenizer_kind(settings), 'baseline': BASELINE, 'ablated': ABLATED, 'smooth': SMOOTH,
-            'grid_seed': GRID_SEED if spec['lrs'] else None, 'lrs': spec['lrs'], 'seeds': spec['seeds'],
+            'grid_seed': GRID_SEED if spec['lrs'] else None, 'seeds': spec['seeds'],
+            'lrs': sorted({lr for a, r in variants(spec) for lr in grid_lrs(spec, a, r, finals)}) or None,
             'budgets': spec['budgets'], 'max_steps': spec['max_steps'], 'warmup_steps': settings['warmup_steps'],
-            'orders': spec['orders'], 'base_order': spec['base_order'],
+            'orders': spec['orders'], 'base_order': spec['base_order'], 'params': param_counts(spec, settings),
+            'held_out': 'test' if spec['lrs'] else settings['eval_split'],
             'chosen_lr': chosen, 'analysis_lr': common, 'runs': entries}
+
+
+def param_counts(spec, settings):
+    """name -> its model's non-embedding parameters, exactly: the gated activations' 2/3 of ffn_hidden is rounded,
+    so the counts differ a little, and the report shows them."""
+    names = variants(spec) + [(ABLATED, r) for r in (spec['orders'] or []) if spec['lrs'] and r != spec['base_order']]
+    return {run_name(a, r): model_facts({**settings, 'activation': a, 'poly_order': r or settings['poly_order']})[0]
+            for a, r in names}
 
 
 def analysis_lr(spec, chosen):
@@ -605,7 +661,100 @@ def hardware():
 
 
 # -----------------------------------------------------------------------------
-# 7. The sweep
+# 7. The size ladder: the same sweep at several model sizes, each size's lrs around the size below's
+
+
+def size_tag(size):
+    """A size (n_layer, n_embd) as its folder and --sizes spell it: (4, 64) -> '4x64'."""
+    return f"{size[0]}x{size[1]}"
+
+
+def size_keys(config, overrides, size):
+    """train.py's keys for one size of the ladder: n_layer x n_embd with an FFN of 4 x n_embd, max_steps for
+    TOKENS_PER_PARAM tokens per non-embedding parameter of the baseline's model, warmup 5 % of the steps, 10
+    evaluations and 4 checkpoints per run."""
+    keys = {**overrides, 'n_layer': size[0], 'n_embd': size[1], 'ffn_hidden': 4 * size[1]}
+    settings = read_settings(config, keys)
+    params = model_facts({**settings, 'activation': BASELINE})[0]
+    steps = max(20, round(TOKENS_PER_PARAM * params / settings['tokens_per_step']))
+    keys.update(max_steps=steps, warmup_steps=max(1, steps // 20), eval_interval=max(1, steps // 10),
+                ckpt_interval=max(1, steps // 4))
+    return keys
+
+
+def size_spec(spec, sizes, k, chosen_below):
+    """The sweep of size k: its own folder and steps; the smallest size runs spec's lr grid, each larger one a grid
+    of its own per name, the size below's choice (chosen_below: name -> lr) and its half and double; the budget
+    ladder only at the smallest and the largest size."""
+    own = {'out': os.path.join(spec['out'], size_tag(sizes[k])),
+           'budgets': spec['budgets'] if k in (0, len(sizes) - 1) else None}
+    if k > 0:
+        own['grids'] = {name: [lr / 2, lr, lr * 2] for name, lr in chosen_below.items()}
+        own['lrs'] = sorted({lr for lrs in own['grids'].values() for lr in lrs})
+    return {**spec, **own}
+
+
+def scale_plan(spec, sizes, config, overrides, parallel, tok_per_s):
+    """--plan of the size ladder: each size's model, runs and hours at its measured throughput, and the total."""
+    lines, total = [], 0.0
+    placeholder = {run_name(a, r): 1.0 for a, r in variants(spec)}  # the grids' centres are not known yet
+    for k, size in enumerate(sizes):
+        keys = size_keys(config, overrides, size)
+        settings = read_settings(config, keys)
+        s = {**size_spec(spec, sizes, k, placeholder), 'max_steps': keys['max_steps']}
+        check_rungs(s, keys['warmup_steps'])
+        grid, seeds, ladder, _ = count_runs(s)
+        full = grid + seeds + seeds * sum(b for b in rungs(s))
+        tokens = keys['max_steps'] * settings['tokens_per_step']
+        hours = full * tokens / (tok_per_s[k] * parallel) / 3600
+        total += hours
+        params = model_facts({**settings, 'activation': BASELINE})[0]
+        lines.append(f"size {size_tag(size)}: {params / 1e6:.3f} M non-embedding parameters ({BASELINE}), "
+                     f"{keys['max_steps']} steps, {tokens / 1e6:.2f} M tokens ({tokens / params:.1f} per parameter); "
+                     f"grid {grid} runs{'' if k == 0 else ' (3 lrs a name, at least)'}, seeds {seeds}"
+                     + (f", budget ladder {ladder}" if ladder else "") + f": {full:.1f} full runs' worth, "
+                     f"{hours:.1f} h at {tok_per_s[k]:,.0f} tok/s per run, {parallel} at a time")
+    lines.append(f"time: {total:.1f} h of training in all (a widened grid, evaluations, checkpoints and analyses "
+                 "add to it); the sizes run one after another, and the sweep resumes where it stopped")
+    return '\n'.join(lines)
+
+
+def scale_main(args, spec, config):
+    """The size ladder: each size swept in turn (its lr grid centred on the size below's choices), each with its
+    own summary and report in <out>/<size>; then <out>/summary.json holds them all, and report.py makes the scale
+    report from it."""
+    if args.tok_per_s and len(args.tok_per_s) != len(args.sizes):
+        raise SystemExit(f"--tok_per_s: give one throughput per size ({len(args.sizes)}), got {len(args.tok_per_s)}")
+    if args.plan:
+        print(scale_plan(spec, args.sizes, config, args.overrides, args.parallel, args.tok_per_s))
+        return
+    ensure_data(read_settings(config, args.overrides), args.input, test=True)
+    summaries, chosen, t0 = [], {}, time.time()
+    for k, size in enumerate(args.sizes):
+        keys = size_keys(config, args.overrides, size)
+        settings = read_settings(config, keys)
+        s = {**size_spec(spec, args.sizes, k, chosen), 'max_steps': keys['max_steps']}
+        check_rungs(s, keys['warmup_steps'])
+        print(f"size {size_tag(size)}: {keys['max_steps']} steps, in {s['out']}", flush=True)
+        finals, runs = run_all(s, config, keys, args.parallel, slot_gpus(settings['device'], args.parallel))
+        chosen = pick_lrs(s, finals)
+        summaries.append({**summarize(s, runs, finals, config, keys, settings), 'size': size_tag(size)})
+        write_summary(summaries[-1], s['out'])
+    print(f"all sizes finished; this sweep call took {time.time() - t0:.0f} s", flush=True)
+    write_summary({'scale': summaries, 'baseline': BASELINE, 'tokens_per_param': TOKENS_PER_PARAM,
+                   'hardware': hardware(), 'config': os.path.relpath(config, ROOT)}, args.out)
+
+
+def write_summary(summary, out):
+    """<out>/summary.json, then report.py's report of it, as `python report.py --out <out>` redoes it."""
+    os.makedirs(out, exist_ok=True)
+    atomic_write(os.path.join(out, 'summary.json'), json.dumps(summary, indent=1).encode())
+    if subprocess.run([sys.executable, REPORT, '--out', out]).returncode != 0:
+        raise SystemExit(f"report.py failed; the summary is kept: python report.py --out {out}")
+
+
+# -----------------------------------------------------------------------------
+# 8. The sweep
 
 
 def parse_args(argv):
@@ -636,7 +785,10 @@ def parse_args(argv):
                                         "when the data is not prepared yet (by default it downloads)")
     parser.add_argument('--plan', action='store_true', help="print the runs, tokens, FLOPs and expected time, "
                                                            "training nothing")
-    parser.add_argument('--tok_per_s', type=float, help="one run's measured tokens per second, for --plan's time")
+    parser.add_argument('--tok_per_s', help="one run's measured tokens per second, for --plan's time (with "
+                                            "--sizes: one per size, comma-separated)")
+    parser.add_argument('--sizes', help="a size ladder, comma-separated n_layer x n_embd, e.g. 4x32,4x64 (FFN 4 x "
+                                        f"n_embd, {TOKENS_PER_PARAM} tokens per parameter): the sweep at each size")
     first, _ = parser.parse_known_args(argv)
     parser.set_defaults(**PRESETS.get(first.preset, {}))
     args, rest = parser.parse_known_args(argv)
@@ -647,8 +799,15 @@ def parse_args(argv):
                      f"{','.join(ACTIVATIONS)} (choose with --activations)")
     if not 1 <= args.seeds <= GRID_SEED:
         parser.error(f"--seeds must be between 1 and {GRID_SEED} (the lr grid's own seed), got {args.seeds}")
-    if args.tok_per_s is not None and args.tok_per_s <= 0:
+    args.tok_per_s = numbers(parser, '--tok_per_s', args.tok_per_s, float, "2000 or 16000,12000")
+    if args.tok_per_s and min(args.tok_per_s) <= 0:
         parser.error(f"--tok_per_s must be positive, got {args.tok_per_s}")
+    try:
+        args.sizes = [tuple(int(n) for n in size.split('x')) for size in args.sizes.split(',')] if args.sizes else None
+    except ValueError:
+        parser.error(f"--sizes must be comma-separated n_layer x n_embd like 4x32,4x64, got {args.sizes!r}")
+    if args.sizes and not (args.lrs and all(len(size) == 2 and min(size) > 0 for size in args.sizes)):
+        parser.error("--sizes needs --lrs (the smallest size's grid) and sizes like 4x32,4x64")
     if args.parallel < 1:
         parser.error(f"--parallel must be at least 1, got {args.parallel}")
     args.lrs = numbers(parser, '--lrs', args.lrs, float, "1e-3,2e-3,4e-3")
@@ -710,23 +869,22 @@ def main(argv=None):
             'orders': args.orders, 'order_seeds': args.order_seeds, 'analysis_lr': args.analysis_lr,
             'budgets': args.budgets, 'max_steps': settings['max_steps'],
             'base_order': settings['poly_order'], 'min_lr_ratio': settings['min_lr'] / settings['learning_rate']}
+    if args.sizes:
+        return scale_main(args, spec, config)
     check_rungs(spec, settings['warmup_steps'])
+    if args.tok_per_s and len(args.tok_per_s) > 1:
+        raise SystemExit("--tok_per_s: give one throughput (several are for --sizes)")
     if args.plan:
-        print(plan_text(spec, settings, args.parallel, args.tok_per_s))
+        print(plan_text(spec, settings, args.parallel, args.tok_per_s and args.tok_per_s[0]))
         return
-    ensure_data(settings, args.input)
+    ensure_data(settings, args.input, test=bool(args.lrs))
 
     t0 = time.time()
     gpus = slot_gpus(settings['device'], args.parallel)
     finals, runs = run_all(spec, config, args.overrides, args.parallel, gpus)
     print(f"all {len(runs)} runs finished; this sweep call took {time.time() - t0:.0f} s", flush=True)
 
-    summary = summarize(spec, runs, finals, config, args.overrides, settings)
-    os.makedirs(args.out, exist_ok=True)
-    atomic_write(os.path.join(args.out, 'summary.json'), json.dumps(summary, indent=1).encode())
-    # the report from the summary alone, as `python report.py --out <out>` redoes it
-    if subprocess.run([sys.executable, REPORT, '--out', args.out]).returncode != 0:
-        raise SystemExit(f"report.py failed; the summary is kept: python report.py --out {args.out}")
+    write_summary(summarize(spec, runs, finals, config, args.overrides, settings), args.out)
 
 
 if __name__ == '__main__':

@@ -166,7 +166,7 @@ def test_shard_too_small_for_one_step(tmp_path):
 
 
 @pytest.mark.parametrize('kwargs', [dict(batch_size=0), dict(block_size=2.5), dict(rank=2, world_size=2),
-                                    dict(seed=-1), dict(seed='7')])
+                                    dict(seed=-1), dict(seed='7'), dict(spread=0), dict(spread=2, seed=1)])
 def test_loader_rejects_bad_arguments(tmp_path, kwargs):
     write_shard(str(tmp_path / 'd_000000.bin'), np.arange(100))
     args = dict(batch_size=2, block_size=4) | kwargs
@@ -194,6 +194,23 @@ def test_batches_cross_shards_and_wrap(two_shards):
         assert x.shape == y.shape == (2, 8) and x.dtype == y.dtype == torch.int64
         window = torch.from_numpy(data[shard][pos : pos + 17].astype(np.int64))
         assert torch.equal(x.flatten(), window[:-1]) and torch.equal(y.flatten(), window[1:])
+
+
+def test_spread_windows_cover_every_shard_evenly_and_repeat(two_shards):
+    pattern, data = two_shards
+    # window starts 0..91 in shard 0 and 0..61 in shard 1 (each window reads 9 tokens): 154 in all, and 3 steps
+    # of 2 windows take every 154 / 6-th, whichever shard it falls in
+    loader = ShardLoader(pattern, batch_size=2, block_size=8, spread=3)
+    starts = [(0, 0), (0, 25), (0, 51), (0, 77), (1, 102 - 92), (1, 128 - 92)]
+    firsts = [x[:, 0].tolist() for x, _ in (loader.next_batch() for _ in range(3))]
+    assert firsts == [[data[s][p] for s, p in starts[i:i + 2]] for i in (0, 2, 4)]
+    x, y = loader.next_batch()  # the pass is over: it starts again
+    assert x[:, 0].tolist() == firsts[0] and torch.equal(x[:, 1:], y[:, :-1])
+    loader.reset()
+    assert loader.next_batch()[0][:, 0].tolist() == firsts[0]
+    # two ranks with a batch of 1 read the rows of one rank with a batch of 2
+    ranks = [ShardLoader(pattern, 1, 8, rank=r, world_size=2, spread=3) for r in range(2)]
+    assert [[ranks[r].next_batch()[0][0, 0].item() for r in range(2)] for _ in range(3)] == firsts
 
 
 def test_state_round_trip_and_reset(two_shards):
@@ -397,15 +414,19 @@ def split_at(tokens, eot):
 
 def test_prepare_stdlib(tmp_path):
     paths = stdlib.main(['--max_mb', '0.3', '--out_dir', str(tmp_path)])
-    assert [os.path.basename(p) for p in paths] == ['stdlib_train_000000.bin', 'stdlib_val_000000.bin', 'meta.json']
+    assert [os.path.basename(p) for p in paths] == ['stdlib_train_000000.bin', 'stdlib_val_000000.bin',
+                                                    'stdlib_test_000000.bin', 'meta.json']
     meta = read_meta(str(tmp_path))
     assert meta['tokenizer'] == 'bytes' and meta['vocab_size'] == 256 and meta['eot'] == 0
     _, decode = get_tokenizer(meta)
-    train, val = read_shard(paths[0]), read_shard(paths[1])
-    assert 0.3e6 <= len(train) + len(val) < 1.0e6
-    train_docs, val_docs = split_at(train, meta['eot']), split_at(val, meta['eot'])
-    assert len(val_docs) == max(1, (len(train_docs) + len(val_docs)) // 20)  # every 20th file
-    for doc in val_docs:
+    train, val, test = (read_shard(path) for path in paths[:3])
+    assert 0.3e6 <= len(train) + len(val) + len(test) < 1.0e6
+    train_docs, val_docs, test_docs = (split_at(split, meta['eot']) for split in (train, val, test))
+    held = len(val_docs) + len(test_docs)
+    assert held == max(2, (len(train_docs) + held) // 20)  # every 20th file, and at least one each
+    assert len(val_docs) - len(test_docs) in (0, 1)
+    assert not {tuple(d) for d in val_docs} & {tuple(d) for d in test_docs}  # files of their own
+    for doc in val_docs + test_docs:
         ast.parse(decode(doc))  # each document is one whole Python source file
     loader = ShardLoader(str(tmp_path / 'stdlib_val_*.bin'), 4, 64, vocab_size=256)
     assert loader.next_batch()[0].shape == (4, 64)
@@ -426,11 +447,12 @@ def test_prepare_shakespeare_char(tmp_path):
     paths = shakespeare_char.main(['--input', SHAKESPEARE, '--out_dir', str(tmp_path)])
     meta = read_meta(str(tmp_path))
     assert meta['tokenizer'] == 'char' and meta['vocab_size'] == 65
-    train, val = read_shard(paths[0]), read_shard(paths[1])
+    train, val, test = (read_shard(path) for path in paths[:3])
     text_ = open(SHAKESPEARE, encoding='utf-8').read()
-    assert len(train) == int(0.9 * len(text_)) and len(train) + len(val) == len(text_) == 1_115_394
+    assert len(train) == int(0.9 * len(text_)) and len(train) + len(val) == int(0.95 * len(text_))
+    assert len(train) + len(val) + len(test) == len(text_) == 1_115_394
     _, decode = get_tokenizer(meta)
-    assert decode(train.tolist()) + decode(val.tolist()) == text_
+    assert decode(train.tolist()) + decode(val.tolist()) + decode(test.tolist()) == text_
     assert not os.path.exists(tmp_path / 'input.txt')  # --input given: nothing downloaded
 
 
@@ -439,10 +461,11 @@ def test_prepare_shakespeare_gpt2(tmp_path, gpt2):
     paths = shakespeare.main(['--input', SHAKESPEARE, '--out_dir', str(tmp_path)])
     meta = read_meta(str(tmp_path))
     assert (meta['tokenizer'], meta['vocab_size'], meta['eot']) == ('gpt2', 50257, 50256)
-    train, val = read_shard(paths[0]), read_shard(paths[1])
-    assert train.dtype == np.uint16 and len(train) + len(val) == 338_025
+    train, val, test = (read_shard(path) for path in paths[:3])
+    assert train.dtype == np.uint16 and abs(len(train) + len(val) + len(test) - 338_025) < 5  # a BPE cut or two
     _, decode = gpt2
-    assert decode(train.tolist()) + decode(val.tolist()) == open(SHAKESPEARE, encoding='utf-8').read()
+    text_ = decode(train.tolist()) + decode(val.tolist()) + decode(test.tolist())
+    assert text_ == open(SHAKESPEARE, encoding='utf-8').read()
 
 
 def test_prepare_offline_says_in_one_line_how_to_go_on(tmp_path, monkeypatch):

@@ -69,6 +69,7 @@ def test_plan_runs_with_an_lr_grid():
     assert folders(grid) == ['swiglu_lr1e-3_s1000', 'polynorm_lr1e-3_s1000', 'swiglu_lr2e-3_s1000',
                              'polynorm_lr2e-3_s1000']
     assert grid[2]['keys']['learning_rate'] == 2e-3 and grid[2]['keys']['min_lr'] == 2e-4
+    assert 'eval_split' not in grid[2]['keys']  # the grid picks on val ...
     finals = {grid[0]['dir']: 2.0, grid[2]['dir']: 1.9, grid[1]['dir']: 1.8}
     assert folders(sweep.plan_runs(s, finals))[4:] == ['swiglu_lr2e-3_s0', 'swiglu_lr2e-3_s1']  # polynorm's grid
     finals[grid[3]['dir']] = math.inf  # diverged                                               # is not finished
@@ -76,6 +77,7 @@ def test_plan_runs_with_an_lr_grid():
                                                        'polynorm_lr1e-3_s1', 'polynorm_r2_lr1e-3_s0',
                                                        'polynorm_r4_lr1e-3_s0']
     assert sweep.pick_lrs(s, finals) == {'swiglu': 2e-3, 'polynorm': 1e-3}
+    assert {run['keys']['eval_split'] for run in sweep.plan_runs(s, finals)[4:]} == {'test'}  # ... seeds: test
 
 
 def test_plan_runs_with_a_budget_ladder():
@@ -94,6 +96,46 @@ def test_plan_runs_with_a_budget_ladder():
     assert sweep.count_runs(s) == (4, 4, 8, 0)
 
 
+def test_size_ladder_grids_centre_on_the_size_below_and_widen_at_an_edge():
+    sizes = [(4, 32), (4, 64), (4, 96)]
+    base = spec('out', ['swiglu', 'polynorm'], lrs=[2e-3, 4e-3, 8e-3], budgets=[0.5, 1.0])
+    smallest = sweep.size_spec(base, sizes, 0, {})
+    assert smallest['out'] == os.path.join('out', '4x32') and smallest['lrs'] == [2e-3, 4e-3, 8e-3]
+    assert smallest['budgets'] == [0.5, 1.0] and sweep.size_spec(base, sizes, 1, {'swiglu': 4e-3})['budgets'] is None
+    s = sweep.size_spec(base, sizes, 2, {'swiglu': 4e-3, 'polynorm': 1.6e-2})  # the largest: the ladder again
+    assert s['grids'] == {'swiglu': [2e-3, 4e-3, 8e-3], 'polynorm': [8e-3, 1.6e-2, 3.2e-2]} and s['budgets']
+    grid = sweep.plan_runs(s, {})
+    assert folders(grid) == ['swiglu_lr2e-3_s1000', 'polynorm_lr8e-3_s1000', 'swiglu_lr4e-3_s1000',
+                             'polynorm_lr1.6e-2_s1000', 'swiglu_lr8e-3_s1000', 'polynorm_lr3.2e-2_s1000']
+    # swiglu best in the middle: chosen; polynorm best at its top: one more lr above, then chosen inside
+    finals = {run['dir']: {2e-3: 2.1, 4e-3: 2.0, 8e-3: 2.2, 1.6e-2: 1.95, 3.2e-2: 1.9}[run['lr']] for run in grid}
+    assert sweep.pick_lrs(s, finals) == {'swiglu': 4e-3}
+    assert 'polynorm_lr6.4e-2_s1000' in folders(sweep.plan_runs(s, finals))
+    finals[os.path.join('out', '4x96', 'polynorm_lr6.4e-2_s1000')] = 2.0
+    assert sweep.pick_lrs(s, finals) == {'swiglu': 4e-3, 'polynorm': 3.2e-2}
+    # at the edge after WIDEN more lrs: chosen there (the report flags it as not bracketed)
+    finals[os.path.join('out', '4x96', 'polynorm_lr6.4e-2_s1000')] = 1.8
+    finals[os.path.join('out', '4x96', 'polynorm_lr1.28e-1_s1000')] = 1.7
+    assert sweep.pick_lrs(s, finals)['polynorm'] == 1.28e-1 and sweep.WIDEN == 2
+
+
+def test_scale_preset_plan(capsys):
+    sweep.main(['--preset', 'cpu-scale', '--plan'])
+    lines = capsys.readouterr().out.splitlines()
+    sizes = [line for line in lines if line.startswith('size ')]
+    params = [float(line.split(': ')[1].split(' M')[0]) for line in sizes]
+    # at least 4 sizes over at least 16x, the largest at least 4x the long preset's 0.197 M
+    assert len(sizes) >= 4 and params[-1] / params[0] >= 16 and params[-1] >= 4 * 0.197
+    assert all('(10.0 per parameter)' in line for line in sizes)
+    assert 'grid 15 runs' in sizes[0] and 'budget ladder 27' in sizes[0] and 'budget ladder' in sizes[-1]
+    assert all('seeds 9' in line and 'budget ladder' not in line for line in sizes[1:-1])
+    hours = [float(line.split("worth, ")[1].split(' h')[0]) for line in sizes]
+    total = float(lines[-1].split('time: ')[1].split(' h')[0])
+    assert lines[-1].endswith('resumes where it stopped') and abs(total - sum(hours)) <= 0.05 * len(hours)
+    with pytest.raises(SystemExit, match="one throughput per size"):
+        sweep.main(['--preset', 'cpu-scale', '--plan', '--tok_per_s', '1000'])
+
+
 @pytest.mark.parametrize("argv, message", [
     (['--activations', 'relu,tanh'], "tanh"),
     (['--seeds', '0'], "between 1 and 1000"),
@@ -110,6 +152,9 @@ def test_plan_runs_with_a_budget_ladder():
     (['--budgets', '0,1'], "above 0 and at most 1"),
     (['--budgets', '0.5,1.5'], "above 0 and at most 1"),
     (['--budgets', 'half'], "comma-separated numbers like 0.5,0.7,1"),
+    (['--sizes', '4x32,big', '--lrs', '1e-3'], "n_layer x n_embd like 4x32,4x64"),
+    (['--sizes', '4x32'], "--sizes needs --lrs"),
+    (['--tok_per_s', '0'], "positive"),
     (['--out_dir=elsewhere'], "--out"),
     (['max_steps=5'], "--key=value"),
     (['--orders', '2', '--poly_order=3'], "not both"),
@@ -126,7 +171,7 @@ def test_presets_set_the_sweep_and_flags_win():
         assert sweep.parse_args(['--preset', 'cpu-long']).activations[-1] == 'polynorm_glu'
     args = sweep.parse_args(['--preset', 'cpu-long', '--activations', 'swiglu,polynorm'])
     assert args.lrs == [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2]
-    assert args.parallel == 2 and args.orders == [2, 4] and args.seeds == 3
+    assert args.parallel == 2 and args.orders == [2, 4] and args.seeds == 5
     assert sweep.parse_args(['--preset', 'cpu-long', '--parallel', '1', '--activations', 'polynorm']).parallel == 1
     resolved = sweep.read_settings(sweep.preset_path('cpu-long'), {'max_steps': '7'})  # the flags' text
     assert resolved['max_steps'] == 7 and resolved['dataset'] == 'shakespeare_char'
@@ -221,6 +266,21 @@ def test_gpu_preset_refuses_without_fineweb_shards(tmp_path):
     assert not (tmp_path / 'out').exists()  # nothing started
 
 
+def test_data_without_a_test_split_is_prepared_again_or_refused(tmp_path, monkeypatch):
+    write_dataset(str(tmp_path), 'mine', np.arange(500) % 256, np.arange(300) % 256,
+                  {'tokenizer': 'bytes', 'vocab_size': 256})  # prepared without a test split
+    settings = {'dataset': 'mine', 'data_dir': str(tmp_path)}
+    sweep.ensure_data(settings, None)  # without an lr grid none is needed
+    with pytest.raises(SystemExit, match="no test split in .*: an lr grid picks each lr on val and reports on test"):
+        sweep.ensure_data(settings, None, test=True)  # no prepare.py of its own: what to do, in one line
+    prepared = []
+    monkeypatch.setattr(sweep.subprocess, 'run', lambda command: prepared.append(command) or
+                        subprocess.CompletedProcess(command, 0))
+    with pytest.raises(SystemExit, match="wrote no test split"):  # the stdlib preset's data, prepared again
+        sweep.ensure_data({'dataset': 'stdlib', 'data_dir': str(tmp_path)}, None, test=True)
+    assert prepared and prepared[0][1].endswith(os.path.join('data', 'stdlib', 'prepare.py'))
+
+
 def test_run_state_from_log_and_checkpoint(tmp_path):
     run = str(tmp_path)
     assert sweep.run_state(run, max_steps=20) == 'new'
@@ -287,7 +347,9 @@ with open(os.path.join(out, 'log.jsonl'), 'w') as f:
 '''
 
 
-SETTINGS = {'device': 'cpu', 'dataset': 'no_such_data', 'warmup_steps': 2}  # the resolved settings summarize reads
+# the resolved settings summarize reads: the cpu preset's model, with a vocabulary of its own (no data is read)
+SETTINGS = sweep.read_settings(sweep.preset_path('cpu'), {'dataset': 'no_such_data', 'vocab_size': 256,
+                                                          'warmup_steps': 2})
 
 
 @pytest.fixture
@@ -368,7 +430,9 @@ def test_budget_ladder_sweep_gives_the_compute_equivalent_speedup(fake_train, mo
     ladder = table_rows(report.report(summary), 'Budget ladder')
     # polynorm is 0.05 lower at each budget, 0.1 lower per e-fold more steps: at SwiGLU's full-budget loss at
     # e^-0.5 of the steps
-    assert ladder['polynorm'][3] == f"{math.exp(0.5):.2f}" and ladder['polynorm'][5] == 'no'  # lr, 0.5, 1, it
+    assert ladder['polynorm'][3] == f"{math.exp(0.5):.2f}"  # lr, 0.5, 1, it
+    # 2 seeds (t at about 2 df) and a rung at 0.5 alone: its interval reaches past the ladder, and says so
+    assert ladder['polynorm'][4].endswith('to > 2.00') and ladder['polynorm'][5].startswith('its high end')
 
 
 def test_runs_side_by_side_go_one_to_a_gpu(fake_train, monkeypatch):
@@ -467,7 +531,7 @@ def test_tiny_sweep_resumes_and_reports(tiny_sweep):
     rows = table_rows(text)
     assert list(rows) == ['swiglu', 'polynorm']
     for name, (lr, params, val, train, tokens, seconds, ms, *analyses) in rows.items():
-        assert lr == '-' and params.endswith(' M') and 0.01 < float(params[:-2]) < 0.1  # 2 layers of 32, 256 bytes
+        assert lr == '-' and 15_000 < int(params.replace(',', '')) < 17_000  # 2 x (4 x 32^2 + 2 x 32 x 64), norms
         assert 0 < float(val) < 10 and 0 < float(train) < 10  # one seed: a plain number, no ± part
         assert float(ms) > 0
         for speed in (tokens, seconds):  # one seed: a plain number, with a bound's note or not

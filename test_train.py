@@ -81,6 +81,19 @@ def weights(out_dir):
     return checkpoint.load_checkpoint(out_dir)['model'].state_dict()
 
 
+def test_the_held_out_loader_spreads_an_evaluation_over_its_split(data_dir, tmp_path):
+    cfg = types.SimpleNamespace(data_dir=data_dir, dataset='tiny', eval_split='val', eval_steps=2, seed=1,
+                                micro_batch_size=2, block_size=32, tokens_per_step=128)
+    _, held = train.make_loaders(cfg, {'vocab_size': 256}, 0, 1)
+    assert held.spread == 2 * 2 and held.files[0].endswith('tiny_val_000000.bin')  # eval_steps x 2 micro-steps
+    with pytest.raises(SystemExit, match=r"^eval_split='test': no test shards in .*run data/tiny/prepare.py again"):
+        train.make_loaders(types.SimpleNamespace(**{**vars(cfg), 'eval_split': 'test'}), {'vocab_size': 256}, 0, 1)
+    write_dataset(str(tmp_path), 'tiny', np.arange(3000) % 256, np.arange(300) % 256,
+                  {'tokenizer': 'bytes', 'vocab_size': 256}, test_tokens=np.arange(400) % 256)
+    test = types.SimpleNamespace(**{**vars(cfg), 'eval_split': 'test', 'data_dir': str(tmp_path)})
+    assert train.make_loaders(test, {'vocab_size': 256}, 0, 1)[1].files[0].endswith('tiny_test_000000.bin')
+
+
 @pytest.fixture(scope='module')
 def baseline(tmp_path_factory, data_dir):
     """One uninterrupted single-process run of 24 steps: what the other runs must reproduce."""

@@ -13,9 +13,10 @@ Settings (settings.py): GPTConfig's defaults (model.py) and the training keys' (
 files (plain Python assignments), then --key=value flags. `--help` lists every key with its meaning. The
 training keys, by group: dataset, data_dir, out_dir, init_from, overwrite | tokens_per_step, micro_batch_size |
 learning_rate, min_lr, warmup_steps, max_steps, stop_step, weight_decay, beta1, beta2, grad_clip | device, dtype,
-compile, fsdp, dist_timeout_s, threads, seed, peak_flops | eval_interval, eval_steps, log_interval, ckpt_interval |
-task_interval, task, task_limit | wandb_log, wandb_project, wandb_run_name. Exit status: 0 done (or stopped by a
-signal, with a checkpoint), 3 the loss or the weights turned non-finite (settings.EXIT_DIVERGED), else 1.
+compile, fsdp, dist_timeout_s, threads, seed, peak_flops | eval_interval, eval_steps, eval_split, log_interval,
+ckpt_interval | task_interval, task, task_limit | wandb_log, wandb_project, wandb_run_name. Exit status: 0 done
+(or stopped by a signal, with a checkpoint), 3 the loss or the weights turned non-finite
+(settings.EXIT_DIVERGED), else 1.
 
 The story: 1. processes and devices, 2. data, 3. model, 4. optimizer and schedule, 5. the training loop.
 """
@@ -126,12 +127,19 @@ def prepare_data(data_dir, dataset, rank):
 
 
 def make_loaders(cfg, meta, rank, world_size):
-    """(train, val) loaders; each process reads its own rows of every step's windows. Each shard is checked
-    once against the data's own vocabulary (meta.json), as it opens."""
-    try:  # the seed shuffles the training windows anew each epoch; validation reads the same tokens every time
-        return [ShardLoader(os.path.join(glob.escape(cfg.data_dir), f'*_{split}_*.bin'), cfg.micro_batch_size,
-                            cfg.block_size, rank, world_size, meta['vocab_size'],
-                            seed=cfg.seed if split == 'train' else None) for split in ('train', 'val')]
+    """(train, held-out) loaders; each process reads its own rows of every step's windows. Each shard is checked
+    once against the data's own vocabulary (meta.json), as it opens. The held-out loader (cfg.eval_split) reads
+    the same windows at every evaluation, spread evenly over the whole split."""
+    pattern = os.path.join(glob.escape(cfg.data_dir), f'*_{cfg.eval_split}_*.bin')
+    if cfg.eval_split == 'test' and not glob.glob(pattern):
+        raise SystemExit(f"eval_split='test': no test shards in {cfg.data_dir} (prepared before its prepare.py wrote "
+                         f"a test split?); run data/{cfg.dataset}/prepare.py again (the train shards stay the same)")
+    batches = cfg.eval_steps * gradient_accumulation(cfg, world_size)  # what each evaluation reads
+    try:  # the seed shuffles the training windows anew each epoch
+        return (ShardLoader(os.path.join(glob.escape(cfg.data_dir), '*_train_*.bin'), cfg.micro_batch_size,
+                            cfg.block_size, rank, world_size, meta['vocab_size'], seed=cfg.seed),
+                ShardLoader(pattern, cfg.micro_batch_size, cfg.block_size, rank, world_size, meta['vocab_size'],
+                            spread=batches))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(str(e)) from None
 
@@ -221,8 +229,9 @@ def clip_gradients(params, cfg):
 
 @torch.no_grad()
 def evaluate(model, loader, cfg, batches, world_size):
-    """Mean LM loss on the first `batches` validation batches of every process: the same tokens every time,
-    whatever the number of processes and the micro-batch size, so that runs compare."""
+    """Mean LM loss on `batches` held-out batches of every process (the loader's windows, spread evenly over its
+    split): the same tokens every time, whatever the number of processes and the micro-batch size, so that runs
+    compare."""
     model.eval()
     loader.reset()
     total = torch.zeros((), device=cfg.device)
@@ -417,7 +426,7 @@ def train(cfg, meta, rank, world_size, device, stop):
 
         if step % cfg.eval_interval == 0 or step == cfg.max_steps:
             val_loss = evaluate(model, val_loader, cfg, cfg.eval_steps * grad_accum, world_size)
-            say(f"step {step}: val loss {val_loss:.4f}")
+            say(f"step {step}: {cfg.eval_split} loss {val_loss:.4f}")  # logged as val_loss, whichever split
             log({'val_loss': val_loss})
         if task and (step % cfg.task_interval == 0 or step == cfg.max_steps):
             with autocast(cfg):  # raw: without DDP's hooks (with FSDP, raw is the sharded model)

@@ -1,5 +1,5 @@
 # The activation sweep's long CPU preset (python sweep.py --preset cpu-long): a character-level model on Tiny
-# Shakespeare trained on about 10 tokens per non-embedding parameter, with an lr grid, 3 seeds, a budget ladder
+# Shakespeare trained on about 10 tokens per non-embedding parameter, with an lr grid, 5 seeds, a budget ladder
 # and PolyNorm's order ablation (sweep.py's PRESETS hold those sweep settings). The sweep sets activation, seed, out_dir,
 # learning_rate and min_lr (at min_lr / learning_rate below times each lr of the grid).
 #
@@ -9,7 +9,7 @@
 #     `python model.py config/sweep_cpu_long.py` prints the exact count.
 #   tokens per run = max_steps * tokens_per_step, aimed at >= 10 * N.
 #   runs = activations * lrs (the grid's own seed) + activations * seeds * budgets + orders * order seeds;
-#     5 * 6 + 5 * 3 * 3 + 2 * 1 = 77 with the preset's settings, worth 65 full runs in tokens (the ladder's
+#     5 * 6 + 5 * 5 * 3 + 2 * 1 = 107 with the preset's settings, worth 87 full runs in tokens (the ladder's
 #     rungs are 0.5 and 0.7 of a run; `python sweep.py --preset cpu-long --plan` counts them).
 #   wall time ~ full runs' worth / parallel * tokens per run / (tok/s of one run).
 # With n_layer 4, n_embd 64, ffn_hidden 256: N = 197 k, 500 steps of 4,096 tokens = 2.05 M tokens (10.4 per

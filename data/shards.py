@@ -266,10 +266,11 @@ def encode_documents(docs, encode, eot=None, processes=1):
     return np.concatenate(arrays)
 
 
-def write_dataset(out_dir, name, train_tokens, val_tokens, meta, shard_tokens=100_000_000):
-    """Write both splits as {name}_{split}_000000.bin ... (at most shard_tokens each) and meta.json.
+def write_dataset(out_dir, name, train_tokens, val_tokens, meta, shard_tokens=100_000_000, test_tokens=None):
+    """Write the splits as {name}_{split}_000000.bin ... (at most shard_tokens each) and meta.json: train, val,
+    and test when given (held-out text of its own, so that what picks a setting is not what reports it).
 
-    Returns the paths written: train shards, val shards, meta.json.
+    Returns the paths written: train shards, val shards, test shards, meta.json.
     """
     check_meta(meta, f"meta for {out_dir}")
     if type(shard_tokens) is not int or shard_tokens < 1:
@@ -280,7 +281,8 @@ def write_dataset(out_dir, name, train_tokens, val_tokens, meta, shard_tokens=10
             glob.glob(os.path.join(glob.escape(out_dir), 'meta.json.tmp')):
         os.remove(stale)
     paths = []
-    for split, tokens in (('train', train_tokens), ('val', val_tokens)):
+    splits = [('train', train_tokens), ('val', val_tokens)] + [('test', test_tokens)] * (test_tokens is not None)
+    for split, tokens in splits:
         tokens = np.asarray(tokens)
         if tokens.size == 0:
             raise ValueError(f"the {split} split of {name} has no tokens; give the prepare script more text")
@@ -304,8 +306,10 @@ def write_dataset(out_dir, name, train_tokens, val_tokens, meta, shard_tokens=10
 def describe_dataset(data_dir, name):
     """A few lines saying how many tokens and shards each split of a prepared dataset holds."""
     lines = [f"{data_dir}:"]
-    for split in ('train', 'val'):
+    for split in ('train', 'val', 'test'):
         paths = sorted(glob.glob(os.path.join(glob.escape(data_dir), f"{name}_{split}_*.bin")))
+        if split == 'test' and not paths:
+            continue
         ntok = sum(shard_header(path)[1] for path in paths)
         lines.append(f"  {split}: {ntok:,} tokens in {len(paths)} shard(s): {name}_{split}_*.bin")
     lines.append("  meta.json")
@@ -372,11 +376,15 @@ class ShardLoader:
     function of (seed, epoch): a resumed run recomputes them. The order costs 4 bytes per window and a few seconds
     per 10 M windows once an epoch (10 B tokens at block_size 1024 are 10 M windows: 40 MB); a corpus of billions
     of windows would rather shuffle the shards, then the windows within each.
+    spread an int, evaluation: `spread` steps whose windows lie evenly spaced over all the shards' tokens, so that
+    an evaluation of that many steps measures the whole split rather than its first tokens; the same every pass
+    (reset), then again from the first.
     vocab_size: the data's vocabulary (its meta.json's): each shard is checked once, when first opened, to
     hold no id at or above it.
     """
 
-    def __init__(self, pattern, batch_size, block_size, rank=0, world_size=1, vocab_size=None, seed=None):
+    def __init__(self, pattern, batch_size, block_size, rank=0, world_size=1, vocab_size=None, seed=None,
+                 spread=None):
         for name, value in (('batch_size', batch_size), ('block_size', block_size), ('world_size', world_size)):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -384,11 +392,13 @@ class ShardLoader:
             raise ValueError(f"rank must be an integer in [0, world_size={world_size}), got {rank!r}")
         if seed is not None and (type(seed) is not int or seed < 0):
             raise ValueError(f"seed must be a non-negative integer (shuffled) or None (in order), got {seed!r}")
+        if spread is not None and (type(spread) is not int or spread < 1 or seed is not None):
+            raise ValueError(f"spread must be a positive integer of steps, without a seed, got {spread!r}")
         self.files = sorted(glob.glob(pattern))
         if not self.files:
             raise FileNotFoundError(f"no shards match {pattern!r}; {_prepare_hint(os.path.dirname(pattern))}")
         self.B, self.T = batch_size, block_size
-        self.rank, self.world_size, self.vocab_size, self.seed = rank, world_size, vocab_size, seed
+        self.rank, self.world_size, self.vocab_size, self.seed, self.spread = rank, world_size, vocab_size, seed, spread
         self.checked = set()  # the shards whose ids are known to fit vocab_size
         self.opened = {}  # shard -> its tokens, the most recently opened last
         self.span = batch_size * block_size * world_size
@@ -403,7 +413,9 @@ class ShardLoader:
 
     def reset(self):
         """Go back to the start: of the first shard in order (e.g. before each validation pass), of epoch 0 shuffled."""
-        if self.seed is None:
+        if self.spread:
+            self.index = 0
+        elif self.seed is None:
             self._seek(0, 0)
         else:
             self._start_epoch(0)
@@ -429,7 +441,7 @@ class ShardLoader:
 
     def next_batch(self):
         """This rank's next (x, y): int64 CPU tensors of shape (B, T), y being x shifted left by one token."""
-        windows = self._in_order() if self.seed is None else self._shuffled()  # (B, T + 1)
+        windows = self._spread() if self.spread else self._in_order() if self.seed is None else self._shuffled()
         windows = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.int64))
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
@@ -446,6 +458,20 @@ class ShardLoader:
         start = self.pos + self.rank * B * T
         self.pos += self.span
         return np.lib.stride_tricks.sliding_window_view(self.tokens[start : start + B * T + 1], T + 1)[::T]
+
+    # spread evenly -----------------------------------------------------------
+
+    def _spread(self):
+        B, T = self.B, self.T
+        count = self.spread * B * self.world_size  # every pass's windows, all ranks together
+        usable = self.sizes - T  # window starts per shard: 0 .. size - T - 1, so that a window holds T + 1 tokens
+        ends = np.cumsum(usable)
+        first = (self.index % self.spread) * B * self.world_size + self.rank * B
+        points = (np.arange(first, first + B) * int(ends[-1])) // count  # evenly spaced over all the starts
+        shards = np.searchsorted(ends, points, side='right')
+        self.index += 1
+        return np.stack([self._open(shard)[start : start + T + 1]
+                         for shard, start in zip(shards, points - (ends - usable)[shards])])
 
     # shuffled ----------------------------------------------------------------
 

@@ -3,7 +3,7 @@ Prepare Tiny Shakespeare as gpt2 BPE tokens (338,025 in all; vocab_size 50257, w
 
     python data/shakespeare/prepare.py [--input PATH] [--out_dir data/shakespeare]
 
-The text and its 90/10 train/val split are the character-level version's; needs tiktoken.
+The text and its 90/5/5 train/val/test split are the character-level version's; needs tiktoken.
 """
 import os
 import sys
@@ -24,8 +24,9 @@ def main(argv=None):
         encode, _ = get_tokenizer(meta)  # first, so that a missing tiktoken fails before any download
     except (ImportError, RuntimeError) as e:
         raise SystemExit(str(e)) from None
-    train_text, val_text = load_splits(args.input, out_dir, 'data/shakespeare/prepare.py')
-    paths = write_dataset(out_dir, 'shakespeare', encode(train_text), encode(val_text), meta)
+    train_text, val_text, test_text = load_splits(args.input, out_dir, 'data/shakespeare/prepare.py')
+    paths = write_dataset(out_dir, 'shakespeare', encode(train_text), encode(val_text), meta,
+                          test_tokens=encode(test_text))
     print(describe_dataset(out_dir, 'shakespeare'))
     return paths
 

@@ -6,7 +6,8 @@ Prepare the offline default corpus: this Python's own standard library source, a
 Needs no network and no tiktoken. The .py files under sysconfig's stdlib folder are taken in sorted path
 order (test suites, idlelib and installed packages left out) until about --max_mb megabytes of source; each
 file is one document, preceded by a NUL byte (token 0, meta's "eot"), which Python source never contains.
-Every 20th document goes to val. Tokens are the UTF-8 bytes, so vocab_size is 256.
+Every 20th document is held out, alternately to val and to test (so val picks settings and test reports
+them on other files). Tokens are the UTF-8 bytes, so vocab_size is 256.
 """
 import argparse
 import os
@@ -62,10 +63,14 @@ def main(argv=None):
     meta = {'tokenizer': 'bytes', 'vocab_size': 256, 'eot': eot,
             'source': f"Python {sys.version.split()[0]} standard library, {len(docs)} .py files from {root}"}
     encode, _ = get_tokenizer(meta)
-    train_docs, val_docs = split_documents(docs, val_fraction=0.05)
+    train_docs, held_docs = split_documents(docs, val_fraction=0.05)
+    if len(held_docs) < 2:  # a corpus this small (a --max_mb below 1) holds out its last file too, for test
+        held_docs.append(train_docs.pop())
+    val_docs, test_docs = held_docs[0::2], held_docs[1::2]
     paths = write_dataset(args.out_dir, 'stdlib', encode_documents(train_docs, encode, eot),
-                          encode_documents(val_docs, encode, eot), meta)
-    print(f"{len(docs)} files ({len(train_docs)} train, {len(val_docs)} val) from {root}")
+                          encode_documents(val_docs, encode, eot), meta,
+                          test_tokens=encode_documents(test_docs, encode, eot))
+    print(f"{len(docs)} files ({len(train_docs)} train, {len(val_docs)} val, {len(test_docs)} test) from {root}")
     print(describe_dataset(args.out_dir, 'stdlib'))
     return paths
 
