@@ -127,22 +127,24 @@ def plain_tokenizer_files(meta, block_size):
     """{file name: text} of a tokenizer with exactly the data's vocabulary and no merges, for AutoTokenizer.
     Bytes: token i is byte i, spelled in GPT-2's stand-ins, into which the byte-level step maps UTF-8 text.
     Characters: token i is data_chars[i]; a character outside them has no token and is left out.
-    Its one special token, <|endoftext|>, takes the id after the data's: lm-eval needs an end-of-text token (to
-    stop generation at, and to start an empty context from), and the model never predicts it."""
+    The special token <|endoftext|> is the data's end-of-text id (meta's eot, which starts each document) in place
+    of its byte or character; data without one gets it after its own ids, for lm-eval, which needs one (to stop
+    generation at, to start an empty context from), while the model never predicts it."""
     try:
         from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     except ImportError:
         raise ImportError("export_hf.py writes the tokenizer with tokenizers: pip install tokenizers") from None
+    eot = '<|endoftext|>'
+    spelled = [byte_symbols()[b] for b in range(256)] if meta['tokenizer'] == 'bytes' else list(meta['chars'])
+    if meta.get('eot') is not None:
+        spelled[meta['eot']] = eot
+    tokenizer = Tokenizer(models.BPE(vocab={s: i for i, s in enumerate(spelled)}, merges=[]))
     if meta['tokenizer'] == 'bytes':
-        symbols = byte_symbols()
-        tokenizer = Tokenizer(models.BPE(vocab={symbols[b]: b for b in range(256)}, merges=[]))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         tokenizer.decoder = decoders.ByteLevel()
     else:
-        tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(meta['chars'])}, merges=[]))
         tokenizer.decoder = decoders.Fuse()  # the characters joined as they are, no spaces between
-    eot = '<|endoftext|>'
-    tokenizer.add_special_tokens([AddedToken(eot, special=True)])
+    tokenizer.add_special_tokens([AddedToken(eot, special=True)])  # the id above, else the next one
     config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'eos_token': eot, 'model_max_length': block_size,
               'clean_up_tokenization_spaces': False}  # decoded text as the tokens spell it
     return {'tokenizer.json': tokenizer.to_str(), 'tokenizer_config.json': json.dumps(config, indent=2)}
@@ -159,10 +161,12 @@ def tokenizing_note(meta):
         return ("gpt2 BPE (vocab.json, merges.txt). The model was trained on tiktoken's `encode_ordinary`, which "
                 "reads a literal `<|endoftext|>` in the text as plain text; transformers' tokenizer makes it the "
                 "special token.")
+    end = (f" Token {meta['eot']}, which starts each document in the data, is `<|endoftext|>`, where generation "
+           "stops." if meta.get('eot') is not None else " `<|endoftext|>` is the tokenizer's alone, for lm-eval.")
     if kind == 'bytes':
-        return "bytes (tokenizer.json): token i is the byte i of the text's UTF-8."
+        return "bytes (tokenizer.json): token i is the byte i of the text's UTF-8." + end
     return ("characters (tokenizer.json): token i is the i-th character of `data_chars` in config.json; a "
-            "character not among them has no token and is left out.")
+            "character not among them has no token and is left out." + end)
 
 
 def model_card(config, meta, step):

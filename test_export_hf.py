@@ -267,21 +267,24 @@ def test_pipeline_writes_sample_py_text_for_bytes_and_characters(kind, tmp_path,
 
 
 @needs_transformers
-@pytest.mark.parametrize('kind', ['bytes', 'char'])
+@pytest.mark.parametrize('kind', ['bytes', 'bytes_eot', 'char'])
 def test_byte_and_char_tokenizers_spell_the_data_tokens(kind, tmp_path):
-    """Token i is byte i (UTF-8, non-ASCII included) or data_chars[i]; decoding gives the text back."""
+    """Token i is byte i (UTF-8, non-ASCII included) or data_chars[i]; decoding gives the text back. The end of
+    text is the data's eot where it has one (as data/stdlib's NUL byte), else an id past the data's."""
     from transformers import AutoTokenizer
-    text = 'Grüße,\n\t  naïve café ≠ 42' if kind == 'bytes' else 'to be, or not\n\tto be '
-    meta = BYTES if kind == 'bytes' else chars_meta(text)
+    text = 'Grüße,\n\t  naïve café ≠ 42' if kind != 'char' else 'to be, or not\n\tto be '
+    meta = {'bytes': BYTES, 'bytes_eot': {**BYTES, 'eot': 0}, 'char': chars_meta(text)}[kind]
     to = export(tiny_gpt(vocab_size=meta['vocab_size']), tmp_path, meta)
     tokenizer = AutoTokenizer.from_pretrained(to, trust_remote_code=True)
     encode, _ = get_tokenizer(meta)
     ids = tokenizer(text)['input_ids']
     assert ids == encode(text) and tokenizer.decode(ids) == text
+    assert tokenizer.eos_token_id == meta.get('eot', meta['vocab_size'])
+    assert tokenizer.decode([*ids, tokenizer.eos_token_id], skip_special_tokens=True) == text
     with open(os.path.join(to, 'config.json')) as f:
         config = json.load(f)
-    assert config['data_tokenizer'] == kind and 'eos_token_id' not in config
-    assert not os.path.exists(os.path.join(to, 'generation_config.json'))  # no end-of-text token to write
+    assert config['data_tokenizer'] == meta['tokenizer'] and config.get('eos_token_id') == meta.get('eot')
+    assert os.path.exists(os.path.join(to, 'generation_config.json')) == (kind == 'bytes_eot')
 
 
 # -----------------------------------------------------------------------------
@@ -299,7 +302,7 @@ def test_lm_eval_scores_a_task_as_eval_py_does(kind, tmp_path, monkeypatch, requ
     items = tasks.read_items(os.path.join(TASK, 'mc_tiny.jsonl'))
     if kind == 'gpt2':
         request.getfixturevalue('gpt2')
-    meta = {'gpt2': gpt2_meta('test'), 'bytes': BYTES,
+    meta = {'gpt2': gpt2_meta('test'), 'bytes': {**BYTES, 'eot': 0},  # data/stdlib's, the quick start's
             'char': chars_meta(''.join(item['context'] + ''.join(item['choices']) for item in items))}[kind]
     for name, value in (('HF_DATASETS_OFFLINE', '1'), ('HF_HUB_OFFLINE', '1'),
                         ('HF_DATASETS_CACHE', str(tmp_path / 'datasets'))):
@@ -314,7 +317,7 @@ def test_lm_eval_scores_a_task_as_eval_py_does(kind, tmp_path, monkeypatch, requ
     ours = tasks.evaluate_task(model, task, batch_size=4)
     losses = [tasks.choice_losses(model, rows).tolist() for rows, _ in task['items']]
 
-    monkeypatch.chdir(TASK)  # the YAML names its jsonl relative to the working directory
+    monkeypatch.chdir(ROOT)  # the YAML names its jsonl relative to the working directory: the project's root
     out = lm_eval.simple_evaluate(model='hf', model_args=f'pretrained={to},trust_remote_code=True',
                                   tasks=['mc_tiny'], task_manager=TaskManager(include_path=TASK, include_defaults=False), device='cpu',
                                   batch_size=4, bootstrap_iters=0, log_samples=True)
