@@ -12,8 +12,8 @@ characters) for AutoTokenizer, generation_config.json where the data has an end-
     AutoModelForCausalLM.from_pretrained('hf_out', trust_remote_code=True)
     lm_eval --model hf --model_args pretrained=hf_out,trust_remote_code=True --tasks hellaswag,arc_easy,piqa
 
-Writing the folder needs safetensors and tokenizers (which transformers installs); loading it needs transformers. Either kind of checkpoint is read (ckpt.pt,
-or the sharded ckpt/ of an fsdp run).
+Writing the folder needs safetensors and tokenizers (which transformers installs); loading it needs transformers.
+Either kind of checkpoint is read (ckpt.pt, or the sharded ckpt/ of an fsdp run).
 """
 
 import argparse
@@ -187,7 +187,8 @@ print(pipeline('text-generation', model=model, tokenizer=tokenizer)('def ', max_
 
 - Tokenizer: {tokenizing_note(meta)}
 - Generation: a KV cache while the sequence is shorter than the context; past it the window slides, and each new
-  token recomputes the last {config['n_positions']} tokens (the cached keys were rotated at positions that have since shifted).
+  token recomputes the last {config['n_positions']} tokens (the cached keys were rotated at positions that have
+  since shifted).
 - Loss: with `labels`, the mean next-token cross-entropy only (an MoE's auxiliary losses are not added).
 - Weights in float32, as trained.
 

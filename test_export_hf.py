@@ -185,7 +185,7 @@ def test_generate_uses_the_cache_until_the_window_slides(moe, tmp_path):
     with torch.no_grad():
         whole = hf(x).logits
         out = hf(x[:, :7], use_cache=True)  # then 4 tokens at once after the cached ones, then 1
-        cache = out.get('cache', out.get('past_key_values'))  # its name since transformers 5.24, and before
+        cache = out.get('cache', out.get('past_key_values'))  # its name in newer transformers, and in older
         parts = [out.logits, hf(x[:, 7:11], past_key_values=cache).logits, hf(x[:, 11:], past_key_values=cache).logits]
         last = hf(x, logits_to_keep=1).logits
     torch.testing.assert_close(torch.cat(parts, dim=1), whole, rtol=0, atol=1e-5)
@@ -198,7 +198,8 @@ def test_an_export_loads_with_this_folder_first_on_sys_path(tmp_path):
     """As scripts and `python -m lm_eval` run from this folder have it: no module here may take a name that
     transformers imports (transformers 5 imports the Hugging Face package `kernels` wherever it finds one)."""
     to = export(tiny_gpt(), tmp_path)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from transformers import AutoModelForCausalLM, PreTrainedModel; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from transformers import AutoModelForCausalLM, PreTrainedModel; "
             "model = AutoModelForCausalLM.from_pretrained(sys.argv[2], trust_remote_code=True); "
             "print(isinstance(model, PreTrainedModel))")
     run = subprocess.run([sys.executable, '-c', code, ROOT, to], cwd=ROOT, capture_output=True, text=True,

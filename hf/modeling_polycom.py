@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from transformers import DynamicCache, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-# transformers 5.24 renamed forward's `past_key_values` (argument and output) to `cache`; both are accepted here,
-# and the output names the cache as this version of transformers does
+# newer transformers (5.24 among them) name forward's cache `cache`, older ones `past_key_values`, as argument and
+# output: both are accepted here, and the output names it as the installed version does
 CACHE = 'cache' if 'cache' in CausalLMOutputWithPast.__dataclass_fields__ else 'past_key_values'
 
 GATED = ('swiglu', 'polyrelu_glu', 'polynorm_glu')  # down(act(gate(x)) * up(x))
@@ -236,8 +236,8 @@ class PolyComForCausalLM(PolyComPreTrainedModel, GenerationMixin):
                 logits_to_keep=0, **kwargs):
         """Logits (B, T, V) for input_ids (B, T); with labels (B, T), also the mean next-token cross-entropy
         over the labels that are not -100 (labels[:, t] is predicted from the tokens up to t - 1).
-        attention_mask (B, past + T): 0 marks padding, which no token attends to. cache (past_key_values before
-        transformers 5.24): the keys and values of the `past` tokens before input_ids, extended here and returned;
+        attention_mask (B, past + T): 0 marks padding, which no token attends to. cache (past_key_values in older
+        transformers): the keys and values of the `past` tokens before input_ids, extended here and returned;
         use_cache=True starts one. logits_to_keep=n: the last n positions' logits only (0: all)."""
         cfg = self.config
         cache = cache if cache is not None else past_key_values
