@@ -26,8 +26,9 @@ from data.tasks import evaluate_task, load_task
 
 
 def table(name, step, result):
-    """The result as a small text table."""
-    rows = [('task', 'step', 'n', 'acc', 'acc_norm'),
+    """The result as a small text table; ± is the half-width of a 95 % interval (1.96 standard errors, where
+    lm-eval prints one standard error)."""
+    rows = [('task', 'step', 'n', 'acc ± 95 % interval', 'acc_norm ± 95 % interval'),
             (name, str(step), f"{result['n']:,}", f"{result['acc']:.4f} ± {result['acc_ci95']:.4f}",
              f"{result['acc_norm']:.4f} ± {result['acc_norm_ci95']:.4f}")]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

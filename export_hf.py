@@ -5,14 +5,15 @@ Export a trained checkpoint as a Hugging Face transformers model folder.
     python export_hf.py --out_dir=out/dense_1b_polynorm --to=exports/dense_1b_polynorm --overwrite   # replace an earlier export
 
 The folder holds config.json, the weights as model.safetensors (float32, as trained), modeling_polycom.py (this
-project's forward restated for transformers, copied from hf/), the gpt2 tokenizer's files when the data was
-gpt2 BPE, and a README.md (the model card, with how to tokenize byte- or character-level data). Then:
+project's forward restated for transformers, copied from hf/), the data's tokenizer (gpt2 BPE, bytes or
+characters) for AutoTokenizer, generation_config.json where the data has an end-of-text token, and a README.md
+(the model card). Then:
 
     AutoModelForCausalLM.from_pretrained('hf_out', trust_remote_code=True)
     lm_eval --model hf --model_args pretrained=hf_out,trust_remote_code=True --tasks hellaswag,arc_easy,piqa
 
-Writing the folder needs safetensors; loading it needs transformers. Either kind of checkpoint is read (ckpt.pt,
-or the sharded ckpt/ of an fsdp run).
+Writing the folder needs safetensors and tokenizers (which transformers installs); loading it needs transformers.
+Either kind of checkpoint is read (ckpt.pt, or the sharded ckpt/ of an fsdp run).
 """
 
 import argparse
@@ -54,7 +55,7 @@ def hf_config(model, meta):
         'auto_map': {'AutoConfig': 'modeling_polycom.PolyComConfig',
                      'AutoModelForCausalLM': 'modeling_polycom.PolyComForCausalLM'},
         'vocab_size': cfg.vocab_size, 'hidden_size': cfg.n_embd, 'num_hidden_layers': cfg.n_layer,
-        'num_attention_heads': cfg.n_head, 'max_position_embeddings': cfg.block_size,
+        'num_attention_heads': cfg.n_head, 'n_positions': cfg.block_size,
         'hidden_act': cfg.activation, 'poly_order': cfg.poly_order, 'poly_eps': getattr(ffn.act, 'eps', None),
         'intermediate_size': ffn.w_up.shape[2] if cfg.n_experts else ffn.up.out_features,
         'num_experts': cfg.n_experts, 'num_experts_per_tok': cfg.top_k, 'poly_per_expert': cfg.poly_per_expert,
@@ -68,6 +69,13 @@ def hf_config(model, meta):
     if meta.get('eot') is not None:  # the id that starts each document: generation ends there
         config['bos_token_id'] = config['eos_token_id'] = meta['eot']
     return config
+
+
+def generation_config(meta):
+    """generation_config.json: the end-of-text token, which also pads finished rows (else generate says it chose
+    so, each call). No max_length: generate would then warn of two lengths whenever max_new_tokens is given."""
+    eot = meta['eot']
+    return {'bos_token_id': eot, 'eos_token_id': eot, 'pad_token_id': eot}
 
 
 # -----------------------------------------------------------------------------
@@ -115,23 +123,50 @@ def gpt2_tokenizer_files(block_size):
             'tokenizer_config.json': json.dumps(config, indent=2)}
 
 
+def plain_tokenizer_files(meta, block_size):
+    """{file name: text} of a tokenizer with exactly the data's vocabulary and no merges, for AutoTokenizer.
+    Bytes: token i is byte i, spelled in GPT-2's stand-ins, into which the byte-level step maps UTF-8 text.
+    Characters: token i is data_chars[i]; a character outside them has no token and is left out.
+    The special token <|endoftext|> is the data's end-of-text id (meta's eot, which starts each document) in place
+    of its byte or character; data without one gets it after its own ids, for lm-eval, which needs one (to stop
+    generation at, to start an empty context from), while the model never predicts it."""
+    try:
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    except ImportError:
+        raise ImportError("export_hf.py writes the tokenizer with tokenizers: pip install tokenizers") from None
+    eot = '<|endoftext|>'
+    spelled = [byte_symbols()[b] for b in range(256)] if meta['tokenizer'] == 'bytes' else list(meta['chars'])
+    if meta.get('eot') is not None:
+        spelled[meta['eot']] = eot
+    tokenizer = Tokenizer(models.BPE(vocab={s: i for i, s in enumerate(spelled)}, merges=[]))
+    if meta['tokenizer'] == 'bytes':
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        tokenizer.decoder = decoders.ByteLevel()
+    else:
+        tokenizer.decoder = decoders.Fuse()  # the characters joined as they are, no spaces between
+    tokenizer.add_special_tokens([AddedToken(eot, special=True)])  # the id above, else the next one
+    config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'eos_token': eot, 'model_max_length': block_size,
+              'clean_up_tokenization_spaces': False}  # decoded text as the tokens spell it
+    return {'tokenizer.json': tokenizer.to_str(), 'tokenizer_config.json': json.dumps(config, indent=2)}
+
+
 # -----------------------------------------------------------------------------
 # The model card, and the folder written whole
 
 
 def tokenizing_note(meta):
-    """How to turn text into this model's token ids, for the model card."""
+    """How this model's tokenizer reads text, for the model card."""
     kind = meta['tokenizer']
     if kind == 'gpt2':
-        return ("gpt2 BPE: `AutoTokenizer.from_pretrained(folder)` loads it (vocab.json, merges.txt). The model was "
-                "trained on tiktoken's `encode_ordinary`, which reads a literal `<|endoftext|>` in the text as plain "
-                "text; transformers' tokenizer makes it the special token.")
+        return ("gpt2 BPE (vocab.json, merges.txt). The model was trained on tiktoken's `encode_ordinary`, which "
+                "reads a literal `<|endoftext|>` in the text as plain text; transformers' tokenizer makes it the "
+                "special token.")
+    end = (f" Token {meta['eot']}, which starts each document in the data, is `<|endoftext|>`, where generation "
+           "stops." if meta.get('eot') is not None else " `<|endoftext|>` is the tokenizer's alone, for lm-eval.")
     if kind == 'bytes':
-        return ("bytes: no tokenizer files; token i is the byte i, so `ids = list(text.encode('utf-8'))` and "
-                "`text = bytes(ids).decode('utf-8', errors='replace')`.")
-    return ("characters: no tokenizer files; token i is the i-th character of `data_chars` in config.json, so "
-            "`ids = [chars.index(c) for c in text]` and `text = ''.join(chars[i] for i in ids)` (any other "
-            "character has no token).")
+        return "bytes (tokenizer.json): token i is the byte i of the text's UTF-8." + end
+    return ("characters (tokenizer.json): token i is the i-th character of `data_chars` in config.json; a "
+            "character not among them has no token and is left out." + end)
 
 
 def model_card(config, meta, step):
@@ -140,26 +175,26 @@ def model_card(config, meta, step):
     return f"""# PolyCom GPT: {config['hidden_act']}
 
 A GPT with the {config['hidden_act']} activation{experts}: {config['num_hidden_layers']} layers, hidden size
-{config['hidden_size']}, {config['num_attention_heads']} heads, context {config['max_position_embeddings']} tokens,
+{config['hidden_size']}, {config['num_attention_heads']} heads, context {config['n_positions']} tokens,
 trained {step:,} steps on {meta.get('source', 'data of tokenizer ' + meta['tokenizer'])}.
 
 ```python
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+print(pipeline('text-generation', model=model, tokenizer=tokenizer)('def ', max_new_tokens=50, do_sample=False))
 ```
 
-- Tokenizing: {tokenizing_note(meta)}
-- Generation: `model.generate` works without a KV cache: each new token recomputes the whole context window.
+- Tokenizer: {tokenizing_note(meta)}
+- Generation: a KV cache while the sequence is shorter than the context; past it the window slides, and each new
+  token recomputes the last {config['n_positions']} tokens (the cached keys were rotated at positions that have
+  since shifted).
 - Loss: with `labels`, the mean next-token cross-entropy only (an MoE's auxiliary losses are not added).
 - Weights in float32, as trained.
-{lm_eval_note(meta)}"""
 
-
-def lm_eval_note(meta):
-    if meta['tokenizer'] != 'gpt2':  # lm-eval tokenizes with the folder's tokenizer
-        return "\nlm-evaluation-harness needs a tokenizer that transformers loads, which byte and character data lack.\n"
-    return ("\nScore it with lm-evaluation-harness:\n"
-            "`lm_eval --model hf --model_args pretrained=FOLDER,trust_remote_code=True --tasks hellaswag,arc_easy,piqa`\n")
+Score it with lm-evaluation-harness (generative tasks: `--gen_kwargs max_gen_toks=N`, N well below the context):
+`lm_eval --model hf --model_args pretrained=FOLDER,trust_remote_code=True --tasks hellaswag,arc_easy,piqa`
+"""
 
 
 def is_export(path):
@@ -188,17 +223,23 @@ def export(out_dir, to, overwrite=False):
         raise ImportError("export_hf.py writes the weights with safetensors: pip install safetensors") from None
     ckpt = load_checkpoint(out_dir)
     model, meta = ckpt['model'], ckpt['meta']
-    config = hf_config(model, meta)
+    config, block_size = hf_config(model, meta), model.config.block_size
+    files = gpt2_tokenizer_files(block_size) if meta['tokenizer'] == 'gpt2' else plain_tokenizer_files(meta, block_size)
+    files.update({'config.json': json.dumps(config, indent=2), 'README.md': model_card(config, meta, ckpt['step'])})
+    if meta.get('eot') is not None:
+        files['generation_config.json'] = json.dumps(generation_config(meta), indent=2)
     tmp = to + '.tmp'
     shutil.rmtree(tmp, ignore_errors=True)  # a killed export's leftovers
     os.makedirs(tmp)
-    files = gpt2_tokenizer_files(model.config.block_size) if meta['tokenizer'] == 'gpt2' else {}
-    files.update({'config.json': json.dumps(config, indent=2), 'README.md': model_card(config, meta, ckpt['step'])})
-    for name, text in files.items():
-        with open(os.path.join(tmp, name), 'w', encoding='utf-8') as f:
-            f.write(text)
-    shutil.copy(MODELING, tmp)
-    save_file(hf_weights(model), os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
+    try:
+        for name, text in files.items():
+            with open(os.path.join(tmp, name), 'w', encoding='utf-8') as f:
+                f.write(text)
+        shutil.copy(MODELING, tmp)
+        save_file(hf_weights(model), os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
+    except BaseException:  # a full disk, an interrupt: no half-written folder stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if os.path.exists(to):  # empty, or an earlier export that overwrite replaces
         shutil.rmtree(to)
     os.replace(tmp, to)

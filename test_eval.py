@@ -127,6 +127,7 @@ def test_hand_set_model_gets_the_hand_worked_accuracies(unigram_run, capsys):
     assert record['acc_ci95'] == pytest.approx(1.96 * (ACC * (1 - ACC) / 7) ** 0.5)
     printed = capsys.readouterr()
     assert f"{ACC:.4f} ± {record['acc_ci95']:.4f}" in printed.out and '7 / 7 items' in printed.err
+    assert 'acc ± 95 % interval' in printed.out  # not lm-eval's ± of one standard error
 
 
 def test_results_are_appended_never_overwritten(unigram_run, tmp_path):

@@ -1,12 +1,15 @@
 """
 Tests for export_hf.py and the modeling code it copies (hf/modeling_polycom.py): transformers' logits, loss and
-greedy generation equal model.py's for every activation, dense and MoE; the gpt2 tokenizer files tokenize as
-tiktoken; lm-evaluation-harness scores a local task as eval.py does; bad inputs stop with one line.
+greedy generation (with its KV cache, and past the context) equal model.py's for every activation, dense and MoE;
+an export loads with this folder first on sys.path; the gpt2 tokenizer files tokenize as tiktoken; the byte and
+character tokenizers give sample.py's text through pipeline; lm-evaluation-harness scores a local task as eval.py
+does, for every tokenizer; bad inputs stop with one line.
 
     python -m pytest -q test_export_hf.py
 
 The transformers tests skip where transformers (or safetensors) is not installed, the lm-eval one where
-lm-eval is not: pip install transformers safetensors "lm_eval[hf]".
+lm-eval is not: pip install transformers safetensors "lm_eval[hf]". .ci/run also runs them under the newest
+transformers release.
 """
 import importlib.util
 import json
@@ -19,6 +22,7 @@ import pytest
 import torch
 
 import export_hf
+import sample
 from checkpoint import atomic_save
 from data import tasks
 from data.shards import get_tokenizer, gpt2_meta
@@ -28,6 +32,12 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 TIKTOKEN_CACHE = os.path.join(ROOT, '..', 'shared', 'tiktoken_cache')  # offline gpt2 files, where there is a copy
 TASK = os.path.join(ROOT, 'hf', 'lm_eval_task')
 BYTES = {'tokenizer': 'bytes', 'vocab_size': 256}
+
+
+def chars_meta(text):
+    """A char tokenizer's meta over the characters of text."""
+    chars = ''.join(sorted(set(text)))
+    return {'tokenizer': 'char', 'vocab_size': len(chars), 'chars': chars}
 
 needs_safetensors = pytest.mark.skipif(importlib.util.find_spec('safetensors') is None,
                                        reason="export_hf.py writes the weights with safetensors: pip install safetensors")
@@ -83,22 +93,9 @@ def export(model, tmp_path, meta=BYTES):
     return to
 
 
-def import_transformers():
-    """transformers, imported once with this folder off sys.path: transformers 5 looks for the Hugging Face
-    `kernels` package by importing any top-level module of that name it finds, and this project's polykernels.py
-    (not that package) fails to import without Triton. transformers remembers the answer for later imports."""
-    saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != ROOT]
-    try:
-        import transformers.modeling_utils  # where the check runs
-    finally:
-        sys.path[:] = saved
-    return transformers
-
-
 def load_hf(folder):
     """The export through AutoModelForCausalLM, every parameter filled from the file and none left over."""
-    AutoModelForCausalLM = import_transformers().AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
     model, info = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
     assert not any(info[key] for key in ('missing_keys', 'unexpected_keys', 'mismatched_keys')), info
     return model.eval()
@@ -167,6 +164,49 @@ def test_padded_rows_compute_what_they_compute_alone(tmp_path):
         assert row[-12:].tolist() == expected[-12:].tolist()
 
 
+@needs_transformers
+@pytest.mark.parametrize('moe', [False, True], ids=['dense', 'moe'])
+def test_generate_uses_the_cache_until_the_window_slides(moe, tmp_path):
+    """generate feeds the model the prompt, then one token a step while the sequence is shorter than the context
+    (16), then the last 16 tokens a step (the cached keys' positions shifted), as sample.py does; a cached
+    forward gives the logits of the whole sequence's, and logits_to_keep keeps the last ones."""
+    model = tiny_gpt('polynorm_glu', moe)
+    hf = load_hf(export(model, tmp_path))
+    fed = []
+    hook = hf.register_forward_pre_hook(lambda module, args, kwargs: fed.append(kwargs['input_ids'].shape[1]),
+                                        with_kwargs=True)
+    prompt = torch.randint(0, 256, (2, 5), generator=torch.Generator().manual_seed(2))
+    got = hf.generate(prompt, max_new_tokens=20, do_sample=False)
+    hook.remove()
+    assert fed == [5] + [1] * 10 + [16] * 9
+    assert got.tolist() == model.generate(prompt, 20, temperature=0).tolist()
+
+    x = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        whole = hf(x).logits
+        out = hf(x[:, :7], use_cache=True)  # then 4 tokens at once after the cached ones, then 1
+        cache = out.get('cache', out.get('past_key_values'))  # its name in newer transformers, and in older
+        parts = [out.logits, hf(x[:, 7:11], past_key_values=cache).logits, hf(x[:, 11:], past_key_values=cache).logits]
+        last = hf(x, logits_to_keep=1).logits
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole, rtol=0, atol=1e-5)
+    assert cache.get_seq_length() == 12
+    torch.testing.assert_close(last, whole[:, -1:], rtol=0, atol=1e-6)
+
+
+@needs_transformers
+def test_an_export_loads_with_this_folder_first_on_sys_path(tmp_path):
+    """As scripts and `python -m lm_eval` run from this folder have it: no module here may take a name that
+    transformers imports (transformers 5 imports the Hugging Face package `kernels` wherever it finds one)."""
+    to = export(tiny_gpt(), tmp_path)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from transformers import AutoModelForCausalLM, PreTrainedModel; "
+            "model = AutoModelForCausalLM.from_pretrained(sys.argv[2], trust_remote_code=True); "
+            "print(isinstance(model, PreTrainedModel))")
+    run = subprocess.run([sys.executable, '-c', code, ROOT, to], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert run.returncode == 0 and run.stdout.split()[-1:] == ['True'], run.stderr[-3000:]
+
+
 @needs_safetensors
 @pytest.mark.filterwarnings('ignore:torch.distributed is disabled')  # saving in one process is the point here
 def test_a_sharded_checkpoint_exports_the_same_weights(tmp_path):
@@ -189,10 +229,10 @@ def test_a_sharded_checkpoint_exports_the_same_weights(tmp_path):
 
 @needs_transformers
 def test_gpt2_data_gets_a_tokenizer_that_tokenizes_as_tiktoken(gpt2, tmp_path):
-    AutoTokenizer = import_transformers().AutoTokenizer
+    from transformers import AutoTokenizer
     encode, _ = gpt2
     to = export(tiny_gpt(vocab_size=50304), tmp_path, gpt2_meta('test'))
-    tokenizer = AutoTokenizer.from_pretrained(to)
+    tokenizer = AutoTokenizer.from_pretrained(to, trust_remote_code=True)
     with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
         text = f.read()  # prose, code, tables, symbols, non-ASCII characters, runs of spaces and newlines
     # the one known difference: transformers reads a literal <|endoftext|> as the special token, tiktoken's
@@ -201,23 +241,51 @@ def test_gpt2_data_gets_a_tokenizer_that_tokenizes_as_tiktoken(gpt2, tmp_path):
     assert tokenizer(text)['input_ids'] == encode(text)
     with open(os.path.join(to, 'config.json')) as f:
         config = json.load(f)
-    assert config['eos_token_id'] == tokenizer.eos_token_id == 50256 and config['data_tokenizer'] == 'gpt2'
+    with open(os.path.join(to, 'generation_config.json')) as f:
+        generation = json.load(f)
+    assert config['eos_token_id'] == tokenizer.eos_token_id == generation['eos_token_id'] == 50256
+    assert config['data_tokenizer'] == 'gpt2'
 
 
-@needs_safetensors
-@pytest.mark.parametrize('meta', [BYTES, {'tokenizer': 'char', 'vocab_size': 3, 'chars': 'ab\n'}], ids=['bytes', 'char'])
-def test_byte_and_char_data_get_a_note_on_how_to_tokenize(meta, tmp_path):
-    to = export(tiny_gpt(), tmp_path, meta)
-    assert not os.path.exists(os.path.join(to, 'tokenizer_config.json'))
+@needs_transformers
+@pytest.mark.parametrize('kind', ['bytes', 'char'])
+def test_pipeline_writes_sample_py_text_for_bytes_and_characters(kind, tmp_path, capfd):
+    """The byte and character tokenizers: pipeline('text-generation') on the folder alone gives sample.py
+    --temperature=0's text, past the context (9 + 20 tokens, context 14), and no reminder of a maximum length
+    (the window slides correctly there)."""
+    prompt = 'def f(x):'
+    meta = BYTES if kind == 'bytes' else chars_meta(prompt + ' return x * 2\n')
+    to = export(tiny_gpt(vocab_size=meta['vocab_size'], block_size=14), tmp_path, meta)
+    capfd.readouterr()
+    sample.main([f'--out_dir={tmp_path / "out"}', f'--start={prompt}', '--temperature=0', '--num_samples=1',
+                 '--max_new_tokens=20', '--device=cpu'])
+    expected = capfd.readouterr().out.split('\n' + '-' * 40 + '\n')[0]
+    from transformers import pipeline
+    generate = pipeline('text-generation', model=to, trust_remote_code=True)
+    got = generate(prompt, max_new_tokens=20, do_sample=False)[0]['generated_text']
+    assert got == expected and len(expected) > len(prompt)
+    assert 'maximum length' not in capfd.readouterr().err
+
+
+@needs_transformers
+@pytest.mark.parametrize('kind', ['bytes', 'bytes_eot', 'char'])
+def test_byte_and_char_tokenizers_spell_the_data_tokens(kind, tmp_path):
+    """Token i is byte i (UTF-8, non-ASCII included) or data_chars[i]; decoding gives the text back. The end of
+    text is the data's eot where it has one (as data/stdlib's NUL byte), else an id past the data's."""
+    from transformers import AutoTokenizer
+    text = 'Grüße,\n\t  naïve café ≠ 42' if kind != 'char' else 'to be, or not\n\tto be '
+    meta = {'bytes': BYTES, 'bytes_eot': {**BYTES, 'eot': 0}, 'char': chars_meta(text)}[kind]
+    to = export(tiny_gpt(vocab_size=meta['vocab_size']), tmp_path, meta)
+    tokenizer = AutoTokenizer.from_pretrained(to, trust_remote_code=True)
+    encode, _ = get_tokenizer(meta)
+    ids = tokenizer(text)['input_ids']
+    assert ids == encode(text) and tokenizer.decode(ids) == text
+    assert tokenizer.eos_token_id == meta.get('eot', meta['vocab_size'])
+    assert tokenizer.decode([*ids, tokenizer.eos_token_id], skip_special_tokens=True) == text
     with open(os.path.join(to, 'config.json')) as f:
         config = json.load(f)
-    with open(os.path.join(to, 'README.md')) as f:
-        card = f.read()
-    assert config['data_tokenizer'] == meta['tokenizer'] and 'eos_token_id' not in config
-    if meta['tokenizer'] == 'bytes':
-        assert "list(text.encode('utf-8'))" in card
-    else:
-        assert config['data_chars'] == 'ab\n' and 'data_chars' in card
+    assert config['data_tokenizer'] == meta['tokenizer'] and config.get('eos_token_id') == meta.get('eot')
+    assert os.path.exists(os.path.join(to, 'generation_config.json')) == (kind == 'bytes_eot')
 
 
 # -----------------------------------------------------------------------------
@@ -225,38 +293,42 @@ def test_byte_and_char_data_get_a_note_on_how_to_tokenize(meta, tmp_path):
 
 
 @needs_transformers
-def test_lm_eval_scores_a_task_as_eval_py_does(gpt2, tmp_path, monkeypatch):
+@pytest.mark.parametrize('kind', ['gpt2', 'bytes', 'char'])
+def test_lm_eval_scores_a_task_as_eval_py_does(kind, tmp_path, monkeypatch, request):
     """lm-eval through the export, offline on hf/lm_eval_task (a task YAML over a jsonl in this project's
-    generic format), against data/tasks.py (eval.py's scoring) on the same checkpoint: the same log-likelihood
-    for every choice, so the same acc. acc_norm differs by design: lm-eval divides a choice's log-likelihood
-    by its characters, eval.py by its tokens; lm-eval's equals eval.py's losses divided by characters."""
+    generic format), against data/tasks.py (eval.py's scoring) on the same checkpoint, for each tokenizer: the
+    same log-likelihood for every choice, so the same acc. acc_norm differs by design: lm-eval divides a
+    choice's log-likelihood by its characters, eval.py by its tokens; lm-eval's equals eval.py's losses divided
+    by characters."""
+    items = tasks.read_items(os.path.join(TASK, 'mc_tiny.jsonl'))
+    if kind == 'gpt2':
+        request.getfixturevalue('gpt2')
+    meta = {'gpt2': gpt2_meta('test'), 'bytes': {**BYTES, 'eot': 0},  # data/stdlib's, the quick start's
+            'char': chars_meta(''.join(item['context'] + ''.join(item['choices']) for item in items))}[kind]
     for name, value in (('HF_DATASETS_OFFLINE', '1'), ('HF_HUB_OFFLINE', '1'),
                         ('HF_DATASETS_CACHE', str(tmp_path / 'datasets'))):
         monkeypatch.setenv(name, value)
-    import_transformers()
     lm_eval = pytest.importorskip('lm_eval', reason='lm-evaluation-harness is not installed: pip install "lm_eval[hf]"')
     pytest.importorskip('accelerate', reason="lm-eval's hf model needs accelerate: pip install \"lm_eval[hf]\"")
     from lm_eval.tasks import TaskManager
 
-    meta = gpt2_meta('test')
-    model = tiny_gpt(vocab_size=50304, block_size=64)
+    model = tiny_gpt(vocab_size=50304 if kind == 'gpt2' else meta['vocab_size'], block_size=128)
     to = export(model, tmp_path, meta)
     task = tasks.load_task(os.path.join(TASK, 'mc_tiny.jsonl'), meta, model.config.block_size)
     ours = tasks.evaluate_task(model, task, batch_size=4)
     losses = [tasks.choice_losses(model, rows).tolist() for rows, _ in task['items']]
 
-    monkeypatch.chdir(TASK)  # the YAML names its jsonl relative to the working directory
+    monkeypatch.chdir(ROOT)  # the YAML names its jsonl relative to the working directory: the project's root
     out = lm_eval.simple_evaluate(model='hf', model_args=f'pretrained={to},trust_remote_code=True',
                                   tasks=['mc_tiny'], task_manager=TaskManager(include_path=TASK, include_defaults=False), device='cpu',
                                   batch_size=4, bootstrap_iters=0, log_samples=True)
     theirs = out['results']['mc_tiny']
     samples = sorted(out['samples']['mc_tiny'], key=lambda s: s['doc_id'])
     assert len(samples) == ours['n'] == 12
-    for sample, item_losses in zip(samples, losses):
-        assert [-ll for ll, _ in sample['filtered_resps']] == pytest.approx(item_losses, abs=1e-4)
+    for scored, item_losses in zip(samples, losses):
+        assert [-ll for ll, _ in scored['filtered_resps']] == pytest.approx(item_losses, abs=1e-4)
     assert theirs['acc,none'] == ours['acc'] and 0 < ours['acc'] < 1  # a score that could have differed
 
-    items = tasks.read_items(os.path.join(TASK, 'mc_tiny.jsonl'))
     by_chars = [min(range(len(item['choices'])), key=lambda k: item_losses[k] / len(item['choices'][k])) == item['label']
                 for item, item_losses in zip(items, losses)]
     assert theirs['acc_norm,none'] == pytest.approx(sum(by_chars) / len(items))
@@ -291,6 +363,18 @@ def test_a_folder_in_the_way_is_never_overwritten(tmp_path):
     refuse([f'--out_dir={out}', f'--to={empty}'])
     export_hf.main([f'--out_dir={out}', f'--to={empty}', '--overwrite'])  # an earlier export is replaced whole
     assert 'stale.txt' not in os.listdir(empty) and 'model.safetensors' in os.listdir(empty)
+
+
+@needs_safetensors
+def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A write that fails (here a full disk) stops with one line, and no half-written <to>.tmp stays."""
+    out = save(tiny_gpt(), tmp_path / 'out')
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr('safetensors.torch.save_file', full_disk)
+    message = refuse([f'--out_dir={out}', f'--to={tmp_path / "hf"}'])
+    assert 'No space left' in message and sorted(os.listdir(tmp_path)) == ['out']
 
 
 def test_without_safetensors_it_says_what_to_install(tmp_path, monkeypatch):

@@ -8,31 +8,39 @@ The PolyCom project's export_hf.py copies this file next to the weights; it rest
 forward in plain PyTorch (its test holds the two to equal logits). Read it top to bottom: the config, the
 activations, the FFN and MoE, attention, the transformer.
 
-No KV cache: each generated token recomputes the whole context window (at most max_position_embeddings
-tokens, the window sliding beyond it), so generate is exact but does O(T^2) work per sequence.
+generate uses a KV cache (transformers' DynamicCache) while the sequence is shorter than the context (n_positions
+tokens): the prompt once, then one position per new token. From there on the window slides, as in that project's
+sample.py: each step recomputes the last n_positions tokens without the cache, since the cached keys were rotated at
+positions that have since shifted. Greedy generate gives sample.py's tokens, before and past the context.
 """
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutput
+from transformers import DynamicCache, GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+# newer transformers (5.24 among them) name forward's cache `cache`, older ones `past_key_values`, as argument and
+# output: both are accepted here, and the output names it as the installed version does
+CACHE = 'cache' if 'cache' in CausalLMOutputWithPast.__dataclass_fields__ else 'past_key_values'
 
 GATED = ('swiglu', 'polyrelu_glu', 'polynorm_glu')  # down(act(gate(x)) * up(x))
 
 
 class PolyComConfig(PretrainedConfig):
-    """intermediate_size is the FFN's width as built (gated ones included), or each expert's with num_experts > 0."""
+    """intermediate_size is the FFN's width as built (gated ones included), or each expert's with num_experts > 0.
+    n_positions is the context (GPT-2's name, which lm-eval reads): not max_position_embeddings, past which
+    transformers' generate warns of trouble that the sliding window does not have."""
     model_type = 'polycom'
 
     def __init__(self, vocab_size=50304, hidden_size=384, num_hidden_layers=6, num_attention_heads=6,
-                 max_position_embeddings=256, hidden_act='polynorm', poly_order=3, poly_eps=1e-6,
+                 n_positions=256, hidden_act='polynorm', poly_order=3, poly_eps=1e-6,
                  intermediate_size=1536, num_experts=0, num_experts_per_tok=8, poly_per_expert=False,
                  qk_norm=False, rope_theta=10000.0, rms_norm_eps=1e-5, initializer_range=0.02,
                  tie_word_embeddings=False, **kwargs):
         self.vocab_size, self.hidden_size = vocab_size, hidden_size
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
-        self.max_position_embeddings = max_position_embeddings
+        self.n_positions = n_positions
         self.hidden_act, self.poly_order, self.poly_eps = hidden_act, poly_order, poly_eps
         self.intermediate_size = intermediate_size
         self.num_experts, self.num_experts_per_tok, self.poly_per_expert = num_experts, num_experts_per_tok, poly_per_expert
@@ -153,14 +161,17 @@ class PolyComAttention(nn.Module):
         self.q_norm = nn.RMSNorm(C, eps=config.rms_norm_eps) if config.qk_norm else None
         self.k_norm = nn.RMSNorm(C, eps=config.rms_norm_eps) if config.qk_norm else None
 
-    def forward(self, x, cos, sin, mask):
+    def forward(self, x, cos, sin, mask, cache=None, layer=0):
         B, T, C = x.shape
         q, k, v = self.qkv_proj(x).split(C, dim=2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        if cache is not None:  # the earlier tokens' keys and values, with these appended: (B, nh, past + T, hs)
+            k, v = cache.update(k, v, layer)
+        # without a mask: causal among T new tokens with nothing cached, or one new token that sees all
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -172,8 +183,8 @@ class PolyComDecoderLayer(nn.Module):
         self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = PolyComMoE(config) if config.num_experts else PolyComMLP(config)
 
-    def forward(self, x, cos, sin, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def forward(self, x, cos, sin, mask, cache, layer):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -221,50 +232,72 @@ class PolyComForCausalLM(PolyComPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self):
         return self.lm_head
 
-    def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
+    def forward(self, input_ids, attention_mask=None, labels=None, cache=None, past_key_values=None, use_cache=None,
+                logits_to_keep=0, **kwargs):
         """Logits (B, T, V) for input_ids (B, T); with labels (B, T), also the mean next-token cross-entropy
         over the labels that are not -100 (labels[:, t] is predicted from the tokens up to t - 1).
-        attention_mask (B, T): 0 marks padding, which no token attends to. Other arguments (a cache among
-        them) are accepted and not used."""
+        attention_mask (B, past + T): 0 marks padding, which no token attends to. cache (past_key_values in older
+        transformers): the keys and values of the `past` tokens before input_ids, extended here and returned;
+        use_cache=True starts one. logits_to_keep=n: the last n positions' logits only (0: all)."""
         cfg = self.config
-        T = input_ids.size(1)
-        if T > cfg.max_position_embeddings:
-            raise ValueError(f"sequence of {T} tokens is longer than max_position_embeddings={cfg.max_position_embeddings}")
-        cos, sin = rope_tables(T, cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta, input_ids.device)
-        mask = padding_mask(attention_mask, T)
+        cache = cache if cache is not None else past_key_values
+        if cache is None and use_cache:
+            cache = DynamicCache(config=cfg)
+        past, T = (cache.get_seq_length() if cache is not None else 0), input_ids.size(1)
+        if past + T > cfg.n_positions:
+            raise ValueError(f"sequence of {past + T} tokens is longer than n_positions={cfg.n_positions}")
+        cos, sin = rope_tables(past, T, cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta, input_ids.device)
+        mask = attention_mask_4d(attention_mask, past, T, input_ids.device)
+        if attention_mask is not None:  # padding is never looked up, so a tokenizer may pad with any id (the pad
+            input_ids = input_ids.masked_fill(attention_mask[:, -T:] == 0, 0)  # token lm-eval adds lies past the vocab)
+        if bool((input_ids >= cfg.vocab_size).any()):
+            raise ValueError(f"token id {int(input_ids.max())} is past this model's vocabulary ({cfg.vocab_size}): the "
+                             "<|endoftext|> of a byte or character tokenizer is the tokenizer's alone, for lm-eval to "
+                             "stop at; start a text from one of the data's tokens (lm-eval: prefix_token_id=ID)")
         x = self.model.embed_tokens(input_ids)
-        for layer in self.model.layers:
-            x = layer(x, cos, sin, mask)
-        logits = self.lm_head(self.model.norm(x))
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, mask, cache, i)
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep  # 0: all
+        logits = self.lm_head(self.model.norm(x[:, keep]))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-        return CausalLMOutput(loss=loss, logits=logits)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE: cache})
 
-    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
-        """Every step gets the whole context (no KV cache), its last max_position_embeddings tokens once longer."""
-        window = self.config.max_position_embeddings
-        if attention_mask is not None:
-            attention_mask = attention_mask[:, -window:]
-        return {'input_ids': input_ids[:, -window:], 'attention_mask': attention_mask}
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, cache=None, past_key_values=None,
+                                      use_cache=True, logits_to_keep=None, **kwargs):
+        """Each step of generate, as sample.py does it: while the sequence is shorter than the context, the tokens
+        the cache lacks (the prompt, then the newest token); from there on the last n_positions tokens afresh."""
+        cache = cache if cache is not None else past_key_values
+        window = self.config.n_positions
+        if use_cache and input_ids.size(1) < window:
+            past = cache.get_seq_length() if cache is not None else 0
+            inputs = {'input_ids': input_ids[:, past:], CACHE: cache, 'use_cache': True}
+        else:  # the window slides: the cached keys were rotated at positions that have shifted since
+            inputs = {'input_ids': input_ids[:, -window:], 'use_cache': False}
+            attention_mask = attention_mask[:, -window:] if attention_mask is not None else None
+        if logits_to_keep is not None:
+            inputs['logits_to_keep'] = logits_to_keep
+        return {**inputs, 'attention_mask': attention_mask}
 
-    @classmethod
-    def _supports_default_dynamic_cache(cls):  # generate need not make a cache that forward would not fill
-        return False
 
-
-def rope_tables(T, head_dim, theta, device):
-    """cos and sin of the rotary angles of positions 0..T-1, (T, head_dim/2) each, in float32."""
+def rope_tables(past, T, head_dim, theta, device):
+    """cos and sin of the rotary angles of positions past..past+T-1, (T, head_dim/2) each, in float32."""
     freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
-    angles = torch.outer(torch.arange(T, dtype=torch.float32, device=device), freqs)
+    angles = torch.outer(torch.arange(past, past + T, dtype=torch.float32, device=device), freqs)
     return angles.cos(), angles.sin()
 
 
-def padding_mask(attention_mask, T):
-    """None (plain causal attention) without padding; else (B, 1, T, T) True where a query may attend: causal,
-    not to padding, and always to itself (so that a padding query attends somewhere rather than to nothing)."""
-    if attention_mask is None or bool(attention_mask.all()):
+def attention_mask_4d(attention_mask, past, T, device):
+    """None where attention needs no mask: no padding, and either nothing cached or one new token. Else
+    (B or 1, 1, T, past + T), True where a query may attend: to its own and earlier positions, not to padding,
+    and always to itself (so that a padding query attends somewhere rather than to nothing)."""
+    padded = attention_mask is not None and not bool(attention_mask.all())
+    if not padded and (past == 0 or T == 1):
         return None
-    causal = torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()
-    itself = torch.eye(T, dtype=torch.bool, device=attention_mask.device)
-    return ((causal & attention_mask.bool()[:, None, None, :]) | itself)
+    query = torch.arange(past, past + T, device=device)[:, None]  # (T, 1) positions
+    key = torch.arange(past + T, device=device)[None, :]  # (1, past + T)
+    allowed = (key <= query)[None, None]  # (1, 1, T, past + T)
+    if padded:
+        allowed = allowed & attention_mask.bool()[:, None, None, -(past + T):]
+    return allowed | (key == query)
