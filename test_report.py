@@ -4,6 +4,7 @@ and `python report.py` end to end from a summary.json.
     python -m pytest test_report.py -q
 """
 import json
+import re
 import math
 import os
 import subprocess
@@ -382,9 +383,9 @@ def kept_report(sweep):
     return summary, text
 
 
-def test_kept_summary_gives_the_kept_report_and_the_readmes_numbers():
+def test_kept_summary_gives_the_kept_report_and_the_docs_numbers():
     # assets/sweep_cpu_long holds a measured sweep's summary.json and the report made from it: the same report
-    # comes out now, with the figures the README quotes
+    # comes out now, with the figures docs/science.md quotes
     _, text = kept_report('sweep_cpu_long')
     ladder, against = rows(text, 'Budget ladder'), rows(text, 'Against swiglu')
     assert ladder['polynorm'][4:7] == ['1.23', '1.17 to 1.30', 'no']  # inside the ladder
@@ -394,7 +395,7 @@ def test_kept_summary_gives_the_kept_report_and_the_readmes_numbers():
     assert against['relu2'][4:] == ['0.097', '0.158', '5', 'not distinguishable at 3 seeds']
 
 
-def test_kept_stdlib_sweep_gives_its_report_and_the_readmes_numbers():
+def test_kept_stdlib_sweep_gives_its_report_and_the_docs_numbers():
     summary, text = kept_report('sweep_cpu_stdlib')
     ladder, against = rows(text, 'Budget ladder'), rows(text, 'Against swiglu')
     assert ladder['polynorm'][4:7] == ['1.21', '1.10 to 1.32', 'no']
@@ -536,3 +537,63 @@ def test_report_py_makes_the_scale_report_and_its_plot(tmp_path, capsys):
     except ImportError:
         return
     assert (tmp_path / 'scale.png').stat().st_size > 0 and not (tmp_path / 'val_loss.png').exists()
+
+
+# -----------------------------------------------------------------------------
+# the figures the docs quote, held to the kept reports
+
+NUMBER = r'-?\d+(?:\.\d+)?(?:e-?\d+)?'
+
+
+def docs_table(path, heading):
+    """{activation: the row's cells after the first} of the first table under a heading of a markdown file."""
+    with open(os.path.join(HERE, path), encoding='utf-8') as f:
+        part = f.read().split(heading)[1].split('\n#')[0]
+    return {line.split('|')[1].strip(): ' '.join(line.split('|')[2:-1])
+            for line in part.splitlines() if line.startswith('| ') and not line.startswith('| activation')}
+
+
+def report_numbers(text, name):
+    """Every number in the report's table rows for one run name, as floats."""
+    cells = [line for line in text.splitlines() if line.startswith(f'| {name} |')]
+    return [float(x) for line in cells for x in re.findall(NUMBER, line.split('|', 2)[2])]
+
+
+def quoted_in(number, numbers):
+    """Whether a number as the docs print it (its own decimals) is one of the report's, rounded alike."""
+    decimals = len(number.split('.')[1]) if '.' in number and 'e' not in number else None
+    value = float(number)
+    if decimals is None:  # an integer or an lr such as 1.6e-2: exact
+        return any(math.isclose(value, x, rel_tol=1e-9) for x in numbers)
+    return any(round(x, decimals) == round(value, decimals) for x in numbers)
+
+
+@pytest.mark.parametrize('sweep, heading', [('sweep_cpu_long', '### Measured: the long CPU preset'),
+                                            ('sweep_cpu_stdlib', '### Measured: the second corpus')])
+def test_every_figure_in_the_docs_tables_is_the_kept_reports(sweep, heading):
+    with open(os.path.join(HERE, 'assets', sweep, 'report.md'), encoding='utf-8') as f:
+        text = f.read()
+    table = docs_table('docs/science.md', heading)
+    assert {'swiglu', 'polynorm', 'polynorm, r = 4'} <= set(table)
+    for label, cells in table.items():
+        name = label.replace(', r = ', '_r')  # 'polynorm, r = 4' is the report's polynorm_r4
+        numbers = report_numbers(text, name)
+        # the lr grid's header, the seed and order counts are not figures of a row
+        figures = [x for x in re.findall(NUMBER, cells.replace('1 seed', '').replace('3 seeds', ''))
+                   if x not in ('1',)]
+        wrong = [x for x in figures if not quoted_in(x, numbers)]
+        assert not wrong, f"docs/science.md, {sweep}, row {label!r}: {wrong} are not in {sweep}/report.md"
+
+
+def test_readmes_headline_figures_are_the_kept_reports():
+    with open(os.path.join(HERE, 'README.md'), encoding='utf-8') as f:
+        readme = f.read()
+    speedups = re.findall(r'\*\*(\d\.\d\d)x\*\*[^(]*\((?:95 % interval )?(\d\.\d\d) to (\d\.\d\d)\)', readme)
+    losses = re.findall(r'(-0\.\d{3}) \((?:Holm\'s p = )?(0\.\d{3})\)', readme)
+    assert len(speedups) == 2 and len(losses) == 2
+    for sweep, (value, low, high), (difference, holm) in zip(('sweep_cpu_long', 'sweep_cpu_stdlib'), speedups,
+                                                           losses):
+        _, text = kept_report(sweep)
+        ladder, against = rows(text, 'Budget ladder'), rows(text, 'Against swiglu')
+        assert ladder['polynorm'][4:6] == [value, f'{low} to {high}'], sweep
+        assert f"{float(against['polynorm'][0]):.3f}" == difference and against['polynorm'][5] == holm, sweep
