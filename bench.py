@@ -3,7 +3,7 @@ What do PolyNorm and PolyReLU cost? This file times them next to ReLU, GELU, ReL
 parameters: each activation and implementation alone, checked against float64 first, then its share of one FFN;
 or, with --model, whole training steps of a config per activation. Both write <out>.md (the tables) and
 <out>.json (every raw figure and the environment), after every row and when a signal stops the run. Usage
-and every column: README.md, "Benchmarks".
+and every column: docs/gpu.md, "Benchmarks".
 """
 import argparse
 import itertools
@@ -141,7 +141,7 @@ def measure(run, n_buffers, repeats, device, warmup=WARMUP, host_ahead=True):
 
 def cuda_ms_per_call(run, calls, device):
     """GPU milliseconds per call: the median over GROUPS groups of back-to-back calls, each between one pair of CUDA
-    events and queued behind a device sleep, so that the host's per-call cost is not what is timed (README,
+    events and queued behind a device sleep, so that the host's per-call cost is not what is timed (docs/gpu.md,
     "Benchmarks", says why, and why not CUDA graphs). A group that the sleep did not cover is not counted, and the
     next is smaller and sleeps longer, up to MAX_SLEEP_MS: a function that synchronizes is refused within a second."""
     size = max(1, len(calls) // GROUPS)
@@ -699,7 +699,7 @@ def header(title, env, device, method):
     """A table's title, the machine and the command, how it was measured, and on a CPU what that means."""
     lines = [f"### {title}", '',
              f"{env['device']}; torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}; {env['date']}",
-             f"`{env['command']}`", '', method + ' Columns: README.md, "Benchmarks".', '']
+             f"`{env['command']}`", '', method + ' Columns: docs/gpu.md, "Benchmarks".', '']
     if device.type != 'cuda':
         lines += [f"**CPU figures** (torch threads: {env['cpu_threads']}, timed with time.perf_counter): they rank the "
                   "implementations on this CPU and say nothing of a GPU. Small shapes stay partly in the CPU's "
@@ -819,7 +819,7 @@ def main(argv=None):
     torch.manual_seed(0)
     start = time.perf_counter()
     suite = 'model' if args.model else 'activations'
-    report = {'environment': environment(device, argv), 'args': vars(args), suite: {}}
+    report = {'environment': {}, 'args': vars(args), suite: {}}  # the environment once the run's threads are set
     markdown = model_markdown if args.model else activations_markdown
 
     def save():
@@ -834,6 +834,7 @@ def main(argv=None):
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         with torch_threads(args.threads):  # and back as they were: main() may run inside another program
+            report['environment'] = environment(device, argv)
             (run_model if args.model else run_activations)(args, device, report[suite], save)
     except (Stopped, KeyboardInterrupt) as e:
         report['stopped'] = str(e) or 'SIGINT'

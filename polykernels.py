@@ -233,7 +233,7 @@ def _as_rows(x):
 def norm_tiles(n_cols):
     """The PolyNorm kernels' launch settings for rows of n_cols columns: the tile width BLOCK, the width TAIL of the
     last tile of a row swept in tiles (0 when BLOCK divides the row), whether one tile holds the row, and the warps
-    per row. The register table in the README (sass.py) is how these were chosen."""
+    per row. The register table in docs/gpu.md (sass.py) is how these were chosen."""
     if n_cols <= MAX_BLOCK:
         block, tail = triton.next_power_of_2(n_cols), 0
     else:

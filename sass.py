@@ -1,7 +1,7 @@
 """
 Registers, spills and occupancy of the PolyNorm kernels (polykernels.py) on sm_90 (H100, H200), without a GPU.
 
-    python sass.py                      order 3: writes out/sass.md (the README's register table) and out/sass.json
+    python sass.py                      order 3: writes out/sass.md (docs/gpu.md's register table) and out/sass.json
     python sass.py --order 4 --out out/sass_order4
 
 Triton compiles each kernel for sm_90 in bf16 (`triton.compile(ASTSource(...), target=GPUTarget('cuda', 90, 32))`),

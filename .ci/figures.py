@@ -9,7 +9,7 @@ import os
 import sys
 
 LIGER_HOW = ("bring it with `pip download --no-deps liger-kernel==0.8.5 -d wheels/` and send `wheels` with the "
-             "call (README.md, \"Proving the GPU paths\")")
+             "call (docs/gpu.md, \"Proving the GPU paths\")")
 
 
 def load(logs, name):
