@@ -620,10 +620,12 @@ def test_summary_runs_on_meta_device():
 
 # the MoE model goes through inductor (its grouped GEMM is the unusual lowering); the dense one through
 # aot_eager, which checks the same single graph and autograd in a few seconds instead of half a minute
-@pytest.mark.parametrize('n_experts,backend,activation,per_expert', [(0, 'aot_eager', 'polynorm', False),
-                                                                  (4, 'inductor', 'polynorm', False),
-                                                                  (4, 'aot_eager', 'polynorm_glu', True)])
-def test_compile_fullgraph_matches_eager(n_experts, backend, activation, per_expert):
+# tolerance: aot_eager runs the same ops as eager (equal to float32 rounding); inductor fuses the bf16 ops and
+# rounds in other places (the loss moves about 2e-5, a gradient up to about 2% of its parameter's largest)
+@pytest.mark.parametrize('n_experts,backend,activation,per_expert,tol', [
+    (0, 'aot_eager', 'polynorm', False, 1e-5), (4, 'inductor', 'polynorm', False, 5e-2),
+    (4, 'aot_eager', 'polynorm_glu', True, 1e-5)])
+def test_compile_fullgraph_matches_eager(n_experts, backend, activation, per_expert, tol):
     torch._dynamo.reset()
     torch.manual_seed(0)
     # the activation's own fast paths must step aside inside a compiled model (no nested compile, no break)
@@ -637,11 +639,14 @@ def test_compile_fullgraph_matches_eager(n_experts, backend, activation, per_exp
     with torch.autocast('cpu', dtype=torch.bfloat16):
         eager = m(idx, idx)[1]['loss']
         eager.backward()
-        eager_grads = [p.grad.clone() for p in m.parameters()]
+        eager_grads = {name: p.grad.clone() for name, p in m.named_parameters()}
         m.zero_grad()
         compiled = torch.compile(m, fullgraph=True, backend=backend)  # fullgraph: any graph break raises
         loss = compiled(idx, idx)[1]['loss']
         loss.backward()
-    torch.testing.assert_close(loss, eager, rtol=1e-2, atol=1e-2)
-    for p, g in zip(m.parameters(), eager_grads):
-        torch.testing.assert_close(p.grad, g, rtol=5e-2, atol=5e-3)
+    torch.testing.assert_close(loss, eager, rtol=0, atol=tol / 100)
+    for name, p in m.named_parameters():  # each gradient to tol of its own scale, the PolyCom coefficients' too
+        g = eager_grads[name]
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=tol * g.abs().max().item(), msg=name)
+    for b in m.blocks:  # every coefficient learns: each expert's set, when it has its own
+        assert (b.ffn.act.weight.grad != 0).all() and (b.ffn.act.bias.grad != 0).all()

@@ -69,11 +69,12 @@ def torchrun(nproc, out_dir, data_dir, *args):
     return str(out_dir)
 
 
-def read_log(out_dir):
-    """{step: train loss} and {step: val loss} from out_dir/log.jsonl."""
+def read_log(out_dir, key='loss'):
+    """{step: train loss} (or another field of the training records, key) and {step: val loss} from
+    out_dir/log.jsonl."""
     with open(os.path.join(out_dir, 'log.jsonl')) as f:
         records = [json.loads(line) for line in f]
-    return ({r['step']: r['loss'] for r in records if 'loss' in r},
+    return ({r['step']: r[key] for r in records if 'loss' in r},
             {r['step']: r['val_loss'] for r in records if 'val_loss' in r})
 
 
@@ -157,17 +158,26 @@ def test_stop_and_resume_logs_the_same_losses_bit_for_bit(baseline, stopped, tmp
     assert torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)['step'] == STOP
     run(out, data_dir, '--init_from=resume')
     assert read_log(out) == read_log(baseline)  # exact float equality, every step
+    assert read_log(out, 'grad_norm') == read_log(baseline, 'grad_norm')
     resumed, uninterrupted = weights(out), weights(baseline)
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
 
 
 def test_resume_drops_log_records_after_the_checkpoint(stopped, tmp_path, data_dir):
     out = shutil.copytree(stopped, tmp_path / 'resumed')
+    before = log_lines(out)
     with open(os.path.join(out, 'log.jsonl'), 'a') as f:  # as if the run had gone on after its checkpoint, then died
-        f.write(json.dumps({'step': STOP + 1, 'tokens': 0, 'loss': 99.0}) + '\n')
+        for step in (STOP + 1, STOP + 3):  # STOP + 3: a step the resumed run never logs again
+            f.write(json.dumps({'step': step, 'tokens': 0, 'loss': 99.0}) + '\n')
     run(out, data_dir, '--init_from=resume', f'--stop_step={STOP + 1}')
-    losses, _ = read_log(out)
-    assert sorted(losses) == list(range(1, STOP + 2)) and losses[STOP + 1] != 99.0
+    after = log_lines(out)
+    assert after[:-1] == before and json.loads(after[-1])['step'] == STOP + 1  # the stale records gone, raw lines
+    assert json.loads(after[-1])['loss'] != 99.0
+
+
+def log_lines(out_dir):
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        return f.read().splitlines()
 
 
 def test_logged_loss_is_the_interval_mean_also_across_a_resume(baseline, tmp_path, data_dir):
@@ -183,12 +193,36 @@ def test_logged_loss_is_the_interval_mean_also_across_a_resume(baseline, tmp_pat
     assert losses[24] == pytest.approx(mean(21, 24), rel=1e-12)
 
 
-def test_two_process_ddp_matches_one_process(baseline, ddp_stopped):
+def test_two_process_ddp_matches_one_process(baseline, stopped, ddp_stopped):
     (losses, val_losses), (expected, expected_val) = read_log(ddp_stopped), read_log(baseline)
     assert sorted(losses) == list(range(1, STOP + 1)) and sorted(val_losses) == [8]
     assert losses == pytest.approx({step: expected[step] for step in losses}, rel=1e-5)
     assert val_losses[8] == pytest.approx(expected_val[8], rel=1e-5)
-    assert list(weights(ddp_stopped)) == list(weights(baseline))  # saved unwrapped: no 'module.' prefixes
+    # the gradients' scale: averaged over the processes, not summed (Adam's update would hide a factor 2 in
+    # the weights to about 1e-6, the gradient norm shows it whole)
+    norms, expected_norms = read_log(ddp_stopped, 'grad_norm')[0], read_log(baseline, 'grad_norm')[0]
+    assert norms == pytest.approx({step: expected_norms[step] for step in norms}, rel=1e-6)
+    # each process's micro-step is one of the single process's two: the same sums, so the same weights
+    assert_same_weights(weights(ddp_stopped), weights(stopped), atol=1e-7)  # saved unwrapped: no 'module.'
+
+
+def assert_same_weights(actual, expected, atol):
+    assert list(actual) == list(expected)
+    for k in expected:
+        torch.testing.assert_close(actual[k], expected[k], rtol=0, atol=atol, msg=k)
+
+
+def test_ddp_with_gradient_accumulation_matches_one_process(baseline, stopped, tmp_path, data_dir):
+    # 2 processes x 2 micro-steps of 1 sequence: the no_sync() micro-steps, then the one that averages the
+    # gradients over the processes; the same 128 tokens per step as the single process's 2 x 2 sequences
+    out = torchrun(2, tmp_path / 'accumulated', data_dir, '--micro_batch_size=1', f'--stop_step={STOP}')
+    (losses, _), expected = read_log(out), read_log(baseline)[0]
+    assert sorted(losses) == list(range(1, STOP + 1))
+    assert losses == pytest.approx({step: expected[step] for step in losses}, rel=1e-5)
+    norms, expected_norms = read_log(out, 'grad_norm')[0], read_log(baseline, 'grad_norm')[0]
+    assert norms == pytest.approx({step: expected_norms[step] for step in norms}, rel=1e-5)
+    # float32 sums of 1-sequence micro-batches in another order: equal to about 2e-6 after 12 steps
+    assert_same_weights(weights(out), weights(stopped), atol=1e-5)
 
 
 def test_fsdp_trains_saves_and_resumes_on_another_number_of_ranks(baseline, stopped, tmp_path, data_dir):
@@ -300,13 +334,16 @@ def test_stale_temp_files_are_cleared_and_saves_fsync_before_renaming(stopped, t
     out = shutil.copytree(stopped, tmp_path / 'resumed')
     for name in ('ckpt.pt.tmp', 'ckpt.pt.4242.tmp', 'log.jsonl.tmp'):  # what kills mid-save left
         (tmp_path / 'resumed' / name).write_bytes(b'half a checkpoint')
-    order = []
-    monkeypatch.setattr(checkpoint.os, 'fsync', lambda fd: order.append('fsync'))
+    events = []  # ('fsync', the synced file) and ('replace', source, target), in order
+    monkeypatch.setattr(checkpoint.os, 'fsync', lambda fd: events.append(('fsync', os.readlink(f'/proc/self/fd/{fd}'))))
     real_replace = checkpoint.os.replace
-    monkeypatch.setattr(checkpoint.os, 'replace', lambda a, b: (order.append('replace'), real_replace(a, b)))
+    monkeypatch.setattr(checkpoint.os, 'replace', lambda a, b: (events.append(('replace', a, b)), real_replace(a, b)))
     run(out, data_dir, '--init_from=resume', f'--stop_step={STOP + 1}')
     assert sorted(os.listdir(out)) == ['ckpt.pt', 'log.jsonl', 'run.lock']  # run.lock: see lock_out_dir
-    assert order[:2] == ['fsync', 'replace']
+    # the checkpoint's own save: its temp file on disk, then renamed, then the rename itself made durable
+    ckpt = os.path.join(out, 'ckpt.pt')
+    rename = events.index(('replace', ckpt + '.tmp', ckpt))
+    assert events[rename - 1] == ('fsync', ckpt + '.tmp') and events[rename + 1] == ('fsync', str(out))
 
 
 @pytest.mark.parametrize('damage', ['empty', 'random bytes', 'cut short'])
@@ -360,12 +397,14 @@ def test_weights_made_non_finite_by_the_update_are_never_saved(tmp_path, data_di
 
 def test_an_unparsable_log_line_is_dropped_with_a_warning(stopped, tmp_path, data_dir, capsys):
     out = shutil.copytree(stopped, tmp_path / 'resumed')
+    before = log_lines(out)
     with open(os.path.join(out, 'log.jsonl'), 'a') as f:
         f.write('{"step": 5, "loss": \n')  # a whole line, but not JSON
     run(out, data_dir, '--init_from=resume', f'--stop_step={STOP + 1}')
     out_text = capsys.readouterr().out
     assert f"warning: {out}/log.jsonl line {STOP + 2} is not a log record; dropped it" in out_text
-    assert sorted(read_log(out)[0]) == list(range(1, STOP + 2))
+    after = log_lines(out)
+    assert after[:-1] == before and json.loads(after[-1])['step'] == STOP + 1
 
 
 def test_a_scratch_run_never_replaces_a_checkpoint_unasked(stopped, tmp_path, data_dir):
