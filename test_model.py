@@ -3,6 +3,7 @@
 import glob
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -200,6 +201,36 @@ def test_auto_impl_picks_compiled_on_the_cpu_only_with_a_compiler(monkeypatch):
         assert model.polycom_impl('plain', x, w) == 'plain'
     finally:
         model.have_cpu_compiler.cache_clear()
+
+
+@pytest.mark.parametrize('activation', ['polynorm', 'polyrelu_glu'])
+def test_triton_impl_runs_the_kernels_in_the_model(activation, monkeypatch):
+    # on the CPU the kernels run in Triton's interpreter (conftest.py): the model's dispatch to them is tested here,
+    # not only the kernels; calls are counted, since the plain path would give the same numbers
+    if model.poly_norm_fused is None or (not torch.cuda.is_available() and os.environ.get('TRITON_INTERPRET') != '1'):
+        pytest.skip("needs Triton, and on the CPU its interpreter (TRITON_INTERPRET=1, set by conftest.py)")
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    calls = []
+    for name in ('poly_norm_fused', 'poly_relu_fused'):
+        fused = getattr(model, name)
+        monkeypatch.setattr(model, name, lambda *args, name=name, fused=fused: (calls.append(name), fused(*args))[1])
+    torch.manual_seed(0)
+    idx = torch.randint(0, 64, (2, 16), device=device)
+    losses, grads = [], []
+    for impl in ('plain', 'triton'):
+        torch.manual_seed(0)
+        m = GPT(tiny(activation=activation, act_impl=impl)).to(device)
+        for b in m.blocks:  # coefficients away from their equal initial values, so that a swap would show
+            torch.nn.init.normal_(b.ffn.act.weight, mean=0.3, std=0.2)
+            torch.nn.init.normal_(b.ffn.act.bias, std=0.1)
+        loss = m(idx, idx)[1]['loss']
+        loss.backward()
+        losses.append(loss)
+        grads.append({name: p.grad for name, p in m.named_parameters()})
+    assert calls == ['poly_' + activation[4:8] + '_fused'] * 2  # once per layer, the kernel of the activation
+    torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=1e-5)
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=0, atol=1e-5 * (1 + g.abs().max().item()), msg=name)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the Triton kernels' order limits")
@@ -608,6 +639,31 @@ def test_bad_config_values_are_rejected():
         GPTConfig(poly_per_expert=True)  # a dense model has no experts
     with pytest.raises(ValueError, match='poly_per_expert'):
         GPTConfig(n_experts=4, top_k=2, activation='swiglu', poly_per_expert=True)
+
+
+def test_flops_per_token_is_the_hand_count():
+    # 6 per active non-embedding parameter (forward + backward; the output head counts, the input lookup not),
+    # plus the attention scores and their weighted sum: 12 * n_layer * n_embd * seq_len
+    C, H, V, L, T = 32, 48, 64, 2, 16
+    per_layer = 4 * C * C + 2 * C * H + 2 * C + 4  # attention, the FFN's up and down, 2 norms, PolyNorm's a_0..a_3
+    hand = 6 * (L * per_layer + C + V * C) + 12 * L * C * T  # + final norm and output head
+    assert hand == 111_600
+    for tie in (False, True):  # tied, the one matrix is still one matmul at the output
+        assert GPT(tiny(tie_embeddings=tie)).flops_per_token() == hand
+    assert GPT(tiny()).flops_per_token(seq_len=8) == hand - 12 * L * C * 8
+
+
+def test_moe_flops_per_token_and_the_readmes_figure():
+    with torch.device('meta'):
+        m = GPT(config_of(os.path.join(ROOT, 'config', 'moe_1b7b_polynorm.py')))
+    C, V, L, T, E, k, H = 2048, 50304, 16, 4096, 64, 8, 1536
+    # per layer: attention, q/k/attention/FFN norms, the router, k of the E experts (up and down), one PolyNorm
+    per_layer = 4 * C * C + 4 * C + C * E + k * 2 * C * H + 4
+    hand = 6 * (L * per_layer + C + V * C) + 12 * L * C * T
+    assert m.flops_per_token() == hand
+    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+        readme = re.search(r"training FLOPs per token: +([\d.]+) GFLOP", f.read())
+    assert readme.group(1) == f"{hand / 1e9:.3f}" == '8.685'
 
 
 def test_summary_runs_on_meta_device():
