@@ -90,7 +90,7 @@ def test_a_config_file_that_does_not_run_is_one_line_naming_file_and_line(tmp_pa
     ('--n_layers=3', "--n_layers=3: unknown key 'n_layers'; did you mean --n_layer? (python train.py --help"),
     ('--zzz=1', "--zzz=1: unknown key 'zzz'; (python train.py --help lists every key)"),  # nothing close
     ('--beta=0.9', "unknown key 'beta'; did you mean --beta2 or --beta1? (python"),  # every close key
-    ('--n_layer=2.5', "n_layer must be int, got 2.5"),
+    ('--n_layer=2.5', "n_layer must be int, got 2.5 (float)"),
     ('--compile=1', "compile must be bool or None, got 1"),
     ('--fsdp=yes', "fsdp must be bool, got 'yes'"),
     ('--learning_rate=fast', "learning_rate must be float, got 'fast'"),
@@ -209,3 +209,10 @@ def test_model_keys_are_the_models_own_keys_of_a_config():
     keys = settings.model_keys(config)
     assert set(keys) == set(settings.MODEL_KEYS) and all(keys[k] == config[k] for k in keys)
     assert settings.model_keys({'n_layer': 3, 'learning_rate': 1.0}) == {'n_layer': 3}
+
+
+def test_a_config_file_knows_its_own_path_and_float32s_largest_number_is_finite(tmp_path):
+    path = tmp_path / 'mine.py'
+    path.write_text("out_dir = __file__ + '.out'\nlearning_rate = 3.4028234663852886e38\n")
+    config = resolve(str(path))
+    assert config['out_dir'] == f"{path}.out" and config['learning_rate'] == settings.FLOAT32_MAX
