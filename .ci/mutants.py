@@ -6,6 +6,7 @@ fail. A mutant they survive is a test that cannot catch what it is named for (do
     python .ci/mutants.py 1 4       # only these (numbers as --list prints them)
     python .ci/mutants.py --list
     python .ci/mutants.py --mutmut settings.py test_settings.py   # mutmut 3's own mutants of one file instead
+    python .ci/mutants.py --mutmut report.py test_report.py -k 'not report_py'   # then pytest's arguments
 
 Each mutant replaces one piece of text (found exactly once) in one file of the copy, runs its tests with
 pytest -x, and restores the file: 'killed' when a test fails, 'survived' when all pass, 'error' when pytest could
@@ -105,15 +106,18 @@ def run_mutant(copy, mutant):
             f.write(original)
 
 
-def run_mutmut(source, tests):
-    """mutmut 3 (pip install mutmut) on one file with one test file, in a copy of the repository (mutmut reads
-    its settings from setup.cfg, written there); prints mutmut's results: the mutants that survived, by name
-    (`mutmut show NAME` in the copy's folder shows one)."""
+def run_mutmut(source, tests, *pytest_args):
+    """mutmut 3 (pip install mutmut) on one file with one test file (and pytest's arguments, e.g. -k to leave out
+    the tests that run the file as a subprocess, whose output mutmut's own instrumentation changes), in a copy of
+    the repository (mutmut reads its settings from setup.cfg, written there); prints mutmut's results: the
+    mutants that survived, by name (`mutmut show NAME` in the copy's folder shows one)."""
     copy = copy_repository()
     others = sorted(name for name in os.listdir(copy) if name.endswith('.py') and name not in (source, tests))
+    lines = lambda values: ''.join(f"    {value}\n" for value in values)  # a list in setup.cfg: one per line
     with open(os.path.join(copy, 'setup.cfg'), 'w') as f:
-        f.write(f"[mutmut]\npaths_to_mutate = {source}\ntests_dir = {tests}\nalso_copy =\n"
-                + ''.join(f"    {name}\n" for name in others + ['config/', 'data/', 'hf/', 'assets/']))
+        f.write(f"[mutmut]\npaths_to_mutate = {source}\npytest_add_cli_args_test_selection =\n"
+                + lines([tests, *pytest_args]) + "also_copy =\n"
+                + lines(others + ['config/', 'data/', 'hf/', 'assets/']))
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     subprocess.run([sys.executable, '-m', 'mutmut', 'run'], cwd=copy, env=env)
     subprocess.run([sys.executable, '-m', 'mutmut', 'results'], cwd=copy, env=env)
@@ -122,7 +126,7 @@ def run_mutmut(source, tests):
 
 
 def main(argv):
-    if argv[:1] == ['--mutmut'] and len(argv) == 3:
+    if argv[:1] == ['--mutmut'] and len(argv) >= 3:
         return run_mutmut(*argv[1:])
     if argv == ['--list']:
         for n, (name, *_, what) in enumerate(MUTANTS, 1):
