@@ -316,6 +316,10 @@ def resume(out_dir, fsdp, model, optimizer, config):
     else:
         model.load_state_dict(ckpt['model'])
         optimizer.load_state_dict(ckpt['optimizer'])
+        # the optimizer keeps the tensors it is given: its own copies instead, so that nothing of the run stays
+        # in the checkpoint's memory map (read_checkpoint), where a file rewritten in place kills it (SIGBUS)
+        for state in optimizer.state.values():
+            state.update({key: value.clone() for key, value in state.items() if torch.is_tensor(value)})
     set_rng_state(ckpt['rng'])
     return {key: value for key, value in ckpt.items() if key not in ('model', 'optimizer', 'rng')}
 

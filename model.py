@@ -547,9 +547,10 @@ class GPT(nn.Module):
         return {'total': total, 'non_embedding': total - embedding, 'active': total - idle_experts, 'polycom': poly}
 
     def flops_per_token(self, seq_len=None):
-        """Training FLOPs per token (forward + backward = 3x forward): 6 per active weight in a matmul
-        (the output head included, the input lookup not) plus 12 * n_layer * n_embd * seq_len for the
-        attention scores and their weighted sum (PaLM's count, which ignores the causal mask)."""
+        """Training FLOPs per token (forward + backward = 3x forward): 6 per active parameter, the output head
+        included, the input lookup not (Kaplan's 6N: the matmul weights, and the norms' and PolyCom's few
+        scalars with them), plus 12 * n_layer * n_embd * seq_len for the attention scores and their weighted
+        sum (PaLM's count, which ignores the causal mask)."""
         cfg = self.config
         seq_len = seq_len or cfg.block_size
         matmul_params = self.num_params()['active'] - self.wte.weight.numel()

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from analyze import analyze, effective_rank, layer_similarity, mean_off_diagonal
+from checkpoint import load_checkpoint
 from data.shards import write_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -117,9 +118,14 @@ def test_analyze_tiny_checkpoint(tiny_runs):
     for activation, roles in (('swiglu', {'up', 'down', 'gate'}), ('polynorm', {'up', 'down'})):
         result = analyze(runs[activation])
         assert len(result['erank']) == 2  # one entry per layer
-        for layer in result['erank']:
+        model = load_checkpoint(runs[activation])['model']
+        for layer, block in zip(result['erank'], model.blocks):
             assert set(layer) == roles
             assert all(1 <= e <= 32 for e in layer.values())  # at most n_embd, the smaller side of each matrix
+            # each role's number is that matrix's own: the labels are not swapped
+            for role in roles:
+                assert layer[role] == pytest.approx(effective_rank(getattr(block.ffn, role).weight), rel=1e-6)
+            assert len({round(e, 3) for e in layer.values()}) == len(roles)  # distinct, so that a swap shows
         s = result['similarity']
         assert s.shape == (2, 2)
         assert torch.allclose(s.diagonal(), torch.ones(2), atol=1e-5)

@@ -88,7 +88,9 @@ def test_a_config_file_that_does_not_run_is_one_line_naming_file_and_line(tmp_pa
 
 @pytest.mark.parametrize('flag, message', [
     ('--n_layers=3', "--n_layers=3: unknown key 'n_layers'; did you mean --n_layer? (python train.py --help"),
-    ('--n_layer=2.5', "n_layer must be int, got 2.5"),
+    ('--zzz=1', "--zzz=1: unknown key 'zzz'; (python train.py --help lists every key)"),  # nothing close
+    ('--beta=0.9', "unknown key 'beta'; did you mean --beta2 or --beta1? (python"),  # every close key
+    ('--n_layer=2.5', "n_layer must be int, got 2.5 (float)"),
     ('--compile=1', "compile must be bool or None, got 1"),
     ('--fsdp=yes', "fsdp must be bool, got 'yes'"),
     ('--learning_rate=fast', "learning_rate must be float, got 'fast'"),
@@ -187,3 +189,30 @@ def test_train_py_names_every_training_key_on_its_first_screen():
     listed = first_screen.split('The\ntraining keys, by group:')[1].split('. Exit status')[0]
     names = {name.strip() for group in listed.split('|') for name in group.replace('\n', ' ').split(',')}
     assert names == set(settings.TRAINING)
+
+
+def test_data_vocab_is_the_prepared_datas_padded_or_gpt2s(tmp_path, monkeypatch):
+    config = {'vocab_size': None, 'data_dir': None, 'dataset': 'mydata'}
+    monkeypatch.setattr(settings, 'HERE', str(tmp_path))  # data/<dataset> beside the scripts
+    assert settings.data_vocab(config) == 50304  # not prepared yet: gpt2's, padded
+    os.makedirs(tmp_path / 'data' / 'mydata')
+    (tmp_path / 'data' / 'mydata' / 'meta.json').write_text('{"vocab_size": 65}')
+    assert settings.data_vocab(config) == 128  # the prepared data's, padded to a multiple of 64
+    (tmp_path / 'elsewhere').mkdir()
+    (tmp_path / 'elsewhere' / 'meta.json').write_text('{"vocab_size": 256}')
+    assert settings.data_vocab({**config, 'data_dir': str(tmp_path / 'elsewhere')}) == 256  # data_dir wins
+    assert settings.data_vocab({**config, 'vocab_size': 100}) == 100  # set: taken as it is
+
+
+def test_model_keys_are_the_models_own_keys_of_a_config():
+    config = resolve()
+    keys = settings.model_keys(config)
+    assert set(keys) == set(settings.MODEL_KEYS) and all(keys[k] == config[k] for k in keys)
+    assert settings.model_keys({'n_layer': 3, 'learning_rate': 1.0}) == {'n_layer': 3}
+
+
+def test_a_config_file_knows_its_own_path_and_float32s_largest_number_is_finite(tmp_path):
+    path = tmp_path / 'mine.py'
+    path.write_text("out_dir = __file__ + '.out'\nlearning_rate = 3.4028234663852886e38\n")
+    config = resolve(str(path))
+    assert config['out_dir'] == f"{path}.out" and config['learning_rate'] == settings.FLOAT32_MAX

@@ -167,8 +167,7 @@ def test_bad_arguments_say_what_is_wrong(argv, message, capsys):
 
 
 def test_presets_set_the_sweep_and_flags_win():
-    if 'polynorm_glu' in sweep.ACTIVATIONS:  # the preset's gated PolyNorm, where model.py has it
-        assert sweep.parse_args(['--preset', 'cpu-long']).activations[-1] == 'polynorm_glu'
+    assert sweep.parse_args(['--preset', 'cpu-long']).activations[-1] == 'polynorm_glu'  # the gated PolyNorm
     args = sweep.parse_args(['--preset', 'cpu-long', '--activations', 'swiglu,polynorm'])
     assert args.lrs == [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2]
     assert args.parallel == 2 and args.orders == [2, 4] and args.seeds == 5
@@ -453,6 +452,9 @@ def test_a_failing_run_stops_the_sweep_with_its_log(fake_train):
     # fixed and run again: the failed run had nothing to continue from, so it takes the new settings
     with pytest.raises(SystemExit, match="fake failure"):
         sweep.run_all(spec(out, ['gelu', 'swiglu'], lrs=[1e-3]), 'preset.py', {'n_layer': '2'}, parallel=1)
+    assert calls() == ['gelu_lr1e-3_s1000']  # started anew, not refused for its other settings
+    with open(os.path.join(out, 'gelu_lr1e-3_s1000', 'sweep.json')) as f:
+        assert '--n_layer=2' in json.load(f)['train_args']  # the settings it now runs with, on record
 
 
 def test_a_run_diverging_outside_the_grid_stops_the_sweep(fake_train):
