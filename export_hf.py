@@ -2,7 +2,7 @@
 Export a trained checkpoint as a Hugging Face transformers model folder.
 
     python export_hf.py --out_dir=out --to=hf_out
-    python export_hf.py --out_dir=out/dense_1b_polynorm --to=exports/dense_1b_polynorm --overwrite   # replace an earlier export
+    python export_hf.py --out_dir=out/dense_1b_polynorm --to=exports/dense_1b_polynorm --overwrite   # replace one
 
 The folder holds config.json, the weights as model.safetensors (float32, as trained), modeling_polycom.py (this
 project's forward restated for transformers, copied from hf/), the data's tokenizer (gpt2 BPE, bytes or
@@ -119,7 +119,8 @@ def gpt2_tokenizer_files(block_size):
     eot = '<|endoftext|>'
     config = {'tokenizer_class': 'GPT2Tokenizer', 'bos_token': eot, 'eos_token': eot, 'unk_token': eot,
               'model_max_length': block_size, 'add_prefix_space': False}
-    return {'vocab.json': json.dumps(vocab, ensure_ascii=False), 'merges.txt': '#version: 0.2\n' + '\n'.join(merges) + '\n',
+    return {'vocab.json': json.dumps(vocab, ensure_ascii=False),
+            'merges.txt': '#version: 0.2\n' + '\n'.join(merges) + '\n',
             'tokenizer_config.json': json.dumps(config, indent=2)}
 
 
@@ -170,8 +171,9 @@ def tokenizing_note(meta):
 
 
 def model_card(config, meta, step):
-    experts = (f", {config['num_experts']} experts top-{config['num_experts_per_tok']}"
-               f"{' (PolyCom coefficients per expert)' if config['poly_per_expert'] else ''}" if config['num_experts'] else '')
+    per_expert = ' (PolyCom coefficients per expert)' if config['poly_per_expert'] else ''
+    experts = (f", {config['num_experts']} experts top-{config['num_experts_per_tok']}{per_expert}"
+               if config['num_experts'] else '')
     return f"""# PolyCom GPT: {config['hidden_act']}
 
 A GPT with the {config['hidden_act']} activation{experts}: {config['num_hidden_layers']} layers, hidden size

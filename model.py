@@ -542,7 +542,8 @@ class GPT(nn.Module):
         for m in self.modules():
             if isinstance(m, MoE):
                 experts = [m.w_gate, m.w_up, m.w_down] + (list(m.act.parameters()) if m.per_expert else [])
-                idle_experts += sum(p.numel() for p in experts if p is not None) * (cfg.n_experts - cfg.top_k) // cfg.n_experts
+                idle = sum(p.numel() for p in experts if p is not None)
+                idle_experts += idle * (cfg.n_experts - cfg.top_k) // cfg.n_experts
         poly = sum(p.numel() for p in self.polycom_params())
         return {'total': total, 'non_embedding': total - embedding, 'active': total - idle_experts, 'polycom': poly}
 
@@ -615,7 +616,8 @@ def summary(cfg):
     n = model.num_params()
     lines = [f"{cfg.n_layer} layers, n_embd {cfg.n_embd}, {cfg.n_head} heads, context {cfg.block_size}, "
              f"activation {cfg.activation}"
-             + (f" (order {cfg.poly_order}{', per expert' if cfg.poly_per_expert else ''})" if cfg.activation.startswith('poly') else '')
+             + (f" (order {cfg.poly_order}{', per expert' if cfg.poly_per_expert else ''})"
+                if cfg.activation.startswith('poly') else '')
              + (f", {cfg.n_experts} experts top-{cfg.top_k}" if cfg.n_experts else ''),
              f"parameters, total:         {count(n['total'])}",
              f"parameters, non-embedding: {count(n['non_embedding'])}",

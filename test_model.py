@@ -658,7 +658,7 @@ def test_flops_per_token_is_the_hand_count():
     assert GPT(tiny()).flops_per_token(seq_len=8) == hand - 12 * L * C * 8
 
 
-def test_moe_flops_per_token_and_the_readmes_figure():
+def test_moe_flops_per_token_and_the_docs_figure():
     with torch.device('meta'):
         m = GPT(config_of(os.path.join(ROOT, 'config', 'moe_1b7b_polynorm.py')))
     C, V, L, T, E, k, H = 2048, 50304, 16, 4096, 64, 8, 1536
@@ -666,9 +666,9 @@ def test_moe_flops_per_token_and_the_readmes_figure():
     per_layer = 4 * C * C + 4 * C + C * E + k * 2 * C * H + 4
     hand = 6 * (L * per_layer + C + V * C) + 12 * L * C * T
     assert m.flops_per_token() == hand
-    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
-        readme = re.search(r"training FLOPs per token: +([\d.]+) GFLOP", f.read())
-    assert readme.group(1) == f"{hand / 1e9:.3f}" == '8.685'
+    with open(os.path.join(ROOT, 'docs', 'model.md'), encoding='utf-8') as f:
+        quoted = re.search(r"training FLOPs per token: +([\d.]+) GFLOP", f.read())
+    assert quoted.group(1) == f"{hand / 1e9:.3f}" == '8.685'
 
 
 def test_summary_runs_on_meta_device():

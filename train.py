@@ -4,7 +4,8 @@ Train a GPT with PolyCom activations: on a laptop CPU, one GPU, many GPUs or nod
     python train.py                                        # the quick start (config/quickstart.py): a few CPU minutes
     python train.py config/dense_110m.py --activation=swiglu --max_steps=2000
     torchrun --standalone --nproc_per_node=8 train.py config/dense_1b_polynorm.py
-    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 train.py config/moe_1b7b_polynorm.py
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \
+        train.py config/moe_1b7b_polynorm.py
     python train.py <the same arguments> --init_from=resume   # continue from out_dir's checkpoint
     torchrun --standalone --nproc_per_node=8 --max_restarts=3 train.py <config> --init_from=auto  # restarts resume
     python train.py config/dense_1b_polynorm.py --print_config  # every setting of the run, and where it came from

@@ -43,7 +43,8 @@ class PolyComConfig(PretrainedConfig):
         self.n_positions = n_positions
         self.hidden_act, self.poly_order, self.poly_eps = hidden_act, poly_order, poly_eps
         self.intermediate_size = intermediate_size
-        self.num_experts, self.num_experts_per_tok, self.poly_per_expert = num_experts, num_experts_per_tok, poly_per_expert
+        self.num_experts, self.num_experts_per_tok = num_experts, num_experts_per_tok
+        self.poly_per_expert = poly_per_expert
         self.qk_norm, self.rope_theta, self.rms_norm_eps = qk_norm, rope_theta, rms_norm_eps
         self.initializer_range = initializer_range
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
