@@ -73,9 +73,10 @@ GRID_SEED = 1000
 WIDEN = 2  # the size ladder widens a name's grid of 3 by one lr at a time, this many times at most, at its edge
 ASSUMED_MFU = 0.4  # --plan's time on GPUs when no throughput was measured (--tok_per_s)
 TOKENS_PER_PARAM = 10  # the size ladder trains each size on this many tokens per non-embedding parameter
-# one run's tok/s at each of the cpu-scale preset's sizes: train.py, one thread, 40 steps, the median of its last
-# 3 log lines, on the 2-core machine while other work loaded it (load average about 4.5): +-2x noise, not a benchmark
-TOK_PER_S_SCALE = '11200,4200,8200,2300'
+# one run's tok/s at each of the cpu-scale preset's sizes: train.py with one thread, two runs side by side (SwiGLU
+# and PolyNorm) on the otherwise idle 2-core AMD EPYC, 40 steps, the median of the last 3 log lines, the mean of the
+# two (SwiGLU / PolyNorm: 20,144 / 17,477, 15,674 / 15,292, 10,833 / 10,386, 6,970 / 6,828)
+TOK_PER_S_SCALE = '18800,15500,10600,6900'
 
 # Datasets too big for the sweep to download unasked: how to get them
 DOWNLOAD_YOURSELF = {'fineweb': ('python data/fineweb/prepare.py', "8 train shards, 1.6 GB")}
