@@ -285,8 +285,12 @@ def grid_table(summary):
              "|---|" + "---|" * len(lrs) + "---|"]
     for name, lr in summary['chosen_lr'].items():
         losses = grid_losses(summary, name)
-        cells = [name] + [f"**{losses[x]:.4f}**" if x == lr else 'diverged' if losses[x] == math.inf
-                          else f"{losses[x]:.4f}" for x in lrs]
+
+        def cell(x):  # '-' where name did not run x: a size of the ladder runs a grid of its own per name
+            if x not in losses:
+                return '-'
+            return f"**{losses[x]:.4f}**" if x == lr else 'diverged' if losses[x] == math.inf else f"{losses[x]:.4f}"
+        cells = [name] + [cell(x) for x in lrs]
         sides = unbracketed(summary, name)[0]
         cells.append(lr_text(lr) + (f" (not bracketed: extend the grid {' and '.join(sides)})" if sides else ""))
         lines.append('| ' + ' | '.join(cells) + ' |')

@@ -291,6 +291,16 @@ def test_grid_table_marks_the_choice_the_edges_and_divergence():
     assert list(ablation) == ['polynorm_r2'] and ablation['polynorm_r2'][0] == '+0.0450'  # 1.95 - 1.905
 
 
+def test_grid_table_of_grids_of_their_own():
+    # a size of the ladder above the smallest runs each name's own grid (the size below's lr, its half and
+    # double): the table's columns are every lr run, with '-' where a name did not run one
+    summary = grid_summary()
+    summary['runs'] = [r for r in summary['runs'] if not (r['name'] == 'swiglu' and r['lr'] == 4e-3)]
+    grid = rows(report.report(summary), 'Learning rate grid')
+    assert grid['swiglu'] == ['2.1000', '**2.0000**', '-', '0.002 (not bracketed: extend the grid upwards)']
+    assert grid['polynorm'][:3] == ['2.2000', '2.1000', '**1.9000**']
+
+
 def test_the_grid_seed_is_not_reported_and_analyses_come_at_one_lr_too():
     summary = grid_summary(grid_seed=1000)
     for run in summary['runs']:
