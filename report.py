@@ -713,18 +713,29 @@ def gaps(summary):
     return found
 
 
-def gap_trend(points):
-    """The gap's trend with size: the slope of gap against log10(parameters) by weighted least squares (each
-    size weighted by 1 / its gap's squared standard error), per 10x parameters, with its 95 % interval (t at the
-    smallest Welch df among the sizes, a cautious choice); None with fewer than 3 sizes or no spread."""
+def weighted_line(points):
+    """The weighted least-squares line of gap against log10(parameters) over the sizes with an error estimate
+    (each weighted by 1 / its gap's squared standard error): (x mean, gap mean, slope, spread = the weighted sum
+    of squares of x, the smallest Welch df); None with fewer than 3 such sizes."""
     usable = [(math.log10(n), gap, se, df) for n, gap, se, df, _ in points if se]
     if len(usable) < 3:
         return None
     weights = [1 / se ** 2 for _, _, se, _ in usable]
     x_mean = sum(w * x for w, (x, *_) in zip(weights, usable)) / sum(weights)
+    y_mean = sum(w * gap for w, (_, gap, *_) in zip(weights, usable)) / sum(weights)
     spread = sum(w * (x - x_mean) ** 2 for w, (x, *_) in zip(weights, usable))
     slope = sum(w * (x - x_mean) * gap for w, (x, gap, *_) in zip(weights, usable)) / spread
-    reach = t_critical(ALPHA, min(df for *_, df in usable)) / math.sqrt(spread)
+    return x_mean, y_mean, slope, spread, min(df for *_, df in usable)
+
+
+def gap_trend(points):
+    """The gap's trend with size: the slope of weighted_line, per 10x parameters, with its 95 % interval (t at
+    the smallest Welch df among the sizes, a cautious choice); None with fewer than 3 sizes or no spread."""
+    line = weighted_line(points)
+    if line is None:
+        return None
+    _, _, slope, spread, df = line
+    reach = t_critical(ALPHA, df) / math.sqrt(spread)
     return slope, (slope - reach, slope + reach)
 
 
@@ -768,7 +779,7 @@ def scale_report(summary):
     for name, points in found.items():
         for i, ((size, _, losses), (params, gap, se, df, interval)) in enumerate(zip(rows, points)):
             q = adjusted.get((name, i))
-            words = verdict(gap, df, q, len(losses[name]), len(losses[baseline])) if q is not None else \
+            words = verdict(gap, gap / se, q, len(losses[name]), len(losses[baseline])) if q is not None else \
                 "no error estimate"
             lines.append(f"| {name} | {size['size']} | {params / 1e6:.3f} M | {gap:+.4f} | "
                          + (f"{interval[0]:+.4f} to {interval[1]:+.4f}" if interval else '-')
@@ -826,13 +837,11 @@ def scale_draw(summary, plt):
         errors = [[y - p[4][0] if p[4] else 0 for y, p in zip(ys, points)],
                   [p[4][1] - y if p[4] else 0 for y, p in zip(ys, points)]]
         gap_ax.errorbar(xs, ys, yerr=errors, marker='o', capsize=3, color=color, label=f'{name} (95 % interval)')
-        trend = gap_trend(points)
-        if trend:  # the fitted line through the weighted means
-            weights = [1 / p[2] ** 2 for p in points]
-            x_mean = sum(w * math.log10(x) for w, x in zip(weights, xs)) / sum(weights)
-            y_mean = sum(w * y for w, y in zip(weights, ys)) / sum(weights)
-            gap_ax.plot(xs, [y_mean + trend[0] * (math.log10(x) - x_mean) for x in xs], ls=':', color=color,
-                        label=f'{name} trend: {trend[0]:+.4f} per 10x')
+        line = weighted_line(points)
+        if line:  # the fitted line, through the weighted means
+            x_mean, y_mean, slope, *_ = line
+            gap_ax.plot(xs, [y_mean + slope * (math.log10(x) - x_mean) for x in xs], ls=':', color=color,
+                        label=f'{name} trend: {slope:+.4f} per 10x')
     gap_ax.axhline(0, color='gray', lw=1)
     for ax, title in ((loss_ax, 'final held-out loss by size (seed mean ± SD)'),
                       (gap_ax, f"gap to {summary['baseline']} (negative: lower loss)")):
