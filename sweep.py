@@ -263,6 +263,13 @@ def count_runs(spec):
     return grid, names * spec['seeds'], names * spec['seeds'] * len(rungs(spec)), len(orders) * spec['order_seeds']
 
 
+def full_runs(spec):
+    """The runs count_runs plans, in full runs' worth of tokens: the ladder's shorter runs count by their steps."""
+    grid, seeds, _, ablation = count_runs(spec)
+    return grid + seeds + ablation + seeds * sum(rung_steps(spec['max_steps'], b) for b in rungs(spec)) \
+        / spec['max_steps']
+
+
 def model_facts(settings):
     """(non-embedding parameters, training FLOPs per token) of the preset's model, built on the meta device
     (shapes only); the vocabulary from the data's meta.json when the config leaves it to the data."""
@@ -277,9 +284,7 @@ def plan_text(spec, settings, parallel, tok_per_s):
     grid, seeds, ladder, ablation = count_runs(spec)
     runs = grid + seeds + ladder + ablation
     tokens = settings['max_steps'] * settings['tokens_per_step']
-    # the ladder's shorter runs in full runs' worth of tokens
-    full = grid + seeds + ablation + seeds * sum(rung_steps(spec['max_steps'], b) for b in rungs(spec)) \
-        / spec['max_steps']
+    full = full_runs(spec)
     params, flops = model_facts(settings)
     names = len(variants(spec))
     lines = ["plan: " + (f"lr grid: {names} activations x {len(spec['lrs'])} lrs, seed {GRID_SEED}: {grid} runs; "
@@ -695,17 +700,22 @@ def size_spec(spec, sizes, k, chosen_below):
     return {**spec, **own}
 
 
+def size_setup(spec, sizes, k, config, overrides, chosen_below):
+    """(train.py's keys, the resolved settings, the sweep's spec) of size k of the ladder."""
+    keys = size_keys(config, overrides, sizes[k])
+    s = {**size_spec(spec, sizes, k, chosen_below), 'max_steps': keys['max_steps']}
+    check_rungs(s, keys['warmup_steps'])
+    return keys, read_settings(config, keys), s
+
+
 def scale_plan(spec, sizes, config, overrides, parallel, tok_per_s):
     """--plan of the size ladder: each size's model, runs and hours at its measured throughput, and the total."""
     lines, total = [], 0.0
     placeholder = {run_name(a, r): 1.0 for a, r in variants(spec)}  # the grids' centres are not known yet
     for k, size in enumerate(sizes):
-        keys = size_keys(config, overrides, size)
-        settings = read_settings(config, keys)
-        s = {**size_spec(spec, sizes, k, placeholder), 'max_steps': keys['max_steps']}
-        check_rungs(s, keys['warmup_steps'])
+        keys, settings, s = size_setup(spec, sizes, k, config, overrides, placeholder)
         grid, seeds, ladder, _ = count_runs(s)
-        full = grid + seeds + seeds * sum(b for b in rungs(s))
+        full = full_runs(s)
         tokens = keys['max_steps'] * settings['tokens_per_step']
         hours = full * tokens / (tok_per_s[k] * parallel) / 3600
         total += hours
@@ -732,10 +742,7 @@ def scale_main(args, spec, config):
     ensure_data(read_settings(config, args.overrides), args.input, test=True)
     summaries, chosen, t0 = [], {}, time.time()
     for k, size in enumerate(args.sizes):
-        keys = size_keys(config, args.overrides, size)
-        settings = read_settings(config, keys)
-        s = {**size_spec(spec, args.sizes, k, chosen), 'max_steps': keys['max_steps']}
-        check_rungs(s, keys['warmup_steps'])
+        keys, settings, s = size_setup(spec, args.sizes, k, config, args.overrides, chosen)
         print(f"size {size_tag(size)}: {keys['max_steps']} steps, in {s['out']}", flush=True)
         finals, runs = run_all(s, config, keys, args.parallel, slot_gpus(settings['device'], args.parallel))
         chosen = pick_lrs(s, finals)
