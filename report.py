@@ -264,12 +264,17 @@ def final_runs(summary):
 
 
 def ladders(summary):
-    """name -> {budget: [final val loss per reported seed]}, smallest budget first, for a sweep with --budgets."""
+    """name -> {budget: [final val loss per reported seed]}, smallest budget first, for a sweep with --budgets:
+    the names that ran a ladder, and the baseline, which runs only the full budget that the ladders aim at."""
     found = {}
     for run in summary['runs']:
         if reported(summary, run):
             found.setdefault(run['name'], {}).setdefault(run.get('budget', 1), []).append(run['val'])
-    return {name: dict(sorted(ladder.items())) for name, ladder in found.items() if len(ladder) > 1}
+    if not any(len(ladder) > 1 for ladder in found.values()):
+        return {}
+    baseline = summary.get('baseline', 'swiglu')
+    return {name: dict(sorted(ladder.items())) for name, ladder in found.items()
+            if len(ladder) > 1 or name == baseline}
 
 
 def curves_of(runs, axis):
@@ -422,7 +427,8 @@ def ladder_table(summary, baseline):
     found = ladders(summary)
     if baseline not in found:
         return []
-    budgets, base = list(found[baseline]), found[baseline][1]
+    # the baseline runs the full budget alone (sweeps before it ran its whole ladder too): every name's rungs
+    budgets, base = sorted({b for ladder in found.values() for b in ladder}), found[baseline][1]
     lines = ["| activation | lr | " + " | ".join(f"val loss at {b:g}" for b in budgets)
              + " | compute-equivalent speed-up | 95 % interval | outside the ladder |",
              "|---|---|" + "---|" * len(budgets) + "---|---|---|"]
@@ -759,13 +765,17 @@ def scale_report(summary):
     names = list(rows[0][2])
     seeds = sorted({len(v) for _, _, losses in rows for v in losses.values()})
     lines = [f"# Size ladder: {len(names)} activations at {len(rows)} sizes, "
-             f"{' or '.join(map(str, seeds))} seeds each", "",
-             f"`{summary['config']}` at each size, {summary['tokens_per_param']} training tokens per non-embedding "
-             f"parameter; each size's lr grid centred on the size below's choice; {summary['hardware']}. Each "
-             "size's own report: `<size>/report.md`.", "",
-             "## Final held-out loss by size (the paper's table in miniature)", "",
-             "| size | non-embedding parameters | " + " | ".join(names) + " |",
-             "|---|---|" + "---|" * len(names)]
+             f"{' or '.join(map(str, seeds))} seeds each", ""]
+    planned = summary.get('sizes', [])  # older scale summaries were written only once every size had finished
+    if len(planned) > len(rows):
+        lines += [f"**Partial: {len(rows)} of the {len(planned)} sizes are finished** (still to run: "
+                  f"{', '.join(planned[len(rows):])}; the same sweep command resumes it).", ""]
+    lines += [f"`{summary['config']}` at each size, {summary['tokens_per_param']} training tokens per non-embedding "
+              f"parameter; each size's lr grid centred on the size below's choice; {summary['hardware']}. Each "
+              "size's own report: `<size>/report.md`.", "",
+              "## Final held-out loss by size (the paper's table in miniature)", "",
+              "| size | non-embedding parameters | " + " | ".join(names) + " |",
+              "|---|---|" + "---|" * len(names)]
     for size, params, losses in rows:
         lines.append(f"| {size['size']} | {params / 1e6:.3f} M | "
                      + " | ".join(mean_std(losses[name]) if name in losses else '-' for name in names) + " |")

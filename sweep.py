@@ -20,9 +20,10 @@ both the initialization and the order in which the data loader shuffles the trai
 
 With --lrs the sweep runs every activation at every learning rate with seed GRID_SEED (1000) first (the grid),
 picks each activation's lr by its final validation loss, and then runs seeds 0, 1, ... at that lr, so that the
-run that picked the lr is not among those compared. With --budgets 0.5,0.7,1 those seeds run again at each
-fraction of max_steps: each rung a whole run, its cosine decaying to its own end after the same warmup, for the
-compute-equivalent speed-up. With --orders as well, PolyNorm also runs at each other order, at PolyNorm's chosen
+run that picked the lr is not among those compared. With --budgets 0.5,0.7,1 those seeds of every activation but
+SwiGLU run again at each fraction of max_steps: each rung a whole run, its cosine decaying to its own end after the
+same warmup, for the compute-equivalent speed-up (the budget at which an activation gets down to SwiGLU's full-run
+loss, which needs SwiGLU at the full budget only). With --orders as well, PolyNorm also runs at each other order, at PolyNorm's chosen
 lr (with --order_seeds seeds, all by default). Without --lrs, --orders replaces each PolyCom activation by one
 variant per order, all at the one lr.
 
@@ -232,16 +233,19 @@ def pick_lrs(spec, finals):
 def plan_runs(spec, finals):
     """The runs known so far, in the order to run them: with an lr grid, every name at every lr with
     GRID_SEED; then seeds 0, 1, ... of each name whose lr is chosen (without a grid: all names, at the one lr);
-    then the budget ladder's shorter runs of those, and the order ablation at PolyNorm's chosen lr."""
+    then the budget ladder's shorter runs of those but the baseline's, and the order ablation at PolyNorm's
+    chosen lr."""
     # activations interleaved (lr by lr, seed by seed), so that a shared machine's changing load falls on all
     # of them alike and the training-time comparison stays fair
     grids = {(a, r): grid_lrs(spec, a, r, finals) for a, r in variants(spec)}
     runs = [make_run(spec, a, GRID_SEED, lrs[i], r) for i in range(max(map(len, grids.values()), default=0))
             for (a, r), lrs in grids.items() if i < len(lrs)]
     chosen = pick_lrs(spec, finals)
-    for budget in [1] + rungs(spec):
+    runs += [make_run(spec, a, s, chosen[run_name(a, r)], r)
+             for s in range(spec['seeds']) for a, r in variants(spec) if run_name(a, r) in chosen]
+    for budget in rungs(spec):
         runs += [make_run(spec, a, s, chosen[run_name(a, r)], r, budget)
-                 for s in range(spec['seeds']) for a, r in variants(spec) if run_name(a, r) in chosen]
+                 for s in range(spec['seeds']) for a, r in laddered(spec) if run_name(a, r) in chosen]
     if spec['lrs'] and spec['orders'] and ABLATED in chosen:
         runs += [make_run(spec, ABLATED, s, chosen[ABLATED], r)
                  for r in spec['orders'] if r != spec['base_order'] for s in range(spec['order_seeds'])]
@@ -254,20 +258,27 @@ def train_args(config, overrides, run):
     return [config] + [f'--{k}={v}' for k, v in keys.items()]
 
 
+def laddered(spec):
+    """The variants that run the budget ladder: all but the baseline, whose speed-up is 1 by definition; the
+    others' speed-ups place their own ladders against its full-budget loss alone."""
+    return [(a, r) for a, r in variants(spec) if run_name(a, r) != BASELINE]
+
+
 def count_runs(spec):
     """(grid runs, runs of the reported seeds, the ladder's shorter runs, order-ablation runs) the sweep will
     make, before any has run."""
     names = len(variants(spec))
     orders = [r for r in spec['orders'] or [] if r != spec['base_order']] if spec['lrs'] else []
     grid = sum(len(grid_lrs(spec, a, r, {})) for a, r in variants(spec)) if spec['lrs'] else 0
-    return grid, names * spec['seeds'], names * spec['seeds'] * len(rungs(spec)), len(orders) * spec['order_seeds']
+    ladder = len(laddered(spec)) * spec['seeds'] * len(rungs(spec))
+    return grid, names * spec['seeds'], ladder, len(orders) * spec['order_seeds']
 
 
 def full_runs(spec):
     """The runs count_runs plans, in full runs' worth of tokens: the ladder's shorter runs count by their steps."""
     grid, seeds, _, ablation = count_runs(spec)
-    return grid + seeds + ablation + seeds * sum(rung_steps(spec['max_steps'], b) for b in rungs(spec)) \
-        / spec['max_steps']
+    return grid + seeds + ablation + len(laddered(spec)) * spec['seeds'] \
+        * sum(rung_steps(spec['max_steps'], b) for b in rungs(spec)) / spec['max_steps']
 
 
 def model_facts(settings):
@@ -290,8 +301,8 @@ def plan_text(spec, settings, parallel, tok_per_s):
     lines = ["plan: " + (f"lr grid: {names} activations x {len(spec['lrs'])} lrs, seed {GRID_SEED}: {grid} runs; "
                           if grid else "")
              + f"{names} x {spec['seeds']} seeds" + (" at each one's lr" if grid else "") + f": {seeds} runs"
-             + (f"; budget ladder: the same at {', '.join(f'{b:g}' for b in rungs(spec))} of the steps: {ladder} "
-                "runs" if ladder else "")
+             + (f"; budget ladder: the same but {BASELINE} at {', '.join(f'{b:g}' for b in rungs(spec))} of the "
+                f"steps: {ladder} runs" if ladder else "")
              + (f"; order ablation: {ablation} runs" if ablation else "") + f"; {runs} runs in all"
              + (f" ({full:.1f} full runs' worth)" if ladder else ""),
              f"each run: {settings['max_steps']:,} steps x {settings['tokens_per_step']:,} tokens = "
@@ -732,8 +743,8 @@ def scale_plan(spec, sizes, config, overrides, parallel, tok_per_s):
 
 def scale_main(args, spec, config):
     """The size ladder: each size swept in turn (its lr grid centred on the size below's choices), each with its
-    own summary and report in <out>/<size>; then <out>/summary.json holds them all, and report.py makes the scale
-    report from it."""
+    own summary and report in <out>/<size>; after each size <out>/summary.json holds the sizes finished so far,
+    and report.py makes the scale report from it."""
     if args.tok_per_s and len(args.tok_per_s) != len(args.sizes):
         raise SystemExit(f"--tok_per_s: give one throughput per size ({len(args.sizes)}), got {len(args.tok_per_s)}")
     if args.plan:
@@ -748,9 +759,11 @@ def scale_main(args, spec, config):
         chosen = pick_lrs(s, finals)
         summaries.append({**summarize(s, runs, finals, config, keys, settings), 'size': size_tag(size)})
         write_summary(summaries[-1], s['out'])
+        # the scale report after every size, not only the last: a sweep that runs in parts shows what it has
+        write_summary({'scale': summaries, 'sizes': [size_tag(z) for z in args.sizes], 'baseline': BASELINE,
+                       'tokens_per_param': TOKENS_PER_PARAM, 'hardware': hardware(),
+                       'config': os.path.relpath(config, ROOT)}, args.out)
     print(f"all sizes finished; this sweep call took {time.time() - t0:.0f} s", flush=True)
-    write_summary({'scale': summaries, 'baseline': BASELINE, 'tokens_per_param': TOKENS_PER_PARAM,
-                   'hardware': hardware(), 'config': os.path.relpath(config, ROOT)}, args.out)
 
 
 def write_summary(summary, out):

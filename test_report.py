@@ -487,8 +487,8 @@ def scale_summary():
         means = {'swiglu': 3 - 0.3 * decades, 'polynorm': 3 - 0.3 * decades - 0.02 - 0.02 * decades,
                  'polynorm_glu': 3 - 0.3 * decades - 0.03}
         summary = fake_summary({name: [mean - 0.002, mean, mean + 0.002] for name, mean in means.items()})
-        if k in (0, 3):  # rungs 0.5 and 0.7: each 0.1 higher per e-fold fewer tokens
-            for run in list(summary['runs']):
+        if k in (0, 3):  # rungs 0.5 and 0.7, each 0.1 higher per e-fold fewer tokens; swiglu's full runs alone
+            for run in [run for run in summary['runs'] if run['name'] != 'swiglu']:
                 summary['runs'] += [{**run, 'budget': b, 'val': run['val'] - 0.1 * math.log(b)} for b in (0.5, 0.7)]
         sizes.append({**summary, 'size': f"4x{32 * (k + 1)}", 'lrs': None,
                       'params': {name: params for name in means}, 'tokenizer': 'bytes'})
@@ -514,6 +514,19 @@ def test_scale_report_tables_gaps_and_trend():
     # at the smallest size polynorm is 0.02 lower: it reaches swiglu's loss at e^-0.2 of the budget
     smallest = rows('## Compute' + speedups.split('At size 4x128:')[0], 'Compute')
     assert smallest['polynorm'][4] == f"{math.exp(0.2):.2f}"
+
+
+def test_scale_report_of_a_ladder_in_parts_says_which_sizes_are_missing():
+    summary = scale_summary()
+    summary['sizes'] = [size['size'] for size in summary['scale']] + ['4x160']
+    text = report.scale_report(summary)
+    assert '**Partial: 4 of the 5 sizes are finished** (still to run: 4x160;' in text
+    summary['scale'] = summary['scale'][:2]  # two sizes: no trend yet, and said so
+    text = report.scale_report(summary)
+    assert 'Partial: 2 of the 5 sizes' in text and 'still to run: 4x96, 4x128, 4x160;' in text
+    assert '- polynorm: fewer than 3 sizes with an error estimate: no trend.' in text
+    del summary['sizes']  # a summary written once at the end: no such line
+    assert 'Partial' not in report.scale_report(summary)
 
 
 def test_gap_trend_slope_and_interval():

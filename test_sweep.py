@@ -85,15 +85,15 @@ def test_plan_runs_with_a_budget_ladder():
     grid = sweep.plan_runs(s, {})
     finals = {run['dir']: 2.0 + run['lr'] for run in grid}  # both pick 1e-3
     runs = sweep.plan_runs(s, finals)
-    # the full runs of each seed first, then the shorter ones rung by rung, activations interleaved
+    # the full runs of each seed first, then the shorter ones rung by rung; the baseline runs no rung (the
+    # speed-up needs its full-budget loss alone)
     assert folders(runs)[4:] == ['swiglu_lr1e-3_s0', 'polynorm_lr1e-3_s0', 'swiglu_lr1e-3_s1', 'polynorm_lr1e-3_s1',
-                                 'swiglu_lr1e-3_b0.5_s0', 'polynorm_lr1e-3_b0.5_s0', 'swiglu_lr1e-3_b0.5_s1',
-                                 'polynorm_lr1e-3_b0.5_s1', 'swiglu_lr1e-3_b0.7_s0', 'polynorm_lr1e-3_b0.7_s0',
-                                 'swiglu_lr1e-3_b0.7_s1', 'polynorm_lr1e-3_b0.7_s1']
+                                 'polynorm_lr1e-3_b0.5_s0', 'polynorm_lr1e-3_b0.5_s1', 'polynorm_lr1e-3_b0.7_s0',
+                                 'polynorm_lr1e-3_b0.7_s1']
     rung = runs[-1]
     assert (rung['name'], rung['budget'], rung['steps'], rung['keys']['max_steps']) == ('polynorm', 0.7, 14, 14)
     assert 'max_steps' not in runs[4]['keys'] and runs[4]['steps'] == 20  # a full run as before the ladder
-    assert sweep.count_runs(s) == (4, 4, 8, 0)
+    assert sweep.count_runs(s) == (4, 4, 4, 0) and sweep.full_runs(s) == 4 + 4 + 2 * (10 + 14) / 20
 
 
 def test_size_ladder_grids_centre_on_the_size_below_and_widen_at_an_edge():
@@ -127,7 +127,7 @@ def test_scale_preset_plan(capsys):
     # at least 4 sizes over at least 16x, the largest at least 4x the long preset's 0.197 M
     assert len(sizes) >= 4 and params[-1] / params[0] >= 16 and params[-1] >= 4 * 0.197
     assert all('(10.0 per parameter)' in line for line in sizes)
-    assert 'grid 15 runs' in sizes[0] and 'budget ladder 27' in sizes[0] and 'budget ladder' in sizes[-1]
+    assert 'grid 15 runs' in sizes[0] and 'budget ladder 18' in sizes[0] and 'budget ladder' in sizes[-1]
     assert all('seeds 9' in line and 'budget ladder' not in line for line in sizes[1:-1])
     hours = [float(line.split("worth, ")[1].split(' h')[0]) for line in sizes]
     total = float(lines[-1].split('time: ')[1].split(' h')[0])
@@ -251,11 +251,12 @@ def test_plan_counts_the_budget_ladder_in_tokens(tmp_path, capsys):
     sweep.main(['--preset', 'gpu', '--lrs', '1e-3,2e-3,4e-3', '--budgets', '0.5,0.7', '--plan', '--tok_per_s', '4e5',
                 f'--data_dir={tmp_path}'])
     out = capsys.readouterr().out
-    # the grid, the seeds' full runs, then the same seeds at 750 and 1,050 of the 1,500 steps
-    assert 'budget ladder: the same at 0.5, 0.7 of the steps: 36 runs; 72 runs in all (57.6 full runs\' worth)' in out
+    # the grid, the seeds' full runs, then the same seeds but SwiGLU's at 750 and 1,050 of the 1,500 steps
+    assert 'budget ladder: the same but swiglu at 0.5, 0.7 of the steps: 30 runs; 66 runs in all (54.0 full runs\' ' \
+           'worth)' in out
     tokens = 1500 * 262144
-    assert f"all runs: {57.6 * tokens / 1e9:.2f} B tokens" in out
-    assert f"time: {57.6 * tokens / 4e5 / 3600:.1f} h" in out
+    assert f"all runs: {54 * tokens / 1e9:.2f} B tokens" in out
+    assert f"time: {54 * tokens / 4e5 / 3600:.1f} h" in out
 
 
 def test_gpu_preset_refuses_without_fineweb_shards(tmp_path):
@@ -416,7 +417,7 @@ def test_budget_ladder_sweep_gives_the_compute_equivalent_speedup(fake_train, mo
     s = spec(out, ['swiglu', 'polynorm'], lrs=[2e-3, 4e-3], budgets=[0.5, 1.0])
     finals, runs = sweep.run_all(s, 'preset.py', {}, parallel=2)
     ran = calls()
-    assert len(ran) == 4 + 2 * 2 + 2 * 2 and 'polynorm_lr4e-3_b0.5_s1' in ran
+    assert len(ran) == 4 + 2 * 2 + 2 and 'polynorm_lr4e-3_b0.5_s1' in ran and 'swiglu_lr2e-3_b0.5_s0' not in ran
     with open(os.path.join(out, 'polynorm_lr4e-3_b0.5_s1', 'sweep.json')) as f:
         assert '--max_steps=10' in json.load(f)['train_args']  # its own schedule, to its own end
     assert finals[os.path.join(out, 'polynorm_lr4e-3_b0.5_s1')] == pytest.approx(2.01 - 0.05 + 0.1 * math.log(2))
@@ -430,6 +431,7 @@ def test_budget_ladder_sweep_gives_the_compute_equivalent_speedup(fake_train, mo
     # polynorm is 0.05 lower at each budget, 0.1 lower per e-fold more steps: at SwiGLU's full-budget loss at
     # e^-0.5 of the steps
     assert ladder['polynorm'][3] == f"{math.exp(0.5):.2f}"  # lr, 0.5, 1, it
+    assert ladder['swiglu'][1:4] == ['-', '2.0050 ± 0.0071', '1 (the reference)']  # the full budget alone
     # 2 seeds (t at about 2 df) and a rung at 0.5 alone: its interval reaches past the ladder, and says so
     assert ladder['polynorm'][4].endswith('to > 2.00') and ladder['polynorm'][5].startswith('its high end')
 

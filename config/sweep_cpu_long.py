@@ -8,9 +8,10 @@
 #     the gated PolyCom variants take 2/3 of ffn_hidden per matrix, so every activation has the same N);
 #     `python model.py config/sweep_cpu_long.py` prints the exact count.
 #   tokens per run = max_steps * tokens_per_step, aimed at >= 10 * N.
-#   runs = activations * lrs (the grid's own seed) + activations * seeds * budgets + orders * order seeds;
-#     5 * 6 + 5 * 5 * 3 + 2 * 1 = 107 with the preset's settings, worth 87 full runs in tokens (the ladder's
-#     rungs are 0.5 and 0.7 of a run; `python sweep.py --preset cpu-long --plan` counts them).
+#   runs = activations * lrs (the grid's own seed) + activations * seeds + (activations - 1) * seeds * rungs
+#     + orders * order seeds (SwiGLU runs no rung): 5 * 6 + 5 * 5 + 4 * 5 * 2 + 2 * 1 = 97 with the preset's
+#     settings, worth 81 full runs in tokens (the rungs are 0.5 and 0.7 of a run; `python sweep.py --preset
+#     cpu-long --plan` counts them).
 #   wall time ~ full runs' worth / parallel * tokens per run / (tok/s of one run).
 # With n_layer 4, n_embd 64, ffn_hidden 256: N = 197 k, 500 steps of 4,096 tokens = 2.05 M tokens (10.4 per
 # parameter, about 2 epochs of Tiny Shakespeare's 1 M training characters).
