@@ -393,12 +393,14 @@ def test_byte_and_char_tokenizers_round_trip():
 
 
 def test_split_documents_is_even_and_keeps_every_document():
-    docs = [f"doc{i}" for i in range(45)]
-    train, val = shards.split_documents(docs, 0.05)
-    assert val == ['doc19', 'doc39'] and sorted(train + val) == sorted(docs)
-    assert shards.split_documents(['a', 'b', 'c'], 0.05) == (['a', 'b'], ['c'])
-    with pytest.raises(ValueError, match="at least 2 documents"):
-        shards.split_documents(['only'], 0.1)
+    docs = [f"doc{i}" for i in range(85)]
+    train, val, test = shards.split_documents(docs, 0.05)  # every 20th, alternately to val and to test
+    assert val == ['doc19', 'doc59'] and test == ['doc39', 'doc79'] and sorted(train + val + test) == sorted(docs)
+    # too few for two crossings: the last documents are held out, so that val and test each get one
+    assert shards.split_documents(['a', 'b', 'c'], 0.05) == (['a'], ['c'], ['b'])
+    assert shards.split_documents(['a', 'b', 'c', 'd'], 0.3) == (['a', 'b'], ['d'], ['c'])
+    with pytest.raises(ValueError, match="at least 3 documents"):
+        shards.split_documents(['one', 'two'], 0.1)
 
 
 # -----------------------------------------------------------------------------
@@ -413,6 +415,8 @@ def split_at(tokens, eot):
 
 
 def test_prepare_stdlib(tmp_path):
+    with pytest.raises(SystemExit, match=r"at least 3 documents.*raise --max_mb"):  # one file: no val and test
+        stdlib.main(['--max_mb', '0.00001', '--out_dir', str(tmp_path)])
     paths = stdlib.main(['--max_mb', '0.3', '--out_dir', str(tmp_path)])
     assert [os.path.basename(p) for p in paths] == ['stdlib_train_000000.bin', 'stdlib_val_000000.bin',
                                                     'stdlib_test_000000.bin', 'meta.json']
@@ -505,12 +509,14 @@ def test_prepare_text(tmp_path, gpt2):
     (inputs / 'sub' / '.hidden').write_text("never read")
     out = tmp_path / 'out'
     argv = ['--input', str(inputs / 'sub'), str(inputs / '*.txt'), str(inputs / 'b.md'), str(inputs / 'e.log'),
-            '--val_fraction', '0.4', '--processes', '2', '--out_dir', str(out)]
+            '--val_fraction', '0.2', '--processes', '2', '--out_dir', str(out)]
     paths = text.main(argv)
     _, decode = gpt2
     decoded = [decode(doc) for path in paths[:-1] for doc in split_at(read_shard(path), 50256)]
     assert sorted(decoded) == sorted(docs.values())
-    assert len(split_at(read_shard(paths[-2]), 50256)) == 2  # val: 40% of 5 files, by document
+    # val, then test: 20 % of 5 files each, by document (the 2 of 5 that 2 x 0.2 holds out, alternately)
+    assert [len(split_at(read_shard(path), 50256)) for path in paths[-3:-1]] == [1, 1]
+    assert [os.path.basename(path).split('_')[1] for path in paths[:-1]] == ['train', 'val', 'test']
     # the same input gives the same bytes again
     before = [open(p, 'rb').read() for p in paths]
     assert [open(p, 'rb').read() for p in text.main(argv)] == before
@@ -520,8 +526,10 @@ def test_prepare_text_bad_input(tmp_path):
     with pytest.raises(SystemExit, match='nothing-here'):
         text.main(['--input', str(tmp_path / 'nothing-here*'), '--out_dir', str(tmp_path)])
     (tmp_path / 'empty').mkdir()
-    with pytest.raises(SystemExit, match="need at least 2 documents"):
+    with pytest.raises(SystemExit, match="need at least 3 documents"):
         text.main(['--input', str(tmp_path / 'empty'), '--out_dir', str(tmp_path / 'out')])
+    with pytest.raises(SystemExit):  # val and as many again for test: half the files at most
+        text.main(['--input', str(tmp_path / 'empty'), '--val_fraction', '0.5', '--out_dir', str(tmp_path / 'out')])
     (tmp_path / 'latin1.txt').write_bytes("caf\xe9".encode('latin-1'))
     (tmp_path / 'ok.txt').write_text('fine')
     # as a user runs it: one line on stderr, no traceback
@@ -564,9 +572,10 @@ class ShardServer(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fineweb_server(tmp_path):
-    """A local server with a val shard and two train shards in the FineWeb layout."""
+    """A local server with a val shard, two train shards and the last train shard (the test split here) in the
+    FineWeb layout."""
     files = {}
-    for i, name in enumerate(fineweb.shard_names(2)):
+    for i, (name, _) in enumerate(fineweb.shard_names(2)):
         write_shard(str(tmp_path / name), np.arange(3000) * (i + 1) % 50257)
         files[name] = (tmp_path / name).read_bytes()
     server = ThreadingHTTPServer(('127.0.0.1', 0), ShardServer)
@@ -583,17 +592,23 @@ def run_fineweb(url, out_dir):
     return fineweb.main(['--num_shards', '2', '--base_url', url, '--out_dir', str(out_dir)])
 
 
-def test_fineweb_fresh_download(fineweb_server, tmp_path):
+def test_fineweb_fresh_download(fineweb_server, tmp_path, capsys):
     server, url = fineweb_server
     out = tmp_path / 'out'
     paths = run_fineweb(url, out)
-    assert sorted(os.listdir(out)) == sorted(list(server.files) + ['meta.json'])
+    here = {'fineweb_train_000103.bin': 'fineweb_test_000103.bin'}  # the last published train shard: test
+    assert sorted(os.listdir(out)) == sorted([here.get(name, name) for name in server.files] + ['meta.json'])
     for name, data in server.files.items():
-        assert (out / name).read_bytes() == data
+        assert (out / here.get(name, name)).read_bytes() == data
     assert read_meta(str(out))['tokenizer'] == 'gpt2' and paths[-1] == str(out / 'meta.json')
-    assert server.requests == [(name, None) for name in fineweb.shard_names(2)]
+    assert server.requests == [(name, None) for name, _ in fineweb.shard_names(2)]
+    assert [ShardLoader(str(out / f'fineweb_{split}_*.bin'), 2, 8).sizes.tolist() for split in ('val', 'test')] \
+        == [[3000], [3000]]  # the held-out splits train.py reads (eval_split val or test)
     run_fineweb(url, out)  # everything is complete: no request at all
-    assert len(server.requests) == 3
+    assert len(server.requests) == 4
+    with pytest.raises(SystemExit):
+        fineweb.main(['--num_shards', '103', '--base_url', url, '--out_dir', str(out)])
+    assert '--num_shards must be in 1..102' in capsys.readouterr().err  # the 103rd is test
 
 
 @pytest.mark.parametrize('ignore_range', [False, True])

@@ -225,20 +225,21 @@ def get_tokenizer(meta):
 # -----------------------------------------------------------------------------
 # preparing a dataset: split documents, tokenize them, write the shards
 
-def split_documents(docs, val_fraction):
-    """Split docs into (train, val), sending an evenly spaced val_fraction of them to val, the same every run."""
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
-    if len(docs) < 2:
-        raise ValueError(f"need at least 2 documents to split train/val by document, got {len(docs)}; "
+def split_documents(docs, held_fraction):
+    """Split docs into (train, val, test), the same every run: an evenly spaced held_fraction of them is held
+    out, alternately to val and to test (val picks settings, test reports them), at least one document each."""
+    if not 0 < held_fraction < 1:
+        raise ValueError(f"the held-out fraction must lie strictly between 0 and 1, got {held_fraction}")
+    if len(docs) < 3:
+        raise ValueError(f"need at least 3 documents to split train/val/test by document, got {len(docs)}; "
                          "add more files (or split a large one into several)")
-    # doc i goes to val when the running count i * val_fraction crosses an integer: e.g. 0.05 -> every 20th
-    is_val = [int((i + 1) * val_fraction) > int(i * val_fraction) for i in range(len(docs))]
-    if not any(is_val):
-        is_val[-1] = True  # a corpus too small for even one crossing still gets one val document
-    train = [d for d, v in zip(docs, is_val) if not v]
-    val = [d for d, v in zip(docs, is_val) if v]
-    return train, val
+    # doc i is held out when the running count i * held_fraction crosses an integer: e.g. 0.05 -> every 20th
+    is_held = [int((i + 1) * held_fraction) > int(i * held_fraction) for i in range(len(docs))]
+    train = [d for d, h in zip(docs, is_held) if not h]
+    held = [d for d, h in zip(docs, is_held) if h]
+    while len(held) < 2:  # a corpus too small for two crossings holds out its last training documents too
+        held.append(train.pop())
+    return train, held[0::2], held[1::2]
 
 
 def _encode_to_array(encode, doc):

@@ -63,10 +63,10 @@ def main(argv=None):
     meta = {'tokenizer': 'bytes', 'vocab_size': 256, 'eot': eot,
             'source': f"Python {sys.version.split()[0]} standard library, {len(docs)} .py files from {root}"}
     encode, _ = get_tokenizer(meta)
-    train_docs, held_docs = split_documents(docs, val_fraction=0.05)
-    if len(held_docs) < 2:  # a corpus this small (a --max_mb below 1) holds out its last file too, for test
-        held_docs.append(train_docs.pop())
-    val_docs, test_docs = held_docs[0::2], held_docs[1::2]
+    try:
+        train_docs, val_docs, test_docs = split_documents(docs, held_fraction=0.05)
+    except ValueError as e:  # a --max_mb that takes fewer than 3 files: one line, with the way out
+        raise SystemExit(f"--max_mb {args.max_mb:g}: {e}; raise --max_mb") from None
     paths = write_dataset(args.out_dir, 'stdlib', encode_documents(train_docs, encode, eot),
                           encode_documents(val_docs, encode, eot), meta,
                           test_tokens=encode_documents(test_docs, encode, eot))

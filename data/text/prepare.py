@@ -5,8 +5,9 @@ Prepare your own UTF-8 text files as gpt2 BPE shards: one document per file, <|e
         [--shard_tokens 100000000] [--processes N] [--out_dir data/text]
 
 Folders are read recursively (hidden files and folders skipped) and globs may use **. Files are taken in
-sorted path order and an evenly spaced --val_fraction of them goes to val, so every run gives the same
-shards. Encoding uses all CPU cores; the tokens are held in memory (4 bytes each) until written.
+sorted path order; an evenly spaced --val_fraction of them goes to val and as many again to test (alternately:
+val picks settings, test reports them), so every run gives the same shards. Encoding uses all CPU cores; the
+tokens are held in memory (4 bytes each) until written.
 """
 import argparse
 import glob
@@ -51,17 +52,21 @@ def read_text(path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="gpt2 BPE shards from your own text files.")
     parser.add_argument('--input', nargs='+', required=True, help="text files, folders or glob patterns")
-    parser.add_argument('--val_fraction', type=float, default=0.05, help="share of the files that go to val")
+    parser.add_argument('--val_fraction', type=float, default=0.05,
+                        help="share of the files that go to val; as many again go to test")
     parser.add_argument('--shard_tokens', type=int, default=100_000_000, help="most tokens in one shard")
     parser.add_argument('--processes', type=int, default=os.cpu_count(), help="encoding processes")
     parser.add_argument('--out_dir', default=HERE, help="where to write the shards and meta.json")
     args = parser.parse_args(argv)
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, got {args.processes}")
+    if not 0 < args.val_fraction < 0.5:
+        parser.error(f"--val_fraction must lie strictly between 0 and 0.5 (as many files again go to test), got "
+                     f"{args.val_fraction}")
 
     try:  # a bad --input (nothing found, too few files, not UTF-8) is one line for the user, not a traceback
         files = find_files(args.input)
-        train_docs, val_docs = split_documents([read_text(path) for path in files], args.val_fraction)
+        train_docs, val_docs, test_docs = split_documents([read_text(path) for path in files], 2 * args.val_fraction)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(str(e)) from None
     meta = gpt2_meta(f"{len(files)} text files from {' '.join(args.input)}")
@@ -69,10 +74,10 @@ def main(argv=None):
         encode, _ = get_tokenizer(meta)
     except (ImportError, RuntimeError) as e:
         raise SystemExit(str(e)) from None
-    train = encode_documents(train_docs, encode, meta['eot'], args.processes)
-    val = encode_documents(val_docs, encode, meta['eot'], args.processes)
-    paths = write_dataset(args.out_dir, 'text', train, val, meta, args.shard_tokens)
-    print(f"{len(files)} files ({len(train_docs)} train, {len(val_docs)} val)")
+    train, val, test = (encode_documents(docs, encode, meta['eot'], args.processes)
+                        for docs in (train_docs, val_docs, test_docs))
+    paths = write_dataset(args.out_dir, 'text', train, val, meta, args.shard_tokens, test_tokens=test)
+    print(f"{len(files)} files ({len(train_docs)} train, {len(val_docs)} val, {len(test_docs)} test)")
     print(describe_dataset(args.out_dir, 'text'))
     return paths
 
