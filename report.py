@@ -736,12 +736,16 @@ def weighted_line(points):
 
 def gap_trend(points):
     """The gap's trend with size: the slope of weighted_line, per 10x parameters, with its 95 % interval (t at
-    the smallest Welch df among the sizes, a cautious choice); None with fewer than 3 sizes or no spread."""
+    the smallest Welch df among the sizes, a cautious choice); None with fewer than 3 sizes or no spread. When
+    the gaps scatter about the line more than their standard errors allow (chi-square per degree of freedom
+    above 1), the interval widens by its square root: the line is then not all there is to explain."""
     line = weighted_line(points)
     if line is None:
         return None
-    _, _, slope, spread, df = line
-    reach = t_critical(ALPHA, df) / math.sqrt(spread)
+    x_mean, y_mean, slope, spread, df = line
+    usable = [(math.log10(n), gap, se) for n, gap, se, _, _ in points if se]
+    scatter = sum((gap - y_mean - slope * (x - x_mean)) ** 2 / se ** 2 for x, gap, se in usable) / (len(usable) - 2)
+    reach = t_critical(ALPHA, df) * math.sqrt(max(1.0, scatter) / spread)
     return slope, (slope - reach, slope + reach)
 
 
@@ -825,7 +829,9 @@ SCALE_NOTES = """
   at its df; Holm's p over all {tests} gaps of this report; the verdict from Holm's p.
 - **trend**: the gap against log10(parameters), weighted least squares (each size by 1 / its gap's squared
   standard error); the slope is the change of the gap per 10x parameters, with a 95 % interval from t at the
-  smallest df among the sizes. It says grows or shrinks only when the interval excludes 0.
+  smallest df among the sizes, widened by the square root of the residuals' chi-square per degree of freedom
+  when that is above 1 (gaps that scatter about the line more than their errors allow). It says grows or
+  shrinks only when the interval excludes 0.
 - **compute-equivalent speed-up**: as in a single sweep's report, at each size with a budget ladder.
 """
 
