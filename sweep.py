@@ -629,7 +629,7 @@ def summarize(spec, runs, finals, config, overrides, settings):
     """The whole sweep as one JSON-able dict: its settings, each name's chosen lr, and every run."""
     chosen = pick_lrs(spec, finals)
     entries = [summarize_run(run, 'diverged' if finals[run['dir']] == math.inf else 'done') for run in runs]
-    common = analysis_lr(spec, chosen)
+    common = analysis_lr(spec, chosen, [run for run in runs if in_grid(spec, run)])
     final = [run['dir'] for run in runs if finals[run['dir']] < math.inf and run['budget'] == 1 and run['lr'] == (
         common if in_grid(spec, run) else chosen.get(run['name'], run['lr']))]
     device = device_kind(settings['device'])  # as train.py chooses
@@ -654,10 +654,19 @@ def param_counts(spec, settings):
             for a, r in names}
 
 
-def analysis_lr(spec, chosen):
+def analysis_lr(spec, chosen, grid):
     """The one lr at which every activation's grid run is also analyzed, so that the activation's effect on
-    the analyses is told apart from the lr's: --analysis_lr, else the baseline's chosen lr; None without a grid."""
-    return (spec.get('analysis_lr') or chosen.get(BASELINE)) if spec['lrs'] else None
+    the analyses is told apart from the lr's: --analysis_lr, else of the lrs that every name's grid ran (grid:
+    the grid's runs), the one nearest the baseline's chosen lr: that lr itself, unless the names ran grids of
+    their own (a size ladder's larger sizes); None without a grid."""
+    if not spec['lrs'] or spec.get('analysis_lr'):
+        return spec.get('analysis_lr')
+    target = chosen.get(BASELINE)
+    ran = {name: {run['lr'] for run in grid if run['name'] == name} for name in {run['name'] for run in grid}}
+    shared = set.intersection(*ran.values()) if ran else set()
+    if target is None or not shared:
+        return target
+    return min(shared, key=lambda lr: (abs(math.log(lr / target)), lr))
 
 
 def tokenizer_kind(settings):
@@ -799,7 +808,8 @@ def parse_args(argv):
                                           "ladder, each activation's seeds at its lr again with fewer steps (1, the "
                                           "full run, is always in it)")
     parser.add_argument('--analysis_lr', type=float, help="with --lrs, the one lr of the grid at which every "
-                                                         "activation is also analyzed (default: SwiGLU's chosen lr)")
+                                                         "activation is also analyzed (default: SwiGLU's chosen lr, "
+                                                         "or the lr every grid ran nearest it)")
     parser.add_argument('--parallel', type=int, default=1, help="train.py processes side by side")
     parser.add_argument('--out', default=os.path.join('out', 'sweep'), help="folder of the runs and the report")
     parser.add_argument('--input', help="a local copy of the raw text for data/<dataset>/prepare.py, used only "

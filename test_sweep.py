@@ -119,6 +119,17 @@ def test_size_ladder_grids_centre_on_the_size_below_and_widen_at_an_edge():
     assert sweep.pick_lrs(s, finals)['polynorm'] == 1.28e-1 and sweep.WIDEN == 2
 
 
+def test_analysis_lr_is_one_that_every_name_ran():
+    s = spec('out', ['swiglu', 'polynorm'], lrs=[2e-3, 4e-3, 8e-3, 1.6e-2])
+    grid = [{'name': name, 'lr': lr} for name, lrs in (('swiglu', [2e-3, 4e-3, 8e-3]),
+                                                         ('polynorm', [4e-3, 8e-3, 1.6e-2])) for lr in lrs]
+    # a size ladder's grids of their own: SwiGLU chose 2e-3, which PolyNorm never ran; the nearest shared lr
+    assert sweep.analysis_lr(s, {'swiglu': 2e-3}, grid) == 4e-3
+    assert sweep.analysis_lr(s, {'swiglu': 8e-3}, grid) == 8e-3  # shared: the baseline's own
+    assert sweep.analysis_lr({**s, 'analysis_lr': 1.6e-2}, {'swiglu': 8e-3}, grid) == 1.6e-2  # the user's word
+    assert sweep.analysis_lr({**s, 'lrs': None}, {'swiglu': 8e-3}, grid) is None  # no grid
+
+
 def test_scale_preset_plan(capsys):
     sweep.main(['--preset', 'cpu-scale', '--plan'])
     lines = capsys.readouterr().out.splitlines()
