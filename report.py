@@ -594,9 +594,11 @@ UNITS = {'char': 'nats per character', 'bytes': 'nats per byte', 'gpt2': 'nats p
 ZOOM = 0.3  # the zoomed panel shows the last 30 % of the tokens, where the final ordering is decided
 
 
-def loss_label(tokenizer):
-    """The y label of a validation loss: its unit follows the data's tokenizer (unknown in older summaries)."""
-    return f"validation loss ({UNITS.get(tokenizer, 'nats per token; per character for char data')})"
+def loss_label(summary):
+    """The y label of the reported held-out loss: its split (test where an lr grid picked on val) and its unit,
+    which follows the data's tokenizer (unknown in older summaries)."""
+    split = 'test' if summary.get('held_out') == 'test' else 'validation'
+    return f"{split} loss ({UNITS.get(summary.get('tokenizer'), 'nats per token; per character for char data')})"
 
 
 def draw(summary, plt):
@@ -632,7 +634,7 @@ def draw(summary, plt):
         ax.set_title(title, fontsize=10)
     drawn = [tokens, zoom, time] + [ladder] * draw_ladder(ladder, summary, groups)
     for ax in drawn:
-        ax.set_ylabel(loss_label(summary.get('tokenizer')))
+        ax.set_ylabel(loss_label(summary))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -866,7 +868,7 @@ def scale_draw(summary, plt):
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    loss_ax.set_ylabel(loss_label(summary['scale'][0].get('tokenizer')))
+    loss_ax.set_ylabel(loss_label(summary['scale'][0]))
     gap_ax.set_ylabel('loss difference')
     fig.tight_layout()
     return fig

@@ -427,6 +427,9 @@ def test_plot_has_a_legend_and_a_unit_on_every_panel():
     tokens, zoom, time, ladder = fig.axes
     assert all(ax.get_legend() is not None and ax.get_ylabel() == 'validation loss (nats per character)'
                for ax in fig.axes)
+    plt.close(fig)
+    fig = report.draw({**ladder_summary(), 'tokenizer': 'char', 'held_out': 'test'}, plt)  # an lr grid's seeds
+    assert fig.axes[0].get_ylabel() == 'test loss (nats per character)'
     assert zoom.get_xlim() == (pytest.approx(0.7 * 2000 / 1e6), pytest.approx(2000 / 1e6))  # the last 30 %
     assert 'load' in time.get_title() and ladder.get_xscale() == 'log'
     plt.close(fig)
@@ -570,7 +573,12 @@ def test_scale_plot_has_log_axes_and_a_legend():
     plt = pyplot()
     fig = report.scale_draw(scale_summary(), plt)
     assert [ax.get_xscale() for ax in fig.axes] == ['log', 'log'] and all(ax.get_legend() for ax in fig.axes)
-    assert 'nats per byte' in fig.axes[0].get_ylabel()
+    assert fig.axes[0].get_ylabel() == 'validation loss (nats per byte)'
+    plt.close(fig)
+    summary = scale_summary()
+    summary['scale'][0]['held_out'] = 'test'  # as the size ladder's sizes report: lrs picked on val
+    fig = report.scale_draw(summary, plt)
+    assert fig.axes[0].get_ylabel() == 'test loss (nats per byte)'
     plt.close(fig)
 
 
@@ -631,6 +639,39 @@ def test_every_figure_in_the_docs_tables_is_the_kept_reports(sweep, heading):
                    if x not in ('1',)]
         wrong = [x for x in figures if not quoted_in(x, numbers)]
         assert not wrong, f"docs/science.md, {sweep}, row {label!r}: {wrong} are not in {sweep}/report.md"
+
+
+def test_kept_scale_report_and_the_docs_scale_table():
+    # assets/sweep_cpu_scale: the size ladder's summary and the scale report made from it; every figure of the
+    # docs' table of it is in the report's rows of that size
+    folder = os.path.join(HERE, 'assets', 'sweep_cpu_scale')
+    with open(os.path.join(folder, 'summary.json')) as f:
+        summary = json.load(f)
+    text = report.scale_report(summary)
+    with open(os.path.join(folder, 'report.md')) as f:
+        assert f.read() == text
+    table = docs_table('docs/science.md', '### Measured so far: the size ladder')
+    sizes = [label for label in table if label != 'size']
+    assert sizes and set(sizes) <= {size['size'] for size in summary['scale']}
+    for size in sizes:
+        numbers = [float(x) for line in text.splitlines() if f'| {size} |' in line
+                   for x in re.findall(NUMBER, line.replace(f'| {size} |', '|'))]
+        wrong = [x for x in re.findall(NUMBER, table[size]) if not quoted_in(x, numbers)]
+        assert not wrong, f"docs/science.md, the size ladder, row {size}: {wrong} are not in its report"
+    # the README's row: PolyNorm's gaps at the two larger sizes, and each trend with its interval
+    with open(os.path.join(HERE, 'README.md'), encoding='utf-8') as f:
+        row = next(line for line in f if line.startswith('| Does the lead grow'))
+    gaps = {line.split('|')[2].strip(): float(line.split('|')[4]) for line in section(text, 'Gap to').splitlines()
+            if line.startswith('| polynorm |')}
+    first, last = re.search(r'gap falls from (\d\.\d+) to (\d\.\d+)', row).groups()
+    assert quoted_in(first, [-gaps['4x64']]) and quoted_in(last, [-gaps[sizes[-1]]])
+    trends = re.findall(rf'\(({NUMBER[2:]}|[+-]{NUMBER[2:]}) per 10x[^,]*, (?:95 % interval )?([+-]?{NUMBER[2:]}) to '
+                        rf'([+-]?{NUMBER[2:]})\)', row)
+    said = {line.split("'")[0].lstrip('- '): re.findall(r'[+-]\d\.\d+', line)
+            for line in section(text, "The gap's trend").splitlines() if 'per 10x' in line}
+    assert len(trends) == 2
+    for (slope, low, high), name in zip(trends, ('polynorm', 'polynorm_glu')):
+        assert all(quoted_in(x, [float(v) for v in said[name]]) for x in (slope, low, high)), name
 
 
 def test_readmes_headline_figures_are_the_kept_reports():
