@@ -265,16 +265,18 @@ def final_runs(summary):
 
 def ladders(summary):
     """name -> {budget: [final val loss per reported seed]}, smallest budget first, for a sweep with --budgets:
-    the names that ran a ladder, and the baseline, which runs only the full budget that the ladders aim at."""
+    the names the ladder is for (a name slower than the baseline at the full budget runs no rung), and the
+    baseline, which runs only the full budget that the ladders aim at."""
     found = {}
     for run in summary['runs']:
         if reported(summary, run):
             found.setdefault(run['name'], {}).setdefault(run.get('budget', 1), []).append(run['val'])
-    if not any(len(ladder) > 1 for ladder in found.values()):
-        return {}
-    baseline = summary.get('baseline', 'swiglu')
-    return {name: dict(sorted(ladder.items())) for name, ladder in found.items()
-            if len(ladder) > 1 or name == baseline}
+    if summary.get('laddered') is not None:  # the names the ladder was for, with the rungs each needed
+        names = set(summary['laddered'])
+    else:  # older summaries, and sweeps without a ladder: the names with more than one budget
+        names = {name for name, ladder in found.items() if len(ladder) > 1}
+    names |= {summary.get('baseline', 'swiglu')} if names else set()
+    return {name: dict(sorted(ladder.items())) for name, ladder in found.items() if name in names}
 
 
 def curves_of(runs, axis):
@@ -484,6 +486,10 @@ LADDER_NOTE = """
   budget (the crossing moves with the two rungs' mean losses around it and SwiGLU's, each by its s² / n), with
   t at Welch-Satterthwaite's df, which covers the true speed-up about 95 % of the time at 3 seeds. Outside the
   ladder the speed-up, or an end of its interval, is a bound: `>=` 1 / the smallest rung, or `<` 1."""
+RUNG_NOTE = """
+  The rungs run from the top down: an activation's next rung runs only while the rung above it (at first its
+  full runs) comes within 4 standard errors of SwiGLU's full-budget loss, since a rung below one clearly above
+  that loss cannot move the crossing; '-' marks a rung that was not needed."""
 GRID_NOTE = """
 - **lr grid**: every activation at every learning rate with the grid's seed; each activation's lr is the one of
   the lowest final val loss (bold), and its reported seeds run at that lr. The chosen lr is bracketed when both
@@ -573,7 +579,8 @@ def report(summary):
         lines += common_lr_table(summary) + [""]
     if tasks_table(groups):
         lines += ["## Tasks (final evaluation)", ""] + tasks_table(groups) + [""]
-    ladder_note = LADDER_NOTE.format(warmup=summary.get('warmup_steps'))
+    ladder_note = LADDER_NOTE.format(warmup=summary.get('warmup_steps')) + (
+        RUNG_NOTE if summary.get('laddered') is not None else '')
     return ('\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '') + (ladder_note if ladders(summary) else '')
             + NOTES.format(smooth=summary.get('smooth', 10), cap=cap_words(groups, baseline), tests=len(adjusted),
                            held_out=HELD_OUT[summary.get('held_out')]))

@@ -23,9 +23,10 @@ picks each activation's lr by its final validation loss, and then runs seeds 0, 
 run that picked the lr is not among those compared. With --budgets 0.5,0.7,1 those seeds of every activation but
 SwiGLU run again at each fraction of max_steps: each rung a whole run, its cosine decaying to its own end after the
 same warmup, for the compute-equivalent speed-up (the budget at which an activation gets down to SwiGLU's full-run
-loss, which needs SwiGLU at the full budget only). With --orders as well, PolyNorm also runs at each other order, at PolyNorm's chosen
-lr (with --order_seeds seeds, all by default). Without --lrs, --orders replaces each PolyCom activation by one
-variant per order, all at the one lr.
+loss, which needs SwiGLU at the full budget only). The rungs go from the top down, each only while the one above
+still comes near SwiGLU's loss (ladder_runs). With --orders as well, PolyNorm also runs at each other order, at
+PolyNorm's chosen lr (with --order_seeds seeds, all by default). Without --lrs, --orders replaces each PolyCom
+activation by one variant per order, all at the one lr.
 
 --parallel N runs N train.py processes side by side, the grid's runs first, each with OMP_NUM_THREADS = cores // N
 (unless you set OMP_NUM_THREADS yourself) and, with --device=cuda, a GPU of its own (CUDA_VISIBLE_DEVICES). Ctrl-C
@@ -233,8 +234,8 @@ def pick_lrs(spec, finals):
 def plan_runs(spec, finals):
     """The runs known so far, in the order to run them: with an lr grid, every name at every lr with
     GRID_SEED; then seeds 0, 1, ... of each name whose lr is chosen (without a grid: all names, at the one lr);
-    then the budget ladder's shorter runs of those but the baseline's, and the order ablation at PolyNorm's
-    chosen lr."""
+    then the budget ladder's shorter runs of those but the baseline's (ladder_runs), and the order ablation at
+    PolyNorm's chosen lr."""
     # activations interleaved (lr by lr, seed by seed), so that a shared machine's changing load falls on all
     # of them alike and the training-time comparison stays fair
     grids = {(a, r): grid_lrs(spec, a, r, finals) for a, r in variants(spec)}
@@ -243,13 +244,45 @@ def plan_runs(spec, finals):
     chosen = pick_lrs(spec, finals)
     runs += [make_run(spec, a, s, chosen[run_name(a, r)], r)
              for s in range(spec['seeds']) for a, r in variants(spec) if run_name(a, r) in chosen]
-    for budget in rungs(spec):
-        runs += [make_run(spec, a, s, chosen[run_name(a, r)], r, budget)
-                 for s in range(spec['seeds']) for a, r in laddered(spec) if run_name(a, r) in chosen]
+    runs += ladder_runs(spec, finals, chosen)
     if spec['lrs'] and spec['orders'] and ABLATED in chosen:
         runs += [make_run(spec, ABLATED, s, chosen[ABLATED], r)
                  for r in spec['orders'] if r != spec['base_order'] for s in range(spec['order_seeds'])]
     return runs
+
+
+def ladder_runs(spec, finals, chosen):
+    """The budget ladder's runs known so far, from its top rung down, rung by rung, names interleaved: a name's
+    next rung runs only once the rung above it (at first its full runs) has finished and its mean final loss
+    still comes within REACH standard errors of the baseline's full-budget mean. A speed-up places the budget
+    where a name's loss crosses the baseline's between the two rungs around it, so a rung below one that stays
+    clearly above the baseline's loss could not change it (and a name clearly above it at the full budget,
+    slower than the baseline, runs no rung)."""
+    seeds = range(spec['seeds'])
+    if BASELINE not in chosen or not rungs(spec):
+        return []
+    base = [finals.get(make_run(spec, BASELINE, s, chosen[BASELINE])['dir']) for s in seeds]
+    above = {(a, r): [make_run(spec, a, s, chosen[run_name(a, r)], r) for s in seeds]
+             for a, r in laddered(spec) if run_name(a, r) in chosen}
+    runs = []
+    for budget in sorted(rungs(spec), reverse=True):
+        above = {(a, r): [make_run(spec, a, s, chosen[run_name(a, r)], r, budget) for s in seeds]
+                 for (a, r), previous in above.items()
+                 if within_reach([finals.get(run['dir']) for run in previous], base)}
+        runs += [rung[s] for s in seeds for rung in above.values()]
+    return runs
+
+
+REACH = 4  # standard errors a rung may lie above the baseline's loss and go on: about t of the 95 % interval at 3 seeds
+
+
+def within_reach(losses, base):
+    """Whether a rung's final losses (per seed; None while a run is unfinished) come within REACH standard
+    errors of the baseline's mean full-budget loss: False until all of both have finished, or if one diverged."""
+    if None in losses or None in base or not all(map(math.isfinite, losses + base)):
+        return False
+    spread = sum(statistics.variance(v) / len(v) for v in (losses, base) if len(v) > 1)
+    return statistics.fmean(losses) - REACH * math.sqrt(spread) <= statistics.fmean(base)
 
 
 def train_args(config, overrides, run):
@@ -265,8 +298,8 @@ def laddered(spec):
 
 
 def count_runs(spec):
-    """(grid runs, runs of the reported seeds, the ladder's shorter runs, order-ablation runs) the sweep will
-    make, before any has run."""
+    """(grid runs, runs of the reported seeds, the ladder's shorter runs at most, order-ablation runs) the sweep
+    will make, before any has run."""
     names = len(variants(spec))
     orders = [r for r in spec['orders'] or [] if r != spec['base_order']] if spec['lrs'] else []
     grid = sum(len(grid_lrs(spec, a, r, {})) for a, r in variants(spec)) if spec['lrs'] else 0
@@ -275,7 +308,8 @@ def count_runs(spec):
 
 
 def full_runs(spec):
-    """The runs count_runs plans, in full runs' worth of tokens: the ladder's shorter runs count by their steps."""
+    """The runs count_runs plans, in full runs' worth of tokens: the ladder's shorter runs count by their steps
+    (all of them: a rung a name cannot need is left out as the sweep goes, so the sweep may take less)."""
     grid, seeds, _, ablation = count_runs(spec)
     return grid + seeds + ablation + len(laddered(spec)) * spec['seeds'] \
         * sum(rung_steps(spec['max_steps'], b) for b in rungs(spec)) / spec['max_steps']
@@ -302,7 +336,7 @@ def plan_text(spec, settings, parallel, tok_per_s):
                           if grid else "")
              + f"{names} x {spec['seeds']} seeds" + (" at each one's lr" if grid else "") + f": {seeds} runs"
              + (f"; budget ladder: the same but {BASELINE} at {', '.join(f'{b:g}' for b in rungs(spec))} of the "
-                f"steps: {ladder} runs" if ladder else "")
+                f"steps: at most {ladder} runs" if ladder else "")
              + (f"; order ablation: {ablation} runs" if ablation else "") + f"; {runs} runs in all"
              + (f" ({full:.1f} full runs' worth)" if ladder else ""),
              f"each run: {settings['max_steps']:,} steps x {settings['tokens_per_step']:,} tokens = "
@@ -641,6 +675,7 @@ def summarize(spec, runs, finals, config, overrides, settings):
             'grid_seed': GRID_SEED if spec['lrs'] else None, 'seeds': spec['seeds'],
             'lrs': sorted({lr for a, r in variants(spec) for lr in grid_lrs(spec, a, r, finals)}) or None,
             'budgets': spec['budgets'], 'max_steps': spec['max_steps'], 'warmup_steps': settings['warmup_steps'],
+            'laddered': [run_name(a, r) for a, r in laddered(spec)] if rungs(spec) else None,
             'orders': spec['orders'], 'base_order': spec['base_order'], 'params': param_counts(spec, settings),
             'held_out': 'test' if spec['lrs'] else settings['eval_split'],
             'chosen_lr': chosen, 'analysis_lr': common, 'runs': entries}
@@ -743,10 +778,11 @@ def scale_plan(spec, sizes, config, overrides, parallel, tok_per_s):
         lines.append(f"size {size_tag(size)}: {params / 1e6:.3f} M non-embedding parameters ({BASELINE}), "
                      f"{keys['max_steps']} steps, {tokens / 1e6:.2f} M tokens ({tokens / params:.1f} per parameter); "
                      f"grid {grid} runs{'' if k == 0 else ' (3 lrs a name, at least)'}, seeds {seeds}"
-                     + (f", budget ladder {ladder}" if ladder else "") + f": {full:.1f} full runs' worth, "
+                     + (f", budget ladder {ladder} at most" if ladder else "") + f": {full:.1f} full runs' worth, "
                      f"{hours:.1f} h at {tok_per_s[k]:,.0f} tok/s per run, {parallel} at a time")
-    lines.append(f"time: {total:.1f} h of training in all (a widened grid, evaluations, checkpoints and analyses "
-                 "add to it); the sizes run one after another, and the sweep resumes where it stopped")
+    lines.append(f"time: {total:.1f} h of training in all, at most (a widened grid, evaluations, checkpoints and "
+                 "analyses add to it; rungs no name needs take from it); the sizes run one after another, and the "
+                 "sweep resumes where it stopped")
     return '\n'.join(lines)
 
 

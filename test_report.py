@@ -338,6 +338,23 @@ def test_budget_ladder_table():
     assert 'Budget ladder' not in report.report(fake_summary({'swiglu': [2.0, 2.1], 'polynorm': [1.9, 2.0]}))
 
 
+def test_budget_ladder_table_of_a_sweep_that_ran_only_the_rungs_it_needed():
+    # as sweep.py now runs it: swiglu at the full budget alone; relu, clearly above swiglu's loss at the full
+    # budget, no rung at all; polynorm its rungs
+    summary = ladder_summary()
+    summary['runs'] = [r for r in summary['runs'] if r['budget'] == 1 or r['name'] == 'polynorm']
+    summary['laddered'] = ['polynorm', 'relu']
+    text = report.report(summary)
+    ladder = rows(text, 'Budget ladder: compute-equivalent speed-up over swiglu')
+    assert ladder['swiglu'][:5] == ['-', '-', '-', '1.9000 ± 0.0100', '1 (the reference)']
+    assert ladder['polynorm'][4] == f"{math.exp(0.5):.2f}"
+    assert ladder['relu'][:6] == ['-', '-', '-', '1.9500 ± 0.0100', '< 1.00', '-']
+    assert ladder['relu'][6].startswith('yes: not down to swiglu') and "'-' marks a rung that was not needed" in text
+    summary['runs'] = [r for r in summary['runs'] if r['budget'] == 1]  # no name needed a rung: still said
+    assert rows(report.report(summary), 'Budget ladder')['relu'][1:3] == ['1.9500 ± 0.0100', '< 1.00']
+    assert "a rung that was not needed" not in report.report(ladder_summary())  # older summaries: as they were
+
+
 def test_an_lr_is_bracketed_by_its_neighbours_worse_by_sqrt2_seed_sds():
     summary = grid_summary()  # swiglu's seeds at 2e-3: 2.00 and 2.01, SD 0.0071, sqrt(2) SD 0.0100
     grid = {r['lr']: r for r in summary['runs'] if r['name'] == 'swiglu' and r['seed'] == 0}

@@ -85,15 +85,35 @@ def test_plan_runs_with_a_budget_ladder():
     grid = sweep.plan_runs(s, {})
     finals = {run['dir']: 2.0 + run['lr'] for run in grid}  # both pick 1e-3
     runs = sweep.plan_runs(s, finals)
-    # the full runs of each seed first, then the shorter ones rung by rung; the baseline runs no rung (the
-    # speed-up needs its full-budget loss alone)
-    assert folders(runs)[4:] == ['swiglu_lr1e-3_s0', 'polynorm_lr1e-3_s0', 'swiglu_lr1e-3_s1', 'polynorm_lr1e-3_s1',
-                                 'polynorm_lr1e-3_b0.5_s0', 'polynorm_lr1e-3_b0.5_s1', 'polynorm_lr1e-3_b0.7_s0',
-                                 'polynorm_lr1e-3_b0.7_s1']
+    # the full runs of each seed first; the ladder's rungs wait for them
+    assert folders(runs)[4:] == ['swiglu_lr1e-3_s0', 'polynorm_lr1e-3_s0', 'swiglu_lr1e-3_s1', 'polynorm_lr1e-3_s1']
+    assert 'max_steps' not in runs[4]['keys'] and runs[4]['steps'] == 20  # a full run as before the ladder
+    # then the top rung, seed by seed, for every name but the baseline (the speed-up needs its full-budget loss
+    # alone) whose full runs come within 4 standard errors of the baseline's mean loss (2.01)
+    finals.update(zip([run['dir'] for run in runs[4:]], [2.0, 1.95, 2.02, 1.97]))
+    runs = sweep.plan_runs(s, finals)
+    assert folders(runs)[8:] == ['polynorm_lr1e-3_b0.7_s0', 'polynorm_lr1e-3_b0.7_s1']
     rung = runs[-1]
     assert (rung['name'], rung['budget'], rung['steps'], rung['keys']['max_steps']) == ('polynorm', 0.7, 14, 14)
-    assert 'max_steps' not in runs[4]['keys'] and runs[4]['steps'] == 20  # a full run as before the ladder
+    # the 0.7 rung still within reach (2.015 - 4 x 0.018): the next rung down
+    finals.update({runs[8]['dir']: 2.0, runs[9]['dir']: 2.03})
+    assert folders(sweep.plan_runs(s, finals))[10:] == ['polynorm_lr1e-3_b0.5_s0', 'polynorm_lr1e-3_b0.5_s1']
+    # the 0.7 rung clearly above swiglu's loss: the crossing lies above it, and no rung below it runs
+    finals.update({runs[8]['dir']: 2.3, runs[9]['dir']: 2.31})
+    assert len(sweep.plan_runs(s, finals)) == 10
+    # a name clearly above swiglu's loss at the full budget (slower than it) runs no rung at all
+    finals.update({runs[5]['dir']: 2.2, runs[7]['dir']: 2.21})
+    assert len(sweep.plan_runs(s, finals)) == 8
+    # the plan counts every rung, at most
     assert sweep.count_runs(s) == (4, 4, 4, 0) and sweep.full_runs(s) == 4 + 4 + 2 * (10 + 14) / 20
+
+
+def test_within_reach():
+    assert sweep.within_reach([2.0, 2.02], [2.0, 2.02]) and not sweep.within_reach([2.0, None], [2.0, 2.0])
+    assert not sweep.within_reach([2.0, math.inf], [2.0, 2.0])  # diverged
+    assert sweep.within_reach([2.05], [2.0 - 1e-12]) is False and sweep.within_reach([2.0], [2.0])  # one seed: means
+    # 3.5 standard errors above: within the reach of a 95 % interval at 2 seeds a side (t about 4), so it goes on
+    assert sweep.within_reach([2.05, 2.07], [2.0, 2.02]) and not sweep.within_reach([2.07, 2.09], [2.0, 2.02])
 
 
 def test_size_ladder_grids_centre_on_the_size_below_and_widen_at_an_edge():
@@ -263,8 +283,8 @@ def test_plan_counts_the_budget_ladder_in_tokens(tmp_path, capsys):
                 f'--data_dir={tmp_path}'])
     out = capsys.readouterr().out
     # the grid, the seeds' full runs, then the same seeds but SwiGLU's at 750 and 1,050 of the 1,500 steps
-    assert 'budget ladder: the same but swiglu at 0.5, 0.7 of the steps: 30 runs; 66 runs in all (54.0 full runs\' ' \
-           'worth)' in out
+    assert 'budget ladder: the same but swiglu at 0.5, 0.7 of the steps: at most 30 runs; 66 runs in all (54.0 full ' \
+           'runs\' worth)' in out
     tokens = 1500 * 262144
     assert f"all runs: {54 * tokens / 1e9:.2f} B tokens" in out
     assert f"time: {54 * tokens / 4e5 / 3600:.1f} h" in out
@@ -437,6 +457,7 @@ def test_budget_ladder_sweep_gives_the_compute_equivalent_speedup(fake_train, mo
     monkeypatch.setattr(sweep, 'analyses', lambda run_dirs, out, device: analyzed.extend(run_dirs) or {})
     summary = json.loads(json.dumps(sweep.summarize(s, runs, finals, 'preset.py', {}, SETTINGS)))
     assert not any('_b0.5' in d for d in analyzed) and summary['budgets'] == [0.5, 1.0]
+    assert summary['laddered'] == ['polynorm']  # the names the ladder is for, whichever rungs they needed
     assert summary['warmup_steps'] == 2
     ladder = table_rows(report.report(summary), 'Budget ladder')
     # polynorm is 0.05 lower at each budget, 0.1 lower per e-fold more steps: at SwiGLU's full-budget loss at
