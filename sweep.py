@@ -73,6 +73,9 @@ ABLATED = 'polynorm'  # the activation of the order ablation when there is an lr
 # also one of the runs its comparison counts (which would favour it a little, and break the test's independence)
 GRID_SEED = 1000
 WIDEN = 2  # the size ladder widens a name's grid of 3 by one lr at a time, this many times at most, at its edge
+# standard errors a rung of the budget ladder may lie above the baseline's loss for the next rung down to run: about
+# the t of the speed-up's 95 % interval at 3 seeds a side
+REACH = 4
 ASSUMED_MFU = 0.4  # --plan's time on GPUs when no throughput was measured (--tok_per_s)
 TOKENS_PER_PARAM = 10  # the size ladder trains each size on this many tokens per non-embedding parameter
 # one run's tok/s at each of the cpu-scale preset's sizes: train.py with one thread, two runs side by side (SwiGLU
@@ -271,9 +274,6 @@ def ladder_runs(spec, finals, chosen):
                  if within_reach([finals.get(run['dir']) for run in previous], base)}
         runs += [rung[s] for s in seeds for rung in above.values()]
     return runs
-
-
-REACH = 4  # standard errors a rung may lie above the baseline's loss and go on: about t of the 95 % interval at 3 seeds
 
 
 def within_reach(losses, base):
