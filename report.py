@@ -731,7 +731,8 @@ def gaps(summary):
 def weighted_line(points):
     """The weighted least-squares line of gap against log10(parameters) over the sizes with an error estimate
     (each weighted by 1 / its gap's squared standard error): (x mean, gap mean, slope, spread = the weighted sum
-    of squares of x, the smallest Welch df); None with fewer than 3 such sizes."""
+    of squares of x, the smallest Welch df, scatter = the residuals' chi-square per degree of freedom); None with
+    fewer than 3 such sizes."""
     usable = [(math.log10(n), gap, se, df) for n, gap, se, df, _ in points if se]
     if len(usable) < 3:
         return None
@@ -740,7 +741,9 @@ def weighted_line(points):
     y_mean = sum(w * gap for w, (_, gap, *_) in zip(weights, usable)) / sum(weights)
     spread = sum(w * (x - x_mean) ** 2 for w, (x, *_) in zip(weights, usable))
     slope = sum(w * (x - x_mean) * gap for w, (x, gap, *_) in zip(weights, usable)) / spread
-    return x_mean, y_mean, slope, spread, min(df for *_, df in usable)
+    scatter = sum(w * (gap - y_mean - slope * (x - x_mean)) ** 2
+                  for w, (x, gap, *_) in zip(weights, usable)) / (len(usable) - 2)
+    return x_mean, y_mean, slope, spread, min(df for *_, df in usable), scatter
 
 
 def gap_trend(points):
@@ -751,9 +754,7 @@ def gap_trend(points):
     line = weighted_line(points)
     if line is None:
         return None
-    x_mean, y_mean, slope, spread, df = line
-    usable = [(math.log10(n), gap, se) for n, gap, se, _, _ in points if se]
-    scatter = sum((gap - y_mean - slope * (x - x_mean)) ** 2 / se ** 2 for x, gap, se in usable) / (len(usable) - 2)
+    _, _, slope, spread, df, scatter = line
     reach = t_critical(ALPHA, df) * math.sqrt(max(1.0, scatter) / spread)
     return slope, (slope - reach, slope + reach)
 

@@ -254,6 +254,12 @@ def plan_runs(spec, finals):
     return runs
 
 
+def laddered(spec):
+    """The variants that run the budget ladder: all but the baseline, whose speed-up is 1 by definition; the
+    others' speed-ups place their own ladders against its full-budget loss alone."""
+    return [(a, r) for a, r in variants(spec) if run_name(a, r) != BASELINE]
+
+
 def ladder_runs(spec, finals, chosen):
     """The budget ladder's runs known so far, from its top rung down, rung by rung, names interleaved: a name's
     next rung runs only once the rung above it (at first its full runs) has finished and its mean final loss
@@ -289,12 +295,6 @@ def train_args(config, overrides, run):
     """The arguments of train.py for a run (without init_from, which depends on where the run stands)."""
     keys = {**overrides, **run['keys']}
     return [config] + [f'--{k}={v}' for k, v in keys.items()]
-
-
-def laddered(spec):
-    """The variants that run the budget ladder: all but the baseline, whose speed-up is 1 by definition; the
-    others' speed-ups place their own ladders against its full-budget loss alone."""
-    return [(a, r) for a, r in variants(spec) if run_name(a, r) != BASELINE]
 
 
 def count_runs(spec):

@@ -6,8 +6,8 @@ kjj0/fineweb10B-gpt2 (about 100M tokens, 200 MB, per shard), in this project's s
 
 Fetches fineweb_val_000000.bin, fineweb_train_000001.bin ... up to --num_shards train shards, and the last
 published train shard (000103) as the test split, fineweb_test_000103.bin: held-out text of its own, so that what
-picks a setting (val) is not what reports it (test). Files already complete are skipped, and an interrupted download resumes from its .part file, so simply run
-the command again after a failure.
+picks a setting (val) is not what reports it (test). Files already complete are skipped, and an interrupted
+download resumes from its .part file, so simply run the command again after a failure.
 """
 import argparse
 import os
