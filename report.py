@@ -335,13 +335,19 @@ def bracket_lines(summary):
     return lines
 
 
-def results_table(groups, baseline, counts=None):
+def split_of(summary):
+    """The split the reported seeds' losses were measured on: 'test' where an lr grid picked the lrs on val (the
+    grid's own losses stay on val), else 'val'."""
+    return 'test' if summary.get('held_out') == 'test' else 'val'
+
+
+def results_table(groups, baseline, counts=None, split='val'):
     """One row per name: its parameters, exactly (counts: name -> non-embedding parameters, from the sweep; else
-    the analyses' total), final losses, speed-ups over SwiGLU in tokens and in time (per seed, against
+    the analyses' total), final losses (held out on split), speed-ups over SwiGLU in tokens and in time (per seed, against
     SwiGLU's mean curve), ms per step and the analyses, each a mean over the name's seeds."""
     base = {axis: mean_curve(curves_of(groups[baseline], axis)) for axis in (1, 2)} if baseline in groups else None
     roles = analysis_roles([r for rs in groups.values() for r in rs])
-    lines = [f"| activation | lr | {'non-embedding' if counts else 'total'} parameters | val loss | train loss | "
+    lines = [f"| activation | lr | {'non-embedding' if counts else 'total'} parameters | {split} loss | train loss | "
              "speed-up in tokens | speed-up in time | ms / step | "
              + " | ".join(role.replace('_', ' ') for role in roles) + " | layer similarity |",
              "|---|---|---|---|---|---|---|---|" + "---|" * len(roles) + "---|"]
@@ -408,11 +414,11 @@ def compare(groups, reference):
     return found
 
 
-def comparison_table(tests, adjusted, label):
+def comparison_table(tests, adjusted, label, split='val'):
     """The table of compare's tests against label: the difference, its standard error, Welch's t, its df, p and
     Holm's p (adjusted: over every comparison of the report), the seeds that 80 % power would need, and the
     verdict, which Holm's p decides."""
-    lines = [f"| activation | val loss − {label} | standard error | Welch's t | df | p | Holm's p | "
+    lines = [f"| activation | {split} loss − {label} | standard error | Welch's t | df | p | Holm's p | "
              "seeds for 80 % power | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for name, c in tests.items():
         q = adjusted.get((label, name))
@@ -424,14 +430,14 @@ def comparison_table(tests, adjusted, label):
 
 
 def ladder_table(summary, baseline):
-    """Each name's mean final val loss at each rung of the budget ladder, and its compute-equivalent speed-up
-    over the baseline with its 95 % interval; [] without a ladder or the baseline's."""
+    """Each name's mean final held-out loss at each rung of the budget ladder, and its compute-equivalent
+    speed-up over the baseline with its 95 % interval; [] without a ladder or the baseline's."""
     found = ladders(summary)
     if baseline not in found:
         return []
     # the baseline runs the full budget alone (sweeps before it ran its whole ladder too): every name's rungs
     budgets, base = sorted({b for ladder in found.values() for b in ladder}), found[baseline][1]
-    lines = ["| activation | lr | " + " | ".join(f"val loss at {b:g}" for b in budgets)
+    lines = ["| activation | lr | " + " | ".join(f"{split_of(summary)} loss at {b:g}" for b in budgets)
              + " | compute-equivalent speed-up | 95 % interval | outside the ladder |",
              "|---|---|" + "---|" * len(budgets) + "---|---|---|"]
     for name, ladder in found.items():
@@ -503,7 +509,7 @@ HELD_OUT = {None: "Measured on the first eval_steps x tokens_per_step tokens of 
             'test': "Measured on windows spread evenly over the whole test split; the lr grid's losses, which\n"
                     "  picked the lrs, on the val split: the text that picks an lr is not the text that reports it."}
 NOTES = """
-- **val loss**: the last evaluation's held-out loss; mean ± sample standard deviation over the seeds at the
+- **{split} loss**: the last evaluation's held-out loss; mean ± sample standard deviation over the seeds at the
   chosen lr. {held_out}
 - **train loss**: the mean of the last {smooth} logged training losses (smoothed), then mean ± std over seeds.
 - **speed-up in tokens / in time**: for each seed, the tokens (training seconds) SwiGLU's seed-averaged curve
@@ -553,7 +559,9 @@ def report(summary):
                       "activation's own pick.", ""]
         if bracket_lines(summary):
             lines += ["Not bracketed, so the best lr may lie outside the grid:", ""] + bracket_lines(summary) + [""]
-    lines += ["## Results at each activation's lr", ""] + results_table(groups, baseline, summary.get('params')) + [""]
+    split = split_of(summary)
+    lines += ["## Results at each activation's lr", ""] + results_table(groups, baseline, summary.get('params'),
+                                                                         split) + [""]
     # every Welch comparison of the report, then Holm's correction over all of them together
     tests = {baseline: compare(groups, baseline)} if baseline in groups and len(groups) > 1 else {}
     ablation = {name: rs for name, rs in groups.items() if name.startswith(f'{ablated}_r')}
@@ -563,15 +571,15 @@ def report(summary):
     adjusted = holm({(label, name): c['p'] for label, found in tests.items() for name, c in found.items()
                      if c['p'] is not None})
     if baseline in tests:
-        lines += [f"## Against {baseline}: final val loss", ""] + comparison_table(tests[baseline], adjusted,
-                                                                                    baseline) + [""]
+        lines += [f"## Against {baseline}: final {split} loss", ""] + comparison_table(tests[baseline], adjusted,
+                                                                                        baseline, split) + [""]
     if ladder_table(summary, baseline):
         lines += [f"## Budget ladder: compute-equivalent speed-up over {baseline}", ""]
         lines += ladder_table(summary, baseline) + [""]
     if len(tests) > 1:
         label = f"r={summary['base_order']}"
         lines += [f"## Order ablation: {ablated} at its lr, against order {summary['base_order']}", ""]
-        lines += comparison_table(tests[label], adjusted, label) + [""]
+        lines += comparison_table(tests[label], adjusted, label, split) + [""]
     if common_lr_table(summary):
         lines += [f"## Analyses at one lr for all ({lr_text(summary['analysis_lr'])}, seed {grid_seed(summary)})", "",
                   "The analyses follow the lr as well as the activation; here every activation's grid run at the "
@@ -583,7 +591,7 @@ def report(summary):
         RUNG_NOTE if summary.get('laddered') is not None else '')
     return ('\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '') + (ladder_note if ladders(summary) else '')
             + NOTES.format(smooth=summary.get('smooth', 10), cap=cap_words(groups, baseline), tests=len(adjusted),
-                           held_out=HELD_OUT[summary.get('held_out')]))
+                           held_out=HELD_OUT[summary.get('held_out')], split=split))
 
 
 def cap_words(groups, baseline):
@@ -602,9 +610,9 @@ ZOOM = 0.3  # the zoomed panel shows the last 30 % of the tokens, where the fina
 
 
 def loss_label(summary):
-    """The y label of the reported held-out loss: its split (test where an lr grid picked on val) and its unit,
-    which follows the data's tokenizer (unknown in older summaries)."""
-    split = 'test' if summary.get('held_out') == 'test' else 'validation'
+    """The y label of the reported held-out loss: its split and its unit, which follows the data's tokenizer
+    (unknown in older summaries)."""
+    split = 'validation' if split_of(summary) == 'val' else 'test'
     return f"{split} loss ({UNITS.get(summary.get('tokenizer'), 'nats per token; per character for char data')})"
 
 
@@ -649,14 +657,14 @@ def draw(summary, plt):
 
 
 def draw_ladder(ax, summary, groups):
-    """Each name's final val loss (mean ± std over seeds) at each budget of the ladder, and the baseline's
+    """Each name's final held-out loss (mean ± std over seeds) at each budget of the ladder, and the baseline's
     full-budget loss that the compute-equivalent speed-up aims at."""
     found, baseline = ladders(summary), summary.get('baseline', 'swiglu')
     if not found:
         ax.axis('off')
         ax.text(0.5, 0.5, 'no budget ladder in this sweep (sweep.py --budgets)', ha='center', va='center')
         return False
-    ax.set_title('the budget ladder: final val loss at each budget', fontsize=10)
+    ax.set_title(f'the budget ladder: final {split_of(summary)} loss at each budget', fontsize=10)
     ax.set_xlabel('budget (fraction of max_steps, log scale)')
     ax.set_xscale('log')
     colors = {name: f'C{i % 10}' for i, name in enumerate(groups)}
