@@ -499,9 +499,9 @@ def finish(child, in_grid):
     code = child['process'].returncode
     state = run_state(run['dir'], run['steps'])
     if code == 0 and state == 'done':
-        val = final_val(run['dir'], state)
-        print(f"finished {os.path.basename(run['dir'])} in {time.time() - child['t0']:.0f} s: val loss {val:.4f}",
-              flush=True)
+        split = run['keys'].get('eval_split', 'val')  # a grid's reported seeds are measured on test
+        print(f"finished {os.path.basename(run['dir'])} in {time.time() - child['t0']:.0f} s: {split} loss "
+              f"{final_val(run['dir'], state):.4f}", flush=True)
         return state, None
     tail = log_tail(log_path)
     if code == EXIT_DIVERGED and in_grid:

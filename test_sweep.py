@@ -403,8 +403,12 @@ def test_lr_grid_sweep_picks_resumes_and_reports(fake_train, capsys, monkeypatch
     finals, runs = sweep.run_all(s, 'preset.py', {}, parallel=2)
     ran = calls()
     assert sorted(ran) == sorted(folders(runs)) and len(ran) == 9 + 3 * 2 + 2
-    started = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith('starting')]
+    printed = capsys.readouterr().out.splitlines()
+    started = [line.split()[1] for line in printed if line.startswith('starting')]
     assert started[:9] == folders(runs)[:9] and all('_s1000' in name for name in started[:9])  # the grid first
+    # each finished run's loss by the split it was measured on: the grid's on val, the reported seeds' on test
+    said = {line.split()[1]: line.split(': ')[1].split()[0] for line in printed if line.startswith('finished')}
+    assert said['swiglu_lr2e-3_s1000'] == 'val' and said['swiglu_lr2e-3_s0'] == 'test'
     assert sweep.pick_lrs(s, finals) == {'swiglu': 2e-3, 'polynorm': 4e-3, 'relu': 1e-3}
     assert finals[os.path.join(out, 'relu_lr4e-3_s1000')] == math.inf  # diverged: a result of the grid
     with open(os.path.join(out, 'relu_lr4e-3_s1000', 'diverged.txt')) as f:
