@@ -343,8 +343,8 @@ def split_of(summary):
 
 def results_table(groups, baseline, counts=None, split='val'):
     """One row per name: its parameters, exactly (counts: name -> non-embedding parameters, from the sweep; else
-    the analyses' total), final losses (held out on split), speed-ups over SwiGLU in tokens and in time (per seed, against
-    SwiGLU's mean curve), ms per step and the analyses, each a mean over the name's seeds."""
+    the analyses' total), final losses (held out on split), speed-ups over SwiGLU in tokens and in time (per
+    seed, against SwiGLU's mean curve), ms per step and the analyses, each a mean over the name's seeds."""
     base = {axis: mean_curve(curves_of(groups[baseline], axis)) for axis in (1, 2)} if baseline in groups else None
     roles = analysis_roles([r for rs in groups.values() for r in rs])
     lines = [f"| activation | lr | {'non-embedding' if counts else 'total'} parameters | {split} loss | train loss | "
