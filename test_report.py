@@ -333,19 +333,19 @@ def test_budget_ladder_table():
     assert ladder['polynorm'][6] == 'its high end: add smaller --budgets'
     assert ladder['relu'][4:6] == ['< 1.00', '-']  # never down to SwiGLU's loss, in any resample
     assert ladder['relu'][6].startswith('yes: not down to swiglu')
+    assert rows(text, 'Results')['polynorm'][2] == '1.8500 ± 0.0100'  # the full runs only
+    assert 'with the full run\'s warmup (2 steps)' in text
+    assert 'Budget ladder' not in report.report(fake_summary({'swiglu': [2.0, 2.1], 'polynorm': [1.9, 2.0]}))
 
 
 def test_tables_name_the_split_the_seeds_were_measured_on():
     # an lr grid's sweep reports its seeds on the test split (the grid picked on val): every table of the seeds
-    # says test loss, the grid's table still val loss
+    # says test loss
     text = report.report({**ladder_summary(), 'held_out': 'test'})
     headers = {part: section(text, part).splitlines()[2] for part in ('Results', 'Against', 'Budget ladder')}
     assert '| test loss |' in headers['Results'] and '| test loss − swiglu |' in headers['Against']
     assert '| test loss at 0.5 |' in headers['Budget ladder'] and '## Against swiglu: final test loss' in text
     assert '- **test loss**:' in text
-    assert rows(text, 'Results')['polynorm'][2] == '1.8500 ± 0.0100'  # the full runs only
-    assert 'with the full run\'s warmup (2 steps)' in text
-    assert 'Budget ladder' not in report.report(fake_summary({'swiglu': [2.0, 2.1], 'polynorm': [1.9, 2.0]}))
 
 
 def test_budget_ladder_table_of_a_sweep_that_ran_only_the_rungs_it_needed():
