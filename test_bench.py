@@ -323,7 +323,8 @@ def test_a_model_suite_stopped_by_sigterm_keeps_what_it_measured(tmp_path):
 
 def test_model_suite_quick_start_compares_act_impls(tmp_path):
     settings = bench.model_settings(argparse.Namespace(model='quickstart', n_layer=None, block_size=None))
-    assert settings['n_embd'] == 128 and settings['micro_batch_size'] == 16  # config/quickstart.py, as train.py reads it
+    # config/quickstart.py, as train.py reads it
+    assert settings['n_embd'] == 128 and settings['micro_batch_size'] == 16
     report = bench.main(['--device', 'cpu', '--model', 'quickstart', '--n_layer', '1', '--batch_size', '2',
                          '--steps', '1', '--activations', 'relu2', 'polynorm', '--act_impls', 'plain', 'compiled',
                          '--out', str(tmp_path / 'quick')])

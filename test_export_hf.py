@@ -39,11 +39,13 @@ def chars_meta(text):
     chars = ''.join(sorted(set(text)))
     return {'tokenizer': 'char', 'vocab_size': len(chars), 'chars': chars}
 
-needs_safetensors = pytest.mark.skipif(importlib.util.find_spec('safetensors') is None,
-                                       reason="export_hf.py writes the weights with safetensors: pip install safetensors")
+needs_safetensors = pytest.mark.skipif(
+    importlib.util.find_spec('safetensors') is None,
+    reason="export_hf.py writes the weights with safetensors: pip install safetensors")
 needs_transformers = pytest.mark.skipif(importlib.util.find_spec('transformers') is None or
                                         importlib.util.find_spec('safetensors') is None,
-                                        reason="loading the export needs transformers: pip install transformers safetensors")
+                                        reason="loading the export needs transformers: "
+                                               "pip install transformers safetensors")
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
@@ -320,7 +322,8 @@ def test_lm_eval_scores_a_task_as_eval_py_does(kind, tmp_path, monkeypatch, requ
 
     monkeypatch.chdir(ROOT)  # the YAML names its jsonl relative to the working directory: the project's root
     out = lm_eval.simple_evaluate(model='hf', model_args=f'pretrained={to},trust_remote_code=True',
-                                  tasks=['mc_tiny'], task_manager=TaskManager(include_path=TASK, include_defaults=False), device='cpu',
+                                  tasks=['mc_tiny'],
+                                  task_manager=TaskManager(include_path=TASK, include_defaults=False), device='cpu',
                                   batch_size=4, bootstrap_iters=0, log_samples=True)
     theirs = out['results']['mc_tiny']
     samples = sorted(out['samples']['mc_tiny'], key=lambda s: s['doc_id'])
@@ -329,8 +332,8 @@ def test_lm_eval_scores_a_task_as_eval_py_does(kind, tmp_path, monkeypatch, requ
         assert [-ll for ll, _ in scored['filtered_resps']] == pytest.approx(item_losses, abs=1e-4)
     assert theirs['acc,none'] == ours['acc'] and 0 < ours['acc'] < 1  # a score that could have differed
 
-    by_chars = [min(range(len(item['choices'])), key=lambda k: item_losses[k] / len(item['choices'][k])) == item['label']
-                for item, item_losses in zip(items, losses)]
+    by_chars = [min(range(len(item['choices'])), key=lambda k: item_losses[k] / len(item['choices'][k]))
+                == item['label'] for item, item_losses in zip(items, losses)]
     assert theirs['acc_norm,none'] == pytest.approx(sum(by_chars) / len(items))
 
 

@@ -308,7 +308,8 @@ def test_init_scales_residual_projections():
 
 
 @pytest.mark.parametrize('kw', [dict(activation='polynorm'),
-                                dict(activation='polynorm_glu', n_experts=4, top_k=2, poly_per_expert=True, qk_norm=True),
+                                dict(activation='polynorm_glu', n_experts=4, top_k=2, poly_per_expert=True,
+                                     qk_norm=True),
                                 dict(activation='polyrelu', n_experts=4, top_k=2, tie_embeddings=True)],
                          ids=['dense', 'moe-per-expert', 'moe-tied'])
 def test_meta_build_then_init_weights_equals_a_direct_build(kw):
@@ -575,7 +576,8 @@ def expected_non_embedding(cfg):
     ffn = (3 if gated else 2) * C * width(cfg.moe_ffn_hidden if cfg.n_experts else cfg.ffn_hidden)
     if cfg.n_experts:
         ffn = cfg.n_experts * ffn + C * cfg.n_experts
-    poly = (cfg.poly_order + 1 if cfg.activation.startswith('poly') else 0) * (cfg.n_experts if cfg.poly_per_expert else 1)
+    poly = ((cfg.poly_order + 1 if cfg.activation.startswith('poly') else 0)
+            * (cfg.n_experts if cfg.poly_per_expert else 1))
     norms = 2 * C + (2 * C if cfg.qk_norm else 0)
     return L * (4 * C * C + ffn + poly + norms) + C
 
@@ -623,7 +625,8 @@ def test_paper_config_files_exist():
         assert f'dense_1b_{act}.py' in names
     for act in ['polynorm', 'polyrelu', 'swiglu']:
         assert f'moe_1b7b_{act}.py' in names
-    assert {'dense_1b_polynorm_glu.py', 'moe_1b7b_polynorm_glu.py'} <= names  # the gated form, as released models use it
+    # the gated form, as released models use it
+    assert {'dense_1b_polynorm_glu.py', 'moe_1b7b_polynorm_glu.py'} <= names
     assert config_of(os.path.join(ROOT, 'config', 'dense_1b_swiglu.py')).activation == 'swiglu'
 
 

@@ -494,7 +494,8 @@ def test_report_py_rebuilds_the_report_from_summary_json(tmp_path):
 def test_report_py_without_a_summary_says_so(tmp_path):
     done = run_report(tmp_path)
     assert done.returncode == 1 and not (tmp_path / 'report.md').exists()
-    assert done.stderr == f"no {tmp_path / 'summary.json'}: run the sweep (python sweep.py --out {tmp_path}) to make it\n"
+    assert done.stderr == (f"no {tmp_path / 'summary.json'}: run the sweep (python sweep.py --out {tmp_path}) "
+                           "to make it\n")
 
 
 def test_report_py_with_a_broken_summary_says_so(tmp_path):

@@ -1,7 +1,7 @@
 # The activation sweep's long CPU preset (python sweep.py --preset cpu-long): a character-level model on Tiny
 # Shakespeare trained on about 10 tokens per non-embedding parameter, with an lr grid, 5 seeds, a budget ladder
-# and PolyNorm's order ablation (sweep.py's PRESETS hold those sweep settings). The sweep sets activation, seed, out_dir,
-# learning_rate and min_lr (at min_lr / learning_rate below times each lr of the grid).
+# and PolyNorm's order ablation (sweep.py's PRESETS hold those sweep settings). The sweep sets activation, seed,
+# out_dir, learning_rate and min_lr (at min_lr / learning_rate below times each lr of the grid).
 #
 # The budget, to retune from a measured throughput (tok/s of one run while another runs beside it):
 #   non-embedding parameters N ~ n_layer * (4 * n_embd^2 + 2 * n_embd * ffn_hidden) (attention + FFN; SwiGLU and
