@@ -487,11 +487,12 @@ LADDER_NOTE = """
 - **compute-equivalent speed-up**: each rung of the budget ladder is a whole run of that fraction of max_steps,
   with the full run's warmup ({warmup} steps) and a cosine decay to its own end, at the activation's chosen lr,
   for every reported seed. The speed-up is SwiGLU's full budget over the budget at which the activation's mean
-  final val loss equals SwiGLU's full-budget mean final val loss, interpolated linearly in log budget between
-  the rungs around it. Budgets count training tokens, not FLOPs or time. 95 % interval: the delta method in log
-  budget (the crossing moves with the two rungs' mean losses around it and SwiGLU's, each by its s² / n), with
-  t at Welch-Satterthwaite's df, which covers the true speed-up about 95 % of the time at 3 seeds. Outside the
-  ladder the speed-up, or an end of its interval, is a bound: `>=` 1 / the smallest rung, or `<` 1."""
+  final {split} loss equals SwiGLU's full-budget mean final {split} loss, interpolated linearly in log budget
+  between the rungs around it. Budgets count training tokens, not FLOPs or time. 95 % interval: the delta
+  method in log budget (the crossing moves with the two rungs' mean losses around it and SwiGLU's, each by its
+  s² / n), with t at Welch-Satterthwaite's df, which covers the true speed-up about 95 % of the time at 3
+  seeds. Outside the ladder the speed-up, or an end of its interval, is a bound: `>=` 1 / the smallest rung, or
+  `<` 1."""
 RUNG_NOTE = """
   The rungs run from the top down: an activation's next rung runs only while the rung above it (at first its
   full runs) comes within 4 standard errors of SwiGLU's full-budget loss, since a rung below one clearly above
@@ -513,18 +514,18 @@ NOTES = """
   chosen lr. {held_out}
 - **train loss**: the mean of the last {smooth} logged training losses (smoothed), then mean ± std over seeds.
 - **speed-up in tokens / in time**: for each seed, the tokens (training seconds) SwiGLU's seed-averaged curve
-  needs to reach its own final val loss, divided by the tokens (seconds) this seed's run needs to reach the same
-  loss, interpolated linearly between evaluations; then mean ± std over seeds. Above 1: faster than SwiGLU. It
-  is not a compute saving: every run's learning rate decays to its own end, so SwiGLU's curve tends to get to
-  its final loss only at its last evaluation, and then a run that gets there within the last evaluation
-  interval scores at most the last evaluation's tokens over the one before{cap}: it restates the final-loss
-  gap. The budget ladder's compute-equivalent speed-up (`--budgets`) measures the saving. Training time is the
-  sum of the training steps' times (train.py's train_time_s, or the logged ms per step times the steps),
-  without evaluations and checkpoints; where the machine's load changed during the sweep (`--parallel`, other
-  work) it measures the load as much as the activation.
+  needs to reach its own final {split} loss, divided by the tokens (seconds) this seed's run needs to reach the
+  same loss, interpolated linearly between evaluations; then mean ± std over seeds. Above 1: faster than
+  SwiGLU. It is not a compute saving: every run's learning rate decays to its own end, so SwiGLU's curve tends
+  to get to its final loss only at its last evaluation, and then a run that gets there within the last
+  evaluation interval scores at most the last evaluation's tokens over the one before{cap}: it restates the
+  final-loss gap. The budget ladder's compute-equivalent speed-up (`--budgets`) measures the saving. Training
+  time is the sum of the training steps' times (train.py's train_time_s, or the logged ms per step times the
+  steps), without evaluations and checkpoints; where the machine's load changed during the sweep
+  (`--parallel`, other work) it measures the load as much as the activation.
 - **ms / step**: the median wall-clock time of a training step (the first logged interval left out), mean over
   seeds.
-- **Welch's t**: the difference of the mean final val losses divided by its standard error
+- **Welch's t**: the difference of the mean final {split} losses divided by its standard error
   sqrt(s_a²/n_a + s_b²/n_b); df by Welch-Satterthwaite; **p**: two-sided, from the t distribution at that df.
   **Holm's p**: p adjusted by Holm's step-down procedure over all {tests} comparisons of this report together,
   so that all its verdicts hold at once at 0.05. The verdict says lower or higher loss at Holm's p < 0.05, else
@@ -587,7 +588,7 @@ def report(summary):
         lines += common_lr_table(summary) + [""]
     if tasks_table(groups):
         lines += ["## Tasks (final evaluation)", ""] + tasks_table(groups) + [""]
-    ladder_note = LADDER_NOTE.format(warmup=summary.get('warmup_steps')) + (
+    ladder_note = LADDER_NOTE.format(warmup=summary.get('warmup_steps'), split=split) + (
         RUNG_NOTE if summary.get('laddered') is not None else '')
     return ('\n'.join(lines) + (GRID_NOTE if summary['lrs'] else '') + (ladder_note if ladders(summary) else '')
             + NOTES.format(smooth=summary.get('smooth', 10), cap=cap_words(groups, baseline), tests=len(adjusted),

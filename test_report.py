@@ -340,12 +340,13 @@ def test_budget_ladder_table():
 
 def test_tables_name_the_split_the_seeds_were_measured_on():
     # an lr grid's sweep reports its seeds on the test split (the grid picked on val): every table of the seeds
-    # says test loss
+    # and every note about them says test loss
     text = report.report({**ladder_summary(), 'held_out': 'test'})
     headers = {part: section(text, part).splitlines()[2] for part in ('Results', 'Against', 'Budget ladder')}
     assert '| test loss |' in headers['Results'] and '| test loss − swiglu |' in headers['Against']
     assert '| test loss at 0.5 |' in headers['Budget ladder'] and '## Against swiglu: final test loss' in text
-    assert '- **test loss**:' in text
+    assert '- **test loss**:' in text and 'val loss' not in text.replace('\n  ', ' ')
+    assert "mean final test loss equals SwiGLU's full-budget mean final test loss" in text.replace('\n  ', ' ')
 
 
 def test_budget_ladder_table_of_a_sweep_that_ran_only_the_rungs_it_needed():
