@@ -679,7 +679,7 @@ def test_kept_scale_report_and_the_docs_scale_table():
     text = report.scale_report(summary)
     with open(os.path.join(folder, 'report.md')) as f:
         assert f.read() == text
-    table = docs_table('docs/science.md', '### Measured so far: the size ladder')
+    table = docs_table('docs/science.md', '### Measured: the size ladder')
     sizes = [label for label in table if label != 'size']
     assert sizes and set(sizes) <= {size['size'] for size in summary['scale']}
     for size in sizes:
@@ -687,13 +687,15 @@ def test_kept_scale_report_and_the_docs_scale_table():
                    for x in re.findall(NUMBER, line.replace(f'| {size} |', '|'))]
         wrong = [x for x in re.findall(NUMBER, table[size]) if not quoted_in(x, numbers)]
         assert not wrong, f"docs/science.md, the size ladder, row {size}: {wrong} are not in its report"
-    # the README's row: PolyNorm's gaps at the two larger sizes, and each trend with its interval
+    # the README's row: PolyNorm's lead over SwiGLU at every size, smallest first, and each trend with its interval
     with open(os.path.join(HERE, 'README.md'), encoding='utf-8') as f:
         row = next(line for line in f if line.startswith('| Does the lead grow'))
-    gaps = {line.split('|')[2].strip(): float(line.split('|')[4]) for line in section(text, 'Gap to').splitlines()
-            if line.startswith('| polynorm |')}
-    first, last = re.search(r'gap falls from (\d\.\d+) to (\d\.\d+)', row).groups()
-    assert quoted_in(first, [-gaps['4x64']]) and quoted_in(last, [-gaps[sizes[-1]]])
+    gaps = [float(line.split('|')[4]) for line in section(text, 'Gap to').splitlines()
+            if line.startswith('| polynorm |')]
+    leads = re.search(rf'lead, smallest size to largest: ((?:{NUMBER}, )+{NUMBER}) nats per byte', row).group(1)
+    leads = leads.split(', ')
+    assert len(leads) == len(gaps) == len(summary['scale'])
+    assert all(quoted_in(lead, [-gap]) for lead, gap in zip(leads, gaps)), (leads, gaps)
     trends = re.findall(rf'\(({NUMBER[2:]}|[+-]{NUMBER[2:]}) per 10x[^,]*, (?:95 % interval )?([+-]?{NUMBER[2:]}) to '
                         rf'([+-]?{NUMBER[2:]})\)', row)
     said = {line.split("'")[0].lstrip('- '): re.findall(r'[+-]\d\.\d+', line)
@@ -701,6 +703,13 @@ def test_kept_scale_report_and_the_docs_scale_table():
     assert len(trends) == 2
     for (slope, low, high), name in zip(trends, ('polynorm', 'polynorm_glu')):
         assert all(quoted_in(x, [float(v) for v in said[name]]) for x in (slope, low, high)), name
+    # and the speed-ups at the largest size, as its budget ladder's rows give them
+    largest = sizes[-1]
+    params = re.search(rf'\| {largest} \| (\d\.\d+ M) \|', text).group(1)
+    ladder = rows('## ' + text.split(f'At size {largest}:')[1], '')  # the table under 'At size ...:'
+    value = r'([<>] \d\.\d\d|\d\.\d\d)'
+    speedups = re.search(rf'speed-up at {params}: PolyNorm {value} \(([^)]+)\), gated PolyNorm {value}', row).groups()
+    assert list(speedups) == ladder['polynorm'][-3:-1] + ladder['polynorm_glu'][-3:-2], (speedups, ladder)
 
 
 def test_readmes_headline_figures_are_the_kept_reports():
