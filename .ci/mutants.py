@@ -2,7 +2,7 @@
 Hand-written mutants: each breaks the code the way a real bug would, and the tests named beside it must then
 fail. A mutant they survive is a test that cannot catch what it is named for (docs/testing.md).
 
-    python .ci/mutants.py           # every mutant, one at a time, on a copy of the repository (about 10 minutes)
+    python .ci/mutants.py           # every mutant, one at a time, on a copy of the repository (about 5 minutes)
     python .ci/mutants.py 1 4       # only these (numbers as --list prints them)
     python .ci/mutants.py --list
     python .ci/mutants.py --mutmut settings.py test_settings.py   # mutmut 3's own mutants of one file instead
@@ -68,6 +68,9 @@ MUTANTS = [
     ('sweep.py', "    os.makedirs(run_dir, exist_ok=True)\n    atomic_write(",
      "    os.makedirs(run_dir, exist_ok=True)\n    if not os.path.exists(path):\n        atomic_write(",
      ['test_sweep.py', '-k', 'failing_run_stops'], "a rerun of a failed run keeps its old settings on record"),
+    ('report.py', "final {split} loss equals SwiGLU's full-budget mean final {split} loss",
+     "final val loss equals SwiGLU's full-budget mean final val loss",
+     ['test_report.py', '-k', 'split_the_seeds'], "the budget ladder's note says val loss of seeds measured on test"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
