@@ -246,9 +246,18 @@ def section(text, heading):
 
 def rows(text, heading):
     """The table rows of a section: first cell -> the other cells."""
+    return table_rows(section(text, heading))
+
+
+def table_rows(text):
+    """The rows of the tables in text: first cell -> the other cells (header rows left out)."""
     return {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
-            for line in section(text, heading).splitlines()
-            if line.startswith('| ') and not line.startswith('| activation')}
+            for line in text.splitlines() if line.startswith('| ') and not line.startswith('| activation')}
+
+
+def ladder_at(text, size):
+    """A scale report's budget ladder rows at one size: the table under 'At size <size>:'."""
+    return table_rows(section(text, 'Compute-equivalent speed-up').split(f'At size {size}:')[1].split('At size')[0])
 
 
 def test_report_words_follow_welch_and_tasks_show():
@@ -545,7 +554,7 @@ def test_scale_report_tables_gaps_and_trend():
     speedups = section(text, 'Compute-equivalent speed-up')
     assert 'At size 4x32:' in speedups and 'At size 4x128:' in speedups and 'At size 4x64:' not in speedups
     # at the smallest size polynorm is 0.02 lower: it reaches swiglu's loss at e^-0.2 of the budget
-    smallest = rows('## Compute' + speedups.split('At size 4x128:')[0], 'Compute')
+    smallest = ladder_at(text, '4x32')
     assert smallest['polynorm'][4] == f"{math.exp(0.2):.2f}"
 
 
@@ -692,8 +701,8 @@ def test_kept_scale_report_and_the_docs_scale_table():
         row = next(line for line in f if line.startswith('| Does the lead grow'))
     gaps = [float(line.split('|')[4]) for line in section(text, 'Gap to').splitlines()
             if line.startswith('| polynorm |')]
-    leads = re.search(rf'lead, smallest size to largest: ((?:{NUMBER}, )+{NUMBER}) nats per byte', row).group(1)
-    leads = leads.split(', ')
+    leads = re.search(rf'lead, smallest size to largest: ((?:{NUMBER}, )+{NUMBER}) nats per byte', row)
+    leads = leads.group(1).split(', ')
     assert len(leads) == len(gaps) == len(summary['scale'])
     assert all(quoted_in(lead, [-gap]) for lead, gap in zip(leads, gaps)), (leads, gaps)
     trends = re.findall(rf'\(({NUMBER[2:]}|[+-]{NUMBER[2:]}) per 10x[^,]*, (?:95 % interval )?([+-]?{NUMBER[2:]}) to '
@@ -706,7 +715,7 @@ def test_kept_scale_report_and_the_docs_scale_table():
     # and the speed-ups at the largest size, as its budget ladder's rows give them
     largest = sizes[-1]
     params = re.search(rf'\| {largest} \| (\d\.\d+ M) \|', text).group(1)
-    ladder = rows('## ' + text.split(f'At size {largest}:')[1], '')  # the table under 'At size ...:'
+    ladder = ladder_at(text, largest)
     value = r'([<>] \d\.\d\d|\d\.\d\d)'
     speedups = re.search(rf'speed-up at {params}: PolyNorm {value} \(([^)]+)\), gated PolyNorm {value}', row).groups()
     assert list(speedups) == ladder['polynorm'][-3:-1] + ladder['polynorm_glu'][-3:-2], (speedups, ladder)
