@@ -13,12 +13,14 @@ checkpoint.py a run's files).
     saved_bytes(forward, inputs, params)   the activation memory autograd keeps for backward
     pyplot(), save_figure(fig, path, dpi)   optional matplotlib, and PNGs written whole
     write_results(prefix, markdown, report)   a benchmark's <prefix>.md and <prefix>.json, written whole
+    bracket(losses, chosen, sd)   how an lr grid brackets its chosen lr: the sweep widens by it, the report says it
 """
 
 import datetime
 import gc
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -282,3 +284,23 @@ def write_results(prefix, markdown, report):
     os.makedirs(os.path.dirname(prefix) or '.', exist_ok=True)
     atomic_write(prefix + '.md', markdown.encode())
     atomic_write(prefix + '.json', (json.dumps(report, indent=1) + '\n').encode())
+
+
+# -----------------------------------------------------------------------------
+# Learning-rate grids
+
+
+def bracket(losses, chosen, sd):
+    """How an lr grid (lr -> one run's final loss) brackets its chosen lr, per side: {'downwards': ...,
+    'upwards': ...}. Two single-seed runs differ by sqrt(2) seed SDs (sd) from noise alone, so an lr is clearly
+    worse than the chosen one only by more than that. 'bracketed': the immediate neighbour on that side is clearly
+    worse; 'tied': the neighbour is not, but an lr beyond it is, so the best lr lies inside the grid, between the
+    chosen lr and that one, unresolved; 'open': no lr on that side is clearly worse (or there is none), so the
+    best lr may lie outside the grid."""
+    lrs = sorted(losses)
+    i = lrs.index(chosen)
+    sides = {}
+    for side, beyond in (('downwards', lrs[:i][::-1]), ('upwards', lrs[i + 1:])):  # nearest first
+        worse = [losses[lr] > losses[chosen] + math.sqrt(2) * sd for lr in beyond]
+        sides[side] = 'bracketed' if worse[:1] == [True] else 'tied' if any(worse) else 'open'
+    return sides

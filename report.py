@@ -18,7 +18,7 @@ import math
 import os
 import statistics
 
-from common import pyplot, save_figure
+from common import bracket, pyplot, save_figure
 from data.shards import atomic_write
 
 
@@ -298,8 +298,7 @@ def grid_table(summary):
                 return '-'
             return f"**{losses[x]:.4f}**" if x == lr else 'diverged' if losses[x] == math.inf else f"{losses[x]:.4f}"
         cells = [name] + [cell(x) for x in lrs]
-        sides = unbracketed(summary, name)[0]
-        cells.append(lr_text(lr) + (f" (not bracketed: extend the grid {' and '.join(sides)})" if sides else ""))
+        cells.append(lr_text(lr) + bracket_flag(unbracketed(summary, name)[0]))
         lines.append('| ' + ' | '.join(cells) + ' |')
     return lines
 
@@ -311,27 +310,33 @@ def grid_losses(summary, name):
 
 
 def unbracketed(summary, name):
-    """(the sides, 'downwards' or 'upwards', on which name's chosen lr is not bracketed, the seed SD): it is
-    bracketed on a side when its immediate neighbour there is worse by more than sqrt(2) seed SDs (the SD of the
-    difference of two single-seed runs; the seed SD is that of the reported seeds at the chosen lr, 0 with one
-    seed); at the grid's edge, or with a neighbour within that, the best lr may lie on that side."""
-    losses = grid_losses(summary, name)
+    """(name's sides, 'downwards' or 'upwards', on which its chosen lr is not bracketed, each 'tied' or 'open' as
+    common.bracket says, the seed SD): the seed SD is that of the reported seeds at the chosen lr (0 with one)."""
     vals = [r['val'] for r in final_runs(summary).get(name, [])]
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    lrs, chosen = sorted(losses), summary['chosen_lr'][name]
-    i = lrs.index(chosen)
-    close = [j < 0 or j >= len(lrs) or losses[lrs[j]] <= losses[chosen] + math.sqrt(2) * sd for j in (i - 1, i + 1)]
-    return ['downwards'] * close[0] + ['upwards'] * close[1], sd
+    sides = bracket(grid_losses(summary, name), summary['chosen_lr'][name], sd)
+    return {side: kind for side, kind in sides.items() if kind != 'bracketed'}, sd
+
+
+def bracket_flag(sides):
+    """The chosen lr's flag in a table: the sides where the best lr may lie outside the grid, and where it ties."""
+    on = {kind: ' and '.join(side for side, k in sides.items() if k == kind) for kind in ('open', 'tied')}
+    said = ([f"not bracketed {on['open']}: extend the grid"] if on['open'] else []) + (
+        [f"tied {on['tied']}"] if on['tied'] else [])
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def bracket_lines(summary):
-    """One line per name whose chosen lr is not bracketed: why, and where to extend the grid."""
+    """One line per name whose chosen lr is not bracketed: why, and what would settle it."""
     lines = []
     for name, lr in summary['chosen_lr'].items():
         sides, sd = unbracketed(summary, name)
-        if sides:
-            lines.append(f"- {name}: lr {lr_text(lr)} is at the grid's edge or has a neighbour within sqrt(2) "
-                         f"seed SDs ({math.sqrt(2) * sd:.4f}) of its loss: extend --lrs {' and '.join(sides)}.")
+        for side, kind in sides.items():
+            lines.append(f"- {name}: lr {lr_text(lr)}, {side}: " + (
+                f"no lr there is worse by more than sqrt(2) seed SDs ({math.sqrt(2) * sd:.4f}), so the best lr may "
+                f"lie outside the grid: extend --lrs {side}." if kind == 'open' else
+                f"its neighbour is within sqrt(2) seed SDs ({math.sqrt(2) * sd:.4f}) and an lr beyond it is worse "
+                "by more, so the best lr lies inside the grid, not resolved between the two (more seeds would)."))
     return lines
 
 
@@ -501,8 +506,9 @@ GRID_NOTE = """
 - **lr grid**: every activation at every learning rate with the grid's seed; each activation's lr is the one of
   the lowest final val loss (bold), and its reported seeds run at that lr. The chosen lr is bracketed when both
   its immediate neighbours in the grid are worse by more than sqrt(2) seed SDs (the SD of the difference of two
-  one-seed runs, from the reported seeds at the chosen lr); otherwise the best lr may lie beyond: extend
-  `--lrs`."""
+  one-seed runs, from the reported seeds at the chosen lr). On a side where it is not: 'tied' when an lr beyond
+  the neighbour is worse by more, so the best lr lies inside the grid, unresolved; 'open' when none is, so the
+  best lr may lie outside the grid: extend `--lrs` (the size ladder does so itself)."""
 # what the held-out loss was measured on, by the summary's 'held_out' (None: a sweep from before it was recorded)
 HELD_OUT = {None: "Measured on the first eval_steps x tokens_per_step tokens of the val split, as train.py then\n"
                   "  evaluated (now: windows spread evenly over the whole split).",
@@ -559,7 +565,7 @@ def report(summary):
                       "before the grid had a seed of its own): the comparisons below lean a little towards each "
                       "activation's own pick.", ""]
         if bracket_lines(summary):
-            lines += ["Not bracketed, so the best lr may lie outside the grid:", ""] + bracket_lines(summary) + [""]
+            lines += ["Not bracketed:", ""] + bracket_lines(summary) + [""]
     split = split_of(summary)
     lines += ["## Results at each activation's lr", ""] + results_table(groups, baseline, summary.get('params'),
                                                                          split) + [""]
@@ -835,9 +841,7 @@ def scale_report(summary):
         cells = []
         for size, _, _ in rows:
             lr = size['chosen_lr'].get(name)
-            sides = unbracketed(size, name)[0] if lr else []
-            cells.append('-' if lr is None else lr_text(lr) + (f" (not bracketed {' and '.join(sides)})"
-                                                               if sides else ""))
+            cells.append('-' if lr is None else lr_text(lr) + bracket_flag(unbracketed(size, name)[0]))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return '\n'.join(lines + [""]) + SCALE_NOTES.format(tests=len(adjusted))
 

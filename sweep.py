@@ -56,7 +56,7 @@ import time
 import torch
 
 import checkpoint
-from common import cpu_name, device_kind, model_config, peak_flops
+from common import bracket, cpu_name, device_kind, model_config, peak_flops
 from data.shards import atomic_write
 from model import ACTIVATIONS, GPT
 from settings import EXIT_DIVERGED, data_vocab, resolve
@@ -72,7 +72,7 @@ ABLATED = 'polynorm'  # the activation of the order ablation when there is an lr
 # The lr grid's seed: outside the reported seeds 0, 1, ..., so that the run that picks an activation's lr is not
 # also one of the runs its comparison counts (which would favour it a little, and break the test's independence)
 GRID_SEED = 1000
-WIDEN = 2  # the size ladder widens a name's grid of 3 by one lr at a time, this many times at most, at its edge
+WIDEN = 3  # the size ladder widens a name's grid by one lr at a time, this many times at most (grid_lrs)
 # standard errors a rung of the budget ladder may lie above the baseline's loss for the next rung down to run: about
 # the t of the speed-up's 95 % interval at 3 seeds a side
 REACH = 4
@@ -99,8 +99,9 @@ PRESETS = {
     'cpu-stdlib': {**LONG, 'lrs': '1e-3,' + LONG['lrs']},
     'gpu': {'activations': 'relu,gelu,relu2,swiglu,polyrelu,polynorm', 'seeds': 3},
     # the size ladder: 4 sizes, 0.05 M to 0.89 M non-embedding parameters (18x), each at TOKENS_PER_PARAM; the
-    # smallest's grid wide, each larger size's 3 lrs around the size below's choice (widened at an edge); the budget
-    # ladder at the smallest and the largest size. tok_per_s: one run's throughput at each size, for --plan's hours
+    # smallest's grid wide, each larger size's 3 lrs around the size below's choice, each grid widened where the best
+    # lr may lie outside it (grid_lrs); the budget ladder at the smallest and the largest size. tok_per_s: one run's
+    # throughput at each size, for --plan's hours
     'cpu-scale': {'activations': 'swiglu,polynorm,polynorm_glu', 'seeds': 3, 'parallel': 2,
                   'sizes': '4x32,4x64,4x96,4x136', 'lrs': '2e-3,4e-3,8e-3,1.6e-2,3.2e-2',
                   'budgets': '0.35,0.5,0.7,1', 'tok_per_s': TOK_PER_S_SCALE},
@@ -204,18 +205,28 @@ def variants(spec):
 
 def grid_lrs(spec, activation, order, finals):
     """The lrs of a name's grid: --lrs, or in the size ladder its own three around the size below's choice
-    (spec['grids']), widened by one more lr (x2 or /2) at a time, WIDEN times at most, while the best finished
-    lr is at the grid's edge, so that the pick is bracketed."""
-    own = spec.get('grids', {}).get(run_name(activation, order))
-    lrs = sorted(own or spec['lrs'] or [])
-    while own and len(lrs) < len(own) + WIDEN:
-        grid = [make_run(spec, activation, GRID_SEED, lr, order) for lr in lrs]
-        if not all(run['dir'] in finals for run in grid):
+    (spec['grids']). In the size ladder (spec['widen']) the grid grows by one lr (x2 or /2) at a time, WIDEN
+    times at most, on a side where the best lr may lie outside it: while the best finished lr is at the grid's
+    edge, and once its seeds have finished, where common.bracket finds that side 'open' (every lr out to the
+    edge within sqrt(2) seed SDs of the best). A widened lr that wins becomes the choice, and its seeds run."""
+    lrs = sorted(spec.get('grids', {}).get(run_name(activation, order)) or spec['lrs'] or [])
+    start = len(lrs)
+    while spec.get('widen') and len(lrs) < start + WIDEN:
+        losses = {lr: finals.get(make_run(spec, activation, GRID_SEED, lr, order)['dir']) for lr in lrs}
+        if None in losses.values():
             break
-        best = min(grid, key=lambda run: (finals[run['dir']], run['lr']))['lr']
-        if best not in (lrs[0], lrs[-1]):
-            break
-        lrs = [lrs[0] / 2] + lrs if best == lrs[0] else lrs + [lrs[-1] * 2]
+        best = min(lrs, key=lambda lr: (losses[lr], lr))
+        if best in (lrs[0], lrs[-1]):  # open on that side, whatever the seeds' spread
+            side = 'downwards' if best == lrs[0] else 'upwards'
+        else:
+            seeds = [finals.get(make_run(spec, activation, s, best, order)['dir']) for s in range(spec['seeds'])]
+            if None in seeds:
+                break
+            sides = bracket(losses, best, statistics.stdev(seeds) if len(seeds) > 1 else 0.0)
+            side = next((side for side, kind in sides.items() if kind == 'open'), None)
+            if side is None:
+                break
+        lrs = [lrs[0] / 2] + lrs if side == 'downwards' else lrs + [lrs[-1] * 2]
     return lrs
 
 
@@ -745,9 +756,9 @@ def size_keys(config, overrides, size):
 
 def size_spec(spec, sizes, k, chosen_below):
     """The sweep of size k: its own folder and steps; the smallest size runs spec's lr grid, each larger one a grid
-    of its own per name, the size below's choice (chosen_below: name -> lr) and its half and double; the budget
-    ladder only at the smallest and the largest size."""
-    own = {'out': os.path.join(spec['out'], size_tag(sizes[k])),
+    of its own per name, the size below's choice (chosen_below: name -> lr) and its half and double, every grid
+    widened where the best lr may lie outside it; the budget ladder only at the smallest and the largest size."""
+    own = {'out': os.path.join(spec['out'], size_tag(sizes[k])), 'widen': True,
            'budgets': spec['budgets'] if k in (0, len(sizes) - 1) else None}
     if k > 0:
         own['grids'] = {name: [lr / 2, lr, lr * 2] for name, lr in chosen_below.items()}

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import report
+from common import bracket
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -289,10 +290,10 @@ def test_grid_table_marks_the_choice_the_edges_and_divergence():
     text = report.report(grid_summary())
     grid = rows(text, 'Learning rate grid')
     assert grid['swiglu'] == ['2.1000', '**2.0000**', '2.2000', '0.002']  # the chosen lr in bold, inside the grid
-    assert grid['polynorm'][-1] == '0.004 (not bracketed: extend the grid upwards)'
-    assert grid['relu'] == ['**2.3000**', '2.4000', 'diverged', '0.001 (not bracketed: extend the grid downwards)']
-    assert ("- polynorm: lr 0.004 is at the grid's edge or has a neighbour within sqrt(2) seed SDs (0.0100) of its "
-            "loss: extend --lrs upwards.") in text
+    assert grid['polynorm'][-1] == '0.004 (not bracketed upwards: extend the grid)'
+    assert grid['relu'] == ['**2.3000**', '2.4000', 'diverged', '0.001 (not bracketed downwards: extend the grid)']
+    assert ("- polynorm: lr 0.004, upwards: no lr there is worse by more than sqrt(2) seed SDs (0.0100), so the best "
+            "lr may lie outside the grid: extend --lrs upwards.") in text
     assert "Seed 0 both picked each activation's lr" in text  # an older summary: no grid seed of its own
     results = rows(text, 'Results')
     assert list(results) == ['relu', 'swiglu', 'polynorm', 'polynorm_r2']  # in the order of their first run
@@ -307,7 +308,7 @@ def test_grid_table_of_grids_of_their_own():
     summary = grid_summary()
     summary['runs'] = [r for r in summary['runs'] if not (r['name'] == 'swiglu' and r['lr'] == 4e-3)]
     grid = rows(report.report(summary), 'Learning rate grid')
-    assert grid['swiglu'] == ['2.1000', '**2.0000**', '-', '0.002 (not bracketed: extend the grid upwards)']
+    assert grid['swiglu'] == ['2.1000', '**2.0000**', '-', '0.002 (not bracketed upwards: extend the grid)']
     assert grid['polynorm'][:3] == ['2.2000', '2.1000', '**1.9000**']
 
 
@@ -378,28 +379,50 @@ def test_budget_ladder_table_of_a_sweep_that_ran_only_the_rungs_it_needed():
 def test_an_lr_is_bracketed_by_its_neighbours_worse_by_sqrt2_seed_sds():
     summary = grid_summary()  # swiglu's seeds at 2e-3: 2.00 and 2.01, SD 0.0071, sqrt(2) SD 0.0100
     grid = {r['lr']: r for r in summary['runs'] if r['name'] == 'swiglu' and r['seed'] == 0}
-    assert report.unbracketed(summary, 'swiglu') == ([], pytest.approx(0.0071, abs=1e-4))
-    grid[4e-3]['val'] = 2.009  # within sqrt(2) SD of the best (one SD is 0.0071): the best may lie above
-    assert report.unbracketed(summary, 'swiglu')[0] == ['upwards']
+    assert report.unbracketed(summary, 'swiglu') == ({}, pytest.approx(0.0071, abs=1e-4))
+    grid[4e-3]['val'] = 2.009  # within sqrt(2) SD of the best (one SD is 0.0071), the grid's last: may lie above
+    assert report.unbracketed(summary, 'swiglu')[0] == {'upwards': 'open'}
     grid[1e-3]['val'] = 2.0  # a tie below
-    assert report.unbracketed(summary, 'swiglu')[0] == ['downwards', 'upwards']
+    assert report.unbracketed(summary, 'swiglu')[0] == {'downwards': 'open', 'upwards': 'open'}
     grid[4e-3]['val'] = 2.011  # worse by more than sqrt(2) SD
-    assert report.unbracketed(summary, 'swiglu')[0] == ['downwards']
+    assert report.unbracketed(summary, 'swiglu')[0] == {'downwards': 'open'}
     summary['chosen_lr']['swiglu'], grid[4e-3]['val'] = 4e-3, 1.9  # at the grid's edge: never bracketed there
-    assert report.unbracketed(summary, 'swiglu')[0] == ['upwards']
-    # only the immediate neighbour counts: an lr beyond it, however bad, does not bracket
+    assert report.unbracketed(summary, 'swiglu')[0] == {'upwards': 'open'}
+    # only the immediate neighbour brackets: a tied neighbour with a clearly worse lr beyond it is 'tied', the best
+    # lr inside the grid but not resolved, whereas ties out to the grid's edge leave it open
     summary['chosen_lr']['swiglu'], grid[1e-3]['val'], grid[4e-3]['val'] = 2e-3, 2.005, 3.0
-    assert report.unbracketed(summary, 'swiglu')[0] == ['downwards']
+    assert report.unbracketed(summary, 'swiglu')[0] == {'downwards': 'open'}
+    summary['runs'].append({**grid[1e-3], 'lr': 5e-4, 'val': 2.008})  # the grid gains 5e-4, tied too
+    summary['lrs'] = [5e-4] + summary['lrs']
+    assert report.unbracketed(summary, 'swiglu')[0] == {'downwards': 'open'}
+    summary['runs'][-1]['val'] = 2.011  # clearly worse
+    assert report.unbracketed(summary, 'swiglu')[0] == {'downwards': 'tied'}
+    grid[4e-3]['val'] = 2.0  # a tie above, at the grid's edge
+    grid_rows = rows(report.report(summary), 'Learning rate grid')
+    assert grid_rows['swiglu'] == ['2.0110', '2.0050', '**2.0000**', '2.0000',
+                                   '0.002 (not bracketed upwards: extend the grid; tied downwards)']
+
+
+def test_bracket_walks_out_through_ties_to_the_first_clearly_worse_lr():
+    losses = {1e-3: 1.30, 2e-3: 1.21, 4e-3: 1.20, 8e-3: 1.205, 1.6e-2: 1.208, 3.2e-2: 1.5}
+    assert bracket(losses, 4e-3, 0.01) == {'downwards': 'tied', 'upwards': 'tied'}  # sqrt(2) SD 0.0141
+    assert bracket(losses, 4e-3, 0.005) == {'downwards': 'bracketed', 'upwards': 'tied'}  # 0.0071: 2e-3 is worse
+    assert bracket(losses, 4e-3, 0.001) == {'downwards': 'bracketed', 'upwards': 'bracketed'}
+    assert bracket(losses, 4e-3, 0.1) == {'downwards': 'open', 'upwards': 'tied'}  # 0.1414: only 3.2e-2 is worse
+    assert bracket({**losses, 3.2e-2: math.inf}, 4e-3, 0.5) == {'downwards': 'open', 'upwards': 'tied'}  # diverged
+    assert bracket({4e-3: 1.2}, 4e-3, 0.0) == {'downwards': 'open', 'upwards': 'open'}
 
 
 def test_the_kept_sweeps_brackets():
-    # the Shakespeare grid from 2e-3 to 6.4e-2: three chosen lrs have a neighbour within sqrt(2) seed SDs
+    # the Shakespeare grid from 2e-3 to 6.4e-2: three chosen lrs have a neighbour within sqrt(2) seed SDs, each
+    # with a clearly worse lr beyond it
     with open(os.path.join(HERE, 'assets', 'sweep_cpu_long', 'summary.json')) as f:
         summary = json.load(f)
     assert summary['chosen_lr'] == {'relu2': 4e-3, 'swiglu': 4e-3, 'polyrelu': 8e-3, 'polynorm': 1.6e-2,
                                     'polynorm_glu': 1.6e-2}
     assert {name: report.unbracketed(summary, name)[0] for name in summary['chosen_lr']} == {
-        'relu2': [], 'swiglu': ['upwards'], 'polyrelu': ['upwards'], 'polynorm': [], 'polynorm_glu': ['downwards']}
+        'relu2': {}, 'swiglu': {'upwards': 'tied'}, 'polyrelu': {'upwards': 'tied'}, 'polynorm': {},
+        'polynorm_glu': {'downwards': 'tied'}}
 
 
 def test_results_table_columns():
@@ -453,7 +476,8 @@ def test_kept_stdlib_sweep_gives_its_report_and_the_docs_numbers():
     assert against['polyrelu'][4:] == ['0.114', '0.227', '6', 'not distinguishable at 3 seeds']
     assert against['polynorm_r4'][0] == '-0.1079'
     assert {name: report.unbracketed(summary, name)[0] for name in summary['chosen_lr']} == {
-        'relu2': ['downwards', 'upwards'], 'swiglu': [], 'polyrelu': [], 'polynorm': [], 'polynorm_glu': ['upwards']}
+        'relu2': {'downwards': 'tied', 'upwards': 'tied'}, 'swiglu': {}, 'polyrelu': {}, 'polynorm': {},
+        'polynorm_glu': {'upwards': 'tied'}}
 
 
 def test_plot_has_a_legend_and_a_unit_on_every_panel():

@@ -134,9 +134,40 @@ def test_size_ladder_grids_centre_on_the_size_below_and_widen_at_an_edge():
     finals[os.path.join('out', '4x96', 'polynorm_lr6.4e-2_s1000')] = 2.0
     assert sweep.pick_lrs(s, finals) == {'swiglu': 4e-3, 'polynorm': 3.2e-2}
     # at the edge after WIDEN more lrs: chosen there (the report flags it as not bracketed)
-    finals[os.path.join('out', '4x96', 'polynorm_lr6.4e-2_s1000')] = 1.8
-    finals[os.path.join('out', '4x96', 'polynorm_lr1.28e-1_s1000')] = 1.7
-    assert sweep.pick_lrs(s, finals)['polynorm'] == 1.28e-1 and sweep.WIDEN == 2
+    for lr, loss in ((6.4e-2, 1.8), (1.28e-1, 1.7), (2.56e-1, 1.6)):
+        finals[os.path.join('out', '4x96', f'polynorm_lr{sweep.lr_tag(lr)}_s1000')] = loss
+    assert sweep.pick_lrs(s, finals)['polynorm'] == 2.56e-1 and sweep.WIDEN == 3
+
+
+def test_size_ladder_widens_past_a_tie_once_the_seeds_give_their_spread():
+    sizes = [(4, 32), (4, 64)]
+    s = sweep.size_spec(spec('out', ['swiglu'], lrs=[2e-3, 4e-3, 8e-3], seeds=3), sizes, 1, {'swiglu': 4e-3})
+
+    def run(lr, seed=sweep.GRID_SEED):
+        return os.path.join('out', '4x64', f'swiglu_lr{sweep.lr_tag(lr)}_s{seed}')
+    # 2e-3 within noise of the best, 4e-3, but how much noise is only known once the seeds have run
+    finals = {run(2e-3): 2.005, run(4e-3): 2.0, run(8e-3): 2.2}
+    assert sweep.grid_lrs(s, 'swiglu', None, finals) == [2e-3, 4e-3, 8e-3]
+    assert folders(sweep.plan_runs(s, finals))[3:] == [f'swiglu_lr4e-3_s{k}' for k in range(3)]
+    finals.update({run(4e-3, 0): 1.99, run(4e-3, 1): 2.0, run(4e-3, 2): 2.01})  # SD 0.01: the tie leads to the
+    assert sweep.grid_lrs(s, 'swiglu', None, finals) == [1e-3, 2e-3, 4e-3, 8e-3]  # edge, so one lr below
+    assert sweep.pick_lrs(s, finals) == {} and 'swiglu_lr1e-3_s1000' in folders(sweep.plan_runs(s, finals))
+    finals[run(1e-3)] = 2.1  # clearly worse: tied downwards, inside the grid; 4e-3 stays
+    assert sweep.grid_lrs(s, 'swiglu', None, finals) == [1e-3, 2e-3, 4e-3, 8e-3]
+    assert sweep.pick_lrs(s, finals) == {'swiglu': 4e-3}
+    finals[run(1e-3)] = 1.98  # the widened lr wins: at the edge, so one more below, then its own seeds
+    assert sweep.grid_lrs(s, 'swiglu', None, finals) == [5e-4, 1e-3, 2e-3, 4e-3, 8e-3]
+    finals[run(5e-4)] = 2.3
+    assert sweep.pick_lrs(s, finals) == {'swiglu': 1e-3}
+    assert folders(sweep.plan_runs(s, finals))[5:] == [f'swiglu_lr1e-3_s{k}' for k in range(3)]
+    finals.update({run(1e-3, k): 1.98 + 0.001 * k for k in range(3)})  # SD 0.001: 2e-3 clearly worse, bracketed
+    assert sweep.grid_lrs(s, 'swiglu', None, finals) == [5e-4, 1e-3, 2e-3, 4e-3, 8e-3]
+    # the smallest size widens its --lrs the same way; a sweep outside the size ladder keeps its grid as given
+    smallest = sweep.size_spec(spec('out', ['swiglu'], lrs=[2e-3, 4e-3, 8e-3], seeds=3), sizes, 0, {})
+    at_smallest = {k.replace('4x64', '4x32'): v for k, v in finals.items()}
+    assert sweep.grid_lrs(smallest, 'swiglu', None, at_smallest) == [5e-4, 1e-3, 2e-3, 4e-3, 8e-3]
+    plain = spec(os.path.join('out', '4x64'), ['swiglu'], lrs=[2e-3, 4e-3, 8e-3], seeds=3)
+    assert sweep.grid_lrs(plain, 'swiglu', None, finals) == [2e-3, 4e-3, 8e-3]
 
 
 def test_analysis_lr_is_one_that_every_name_ran():
@@ -439,7 +470,7 @@ def test_lr_grid_sweep_picks_resumes_and_reports(fake_train, capsys, monkeypatch
     text = report.report(json.loads(json.dumps(summary)))  # as read back from summary.json
     section = text.split('## Learning rate grid')[1].split('##')[0]
     grid = {line.split('|')[1].strip(): line for line in section.splitlines() if line.startswith('| ')}
-    assert 'extend the grid upwards' in grid['polynorm'] and 'downwards' in grid['relu']  # 4e-3, 1e-3: the edges
+    assert 'not bracketed upwards' in grid['polynorm'] and 'downwards' in grid['relu']  # 4e-3, 1e-3: the edges
     assert 'not bracketed' not in grid['swiglu'] and 'diverged' in grid['relu']
     assert "Order ablation" in text and 'polynorm_r2' in text
     against = text.split('## Against swiglu')[1].split('##')[0]

@@ -71,6 +71,11 @@ MUTANTS = [
     ('report.py', "final {split} loss equals SwiGLU's full-budget mean final {split} loss",
      "final val loss equals SwiGLU's full-budget mean final val loss",
      ['test_report.py', '-k', 'split_the_seeds'], "the budget ladder's note says val loss of seeds measured on test"),
+    ('common.py', "'bracketed' if worse[:1] == [True] else 'tied' if any(worse) else 'open'",
+     "'bracketed' if any(worse) else 'open'",
+     ['test_report.py', '-k', 'bracket'], "an lr beyond a tied neighbour brackets the chosen lr"),
+    ('sweep.py', "side = next((side for side, kind in sides.items() if kind == 'open'), None)", "side = None",
+     ['test_sweep.py', '-k', 'widens_past_a_tie'], "the size ladder widens a grid only at its edge, never past a tie"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
