@@ -72,7 +72,7 @@ ABLATED = 'polynorm'  # the activation of the order ablation when there is an lr
 # The lr grid's seed: outside the reported seeds 0, 1, ..., so that the run that picks an activation's lr is not
 # also one of the runs its comparison counts (which would favour it a little, and break the test's independence)
 GRID_SEED = 1000
-WIDEN = 3  # the size ladder widens a name's grid by one lr at a time, this many times at most (grid_lrs)
+WIDEN = 4  # the size ladder widens a name's grid by one lr at a time, this many times at most (grid_lrs)
 # standard errors a rung of the budget ladder may lie above the baseline's loss for the next rung down to run: about
 # the t of the speed-up's 95 % interval at 3 seeds a side
 REACH = 4

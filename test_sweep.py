@@ -134,9 +134,9 @@ def test_size_ladder_grids_centre_on_the_size_below_and_widen_at_an_edge():
     finals[os.path.join('out', '4x96', 'polynorm_lr6.4e-2_s1000')] = 2.0
     assert sweep.pick_lrs(s, finals) == {'swiglu': 4e-3, 'polynorm': 3.2e-2}
     # at the edge after WIDEN more lrs: chosen there (the report flags it as not bracketed)
-    for lr, loss in ((6.4e-2, 1.8), (1.28e-1, 1.7), (2.56e-1, 1.6)):
+    for lr, loss in ((6.4e-2, 1.8), (1.28e-1, 1.7), (2.56e-1, 1.6), (5.12e-1, 1.5)):
         finals[os.path.join('out', '4x96', f'polynorm_lr{sweep.lr_tag(lr)}_s1000')] = loss
-    assert sweep.pick_lrs(s, finals)['polynorm'] == 2.56e-1 and sweep.WIDEN == 3
+    assert sweep.pick_lrs(s, finals)['polynorm'] == 5.12e-1 and sweep.WIDEN == 4
 
 
 def test_size_ladder_widens_past_a_tie_once_the_seeds_give_their_spread():
