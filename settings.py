@@ -15,10 +15,15 @@ import difflib
 import json
 import os
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUICKSTART = os.path.join('config', 'quickstart.py')
 EXIT_DIVERGED = 3  # train.py's exit status when the loss or the weights turn non-finite (sweep.py reads it)
+# under torchrun a bad command line fails every process at once and rank 0 alone says why; torchrun stops the rest
+# as soon as one exits, so the others wait this long first, or a rank 0 that started a moment later is stopped
+# before it says it
+RANK0_FIRST_S = 10
 
 # The training keys. Their defaults are the quick start's: 1000 steps of 2,048 tokens, a few minutes on two CPU
 # cores, taking the byte-level loss from 5.6 to about 2. The comment on each line is its --help.
@@ -296,6 +301,7 @@ def from_command_line(argv, script, examples):
         config, sources = resolve([arg for arg in argv if arg != '--print_config'])
     except SystemExit as e:  # under torchrun every process reads the same arguments: rank 0 says it, once
         if os.environ.get('RANK', '0') != '0' and isinstance(e.code, str):
+            time.sleep(RANK0_FIRST_S)  # torchrun stops this process here once rank 0 has exited with the line
             raise SystemExit(1) from None
         raise
     if show:

@@ -217,3 +217,18 @@ def test_a_config_file_knows_its_own_path_and_float32s_largest_number_is_finite(
     path.write_text("out_dir = __file__ + '.out'\nlearning_rate = 3.4028234663852886e38\n")
     config = resolve(str(path))
     assert config['out_dir'] == f"{path}.out" and config['learning_rate'] == settings.FLOAT32_MAX
+
+
+def test_under_torchrun_a_bad_command_line_waits_for_rank_0_to_say_it():
+    # every process fails on the same bad key and rank 0 alone says it; torchrun stops the others as soon as one
+    # process exits, so a rank other than 0 that exited at once could get rank 0 stopped before it says anything
+    code = "import settings; settings.from_command_line(['--learning_rat=1'], 'train.py', '')"
+    child = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, env={**os.environ, 'RANK': '1'},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):  # still waiting, silent, for torchrun to stop it
+            child.wait(timeout=3)
+    finally:
+        child.terminate()  # as torchrun does once rank 0 has exited with the line
+    out, err = child.communicate(timeout=10)
+    assert child.returncode != 0 and out == '' and 'learning_rat' not in err
