@@ -564,8 +564,9 @@ def report(summary):
             lines += ["Seed 0 both picked each activation's lr and counts among its reported seeds (a sweep from "
                       "before the grid had a seed of its own): the comparisons below lean a little towards each "
                       "activation's own pick.", ""]
-        if bracket_lines(summary):
-            lines += ["Not bracketed:", ""] + bracket_lines(summary) + [""]
+        unbracketed_lines = bracket_lines(summary)
+        if unbracketed_lines:
+            lines += ["Not bracketed:", ""] + unbracketed_lines + [""]
     split = split_of(summary)
     lines += ["## Results at each activation's lr", ""] + results_table(groups, baseline, summary.get('params'),
                                                                          split) + [""]
